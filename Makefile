@@ -1,0 +1,102 @@
+# The front door. `make` alone lists every target.
+#
+# Variables you may set (make VAR=value ...):
+#   RUN_NAME        name of the MLflow parent run of `make pipeline`
+#   FORCE=1         re-run every stage, changed or not
+#   PYTHON          the Python 3.11 that creates .venv
+#   VENV            the virtualenv to use (default: .venv here)
+#   DVC_REMOTE_URL  the default DVC remote, a local folder (default: ~/.dvc-remotes/$(PROJECT_NAME))
+#   DVC_CACHE_DIR   a DVC cache shared between clones (default: .dvc/cache)
+#   PYTEST_ARGS     extra arguments for pytest, e.g. PYTEST_ARGS="-m 'not slow'"
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PROJECT_NAME ?= ml-research-template
+PROJECT_ROOT := $(CURDIR)
+PYTHON ?= python3.11
+VENV ?= $(PROJECT_ROOT)/.venv
+RUN_NAME ?=
+FORCE ?=
+DVC_REMOTE ?= local
+DVC_REMOTE_URL ?= $(HOME)/.dvc-remotes/$(PROJECT_NAME)
+DVC_CACHE_DIR ?=
+PYTEST_ARGS ?=
+
+PY := $(VENV)/bin/python
+DVC := $(VENV)/bin/dvc
+
+# Every process make starts shares one tracking store, addressed absolutely, and none phones home.
+export MLFLOW_TRACKING_URI ?= sqlite:///$(PROJECT_ROOT)/mlflow.db
+export MLFLOW_DISABLE_TELEMETRY := true
+export DO_NOT_TRACK := 1
+export MLFLOW_SERVER_ENABLE_JOB_EXECUTION := false
+export DVC_NO_ANALYTICS := 1
+export NO_MKDOCS_2_WARNING := 1
+export VENV
+export PATH := $(VENV)/bin:$(PATH)
+
+# The venv is reinstalled only when a requirements file's content changes.
+RUNTIME_HASH := $(shell cat requirements.txt | sha256sum | cut -c1-16)
+DEV_HASH := $(shell cat requirements.txt requirements-dev.txt | sha256sum | cut -c1-16)
+RUNTIME_STAMP := $(VENV)/.installed-runtime-$(RUNTIME_HASH)
+DEV_STAMP := $(VENV)/.installed-dev-$(DEV_HASH)
+
+.PHONY: help pipeline test lint format clean clean-mlflow venv venv-dev dvc-setup
+
+help: ## Show this help
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
+
+pipeline: $(RUNTIME_STAMP) dvc-setup ## Run the DVC pipeline as one MLflow parent run (RUN_NAME=..., FORCE=1)
+	@run_id=$$($(PY) -m src.utils.start_pipeline --config params.yaml --run-name "$(RUN_NAME)") || exit $$?; \
+	interrupted=; trap 'interrupted=1' INT TERM; \
+	PIPELINE_PARENT_RUN_ID=$$run_id $(DVC) repro $(if $(FORCE),--force); status=$$?; \
+	if [ -n "$$interrupted" ]; then status=130; fi; \
+	$(PY) -m src.utils.finish_pipeline --run-id "$$run_id" --exit-code $$status || { [ $$status -ne 0 ] || status=1; }; \
+	exit $$status
+
+test: $(DEV_STAMP) ## Run the unit and integration tests (PYTEST_ARGS=...)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(DEV_STAMP) ## Check the code with ruff (lint and format)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(DEV_STAMP) ## Format the code and fix what ruff can
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+clean: ## Remove pipeline outputs and build files (keeps the MLflow store and the DVC cache)
+	git clean -fdX -- data models reports
+	rm -rf site .pytest_cache .ruff_cache
+	find . -path ./.venv -prune -o -name __pycache__ -type d -exec rm -rf {} +
+
+clean-mlflow: ## Delete the MLflow store, every run in it (CONFIRM=1)
+	@if [ "$(CONFIRM)" != 1 ]; then echo "error: this deletes mlflow.db and mlruns/ with every run; run 'make clean-mlflow CONFIRM=1'" >&2; exit 2; fi
+	rm -rf mlflow.db mlruns
+
+venv: $(RUNTIME_STAMP) ## Create .venv with the pinned runtime requirements
+
+venv-dev: $(DEV_STAMP) ## Create .venv with the runtime, test, lint and docs requirements
+
+$(RUNTIME_STAMP):
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or run 'make PYTHON=/path/to/python3.11 ...'" >&2; exit 2; }
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo "Installing the pinned requirements into $(VENV) (about a minute, once)..."
+	@$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	@rm -f $(VENV)/.installed-runtime-*
+	@touch $@
+
+$(DEV_STAMP):
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or run 'make PYTHON=/path/to/python3.11 ...'" >&2; exit 2; }
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo "Installing the pinned requirements and dev tools into $(VENV) (about a minute, once)..."
+	@$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	@rm -f $(VENV)/.installed-runtime-* $(VENV)/.installed-dev-*
+	@touch $(RUNTIME_STAMP) $@
+
+# The default DVC remote (a local folder) and an optional shared cache, in .dvc/config.local.
+dvc-setup: $(RUNTIME_STAMP)
+	@mkdir -p "$(DVC_REMOTE_URL)"
+	@grep -qsF "url = $(DVC_REMOTE_URL)" .dvc/config.local || $(DVC) remote add --local --force --default $(DVC_REMOTE) "$(DVC_REMOTE_URL)"
+	@if [ -n "$(DVC_CACHE_DIR)" ]; then grep -qsF "dir = $(DVC_CACHE_DIR)" .dvc/config.local || $(DVC) cache dir --local "$(DVC_CACHE_DIR)"; fi

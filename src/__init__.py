@@ -1,0 +1,1 @@
+"""ML research template: a DVC pipeline tracked in MLflow."""

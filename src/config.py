@@ -1,0 +1,280 @@
+"""Load and validate params.yaml once, into typed objects.
+
+Every entry point calls `load_config` before it does anything else, so a bad
+params.yaml stops the pipeline with one line that names the key path, the bad
+value and what is allowed, before any MLflow run opens or any output is written.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+ESTIMATORS = ("logistic_regression", "random_forest")
+BUNDLED_DATASETS = ("iris", "wine", "breast_cancer")
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Where each stage reads and writes, relative to the project root.
+
+    dvc.yaml declares the same paths as stage deps and outs; a unit test keeps
+    the two in step.
+    """
+
+    raw: Path = Path("data/raw/dataset.parquet")
+    features: Path = Path("data/processed/features.parquet")
+    train: Path = Path("data/processed/train.parquet")
+    test: Path = Path("data/processed/test.parquet")
+    model: Path = Path("models/model.joblib")
+    cv_metrics: Path = Path("reports/cv_metrics.json")
+    metrics: Path = Path("reports/metrics.json")
+    confusion_matrix_png: Path = Path("reports/confusion_matrix.png")
+
+
+PATHS = Paths()
+
+
+class ConfigError(ValueError):
+    """params.yaml is unreadable or invalid; the message is the one line to show."""
+
+
+class Section(BaseModel):
+    """Base for every params.yaml section.
+
+    Unknown keys, missing keys and loose types are errors: dvc.yaml names every
+    key, so DVC needs each of them in params.yaml, and the template's
+    params.yaml holds the defaults.
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class BaseParams(Section):
+    """The `base` section: settings shared by every stage."""
+
+    random_state: int = Field(ge=0, description="Seed for every random step.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(description="Log level of every entry point.")
+
+
+class MlflowParams(Section):
+    """The `mlflow` section: where runs are recorded."""
+
+    experiment_name: str = Field(min_length=1, description="MLflow experiment of the pipeline runs.")
+
+
+class DataLoadParams(Section):
+    """The `data_load` section: which dataset the pipeline starts from."""
+
+    dataset: Literal[BUNDLED_DATASETS] = Field(  # type: ignore[valid-type]
+        "iris", description="A dataset bundled with scikit-learn."
+    )
+    target: str = Field(min_length=1, description="Name of the label column.")
+
+
+class FeaturizeParams(Section):
+    """The `featurize` section: engineered features added to the raw table."""
+
+    pairwise_products: bool = Field(description="Add `<a>_x_<b>` for every pair of numeric features.")
+    drop_columns: list[str] = Field(description="Raw feature columns to leave out.")
+
+
+class DataSplitParams(Section):
+    """The `data_split` section: how the feature table is split into train and test."""
+
+    test_size: float = Field(gt=0, lt=1, description="Fraction of rows held out for test.")
+    stratify: bool = Field(description="Keep class proportions equal in both parts.")
+
+
+class TrainParams(Section):
+    """The `train` section: the estimator, its hyperparameters and cross-validation.
+
+    Hyperparameters sit side by side; each applies to the estimator named in its
+    description and is ignored by the others.
+    """
+
+    estimator: Literal[ESTIMATORS] = Field(  # type: ignore[valid-type]
+        "logistic_regression", description="The model to fit."
+    )
+    C: float = Field(gt=0, description="logistic_regression: inverse regularisation strength.")
+    max_iter: int = Field(ge=1, description="logistic_regression: solver iterations.")
+    n_estimators: int = Field(ge=1, description="random_forest: number of trees.")
+    max_depth: int | None = Field(ge=1, description="random_forest: tree depth (null: unlimited).")
+    cv_folds: int = Field(ge=2, le=20, description="Folds of the k-fold cross-validation.")
+
+
+class EvaluateParams(Section):
+    """The `evaluate` section: how the test-set results are reported."""
+
+    normalize_confusion_matrix: bool = Field(
+        description="Show row fractions instead of counts in the confusion matrix."
+    )
+
+
+class Config(Section):
+    """The whole of params.yaml, validated."""
+
+    base: BaseParams
+    mlflow: MlflowParams
+    data_load: DataLoadParams
+    featurize: FeaturizeParams
+    data_split: DataSplitParams
+    train: TrainParams
+    evaluate: EvaluateParams
+
+    def flat(self, *keys: str) -> dict[str, Any]:
+        """Return parameters as `section.key -> value`, as MLflow params are logged.
+
+        Args:
+            *keys: Sections (`train`) or dotted keys (`base.random_state`) to
+                keep; every parameter when none is given.
+        """
+        every = flatten(self.model_dump())
+        if not keys:
+            return every
+        return {
+            name: value
+            for name, value in every.items()
+            if any(name == key or name.startswith(f"{key}.") for key in keys)
+        }
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Flatten nested mappings into dotted keys: `{"a": {"b": 1}}` -> `{"a.b": 1}`."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{dotted}."))
+        else:
+            flat[dotted] = value
+    return flat
+
+
+def load_config(path: str | Path = "params.yaml") -> Config:
+    """Read params.yaml and validate every section.
+
+    Args:
+        path: The params file.
+
+    Returns:
+        The validated configuration.
+
+    Raises:
+        ConfigError: With a one-line message naming the file, the key path, the
+            bad value and what is allowed.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found; copy params.yaml from the template") from None
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read it ({error.strerror})") from None
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: invalid YAML{_yaml_position(error)}") from None
+    if not isinstance(document, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections, got {_describe(document)}")
+    try:
+        return Config.model_validate(document)
+    except ValidationError as error:
+        raise ConfigError(f"{path}: {_first_problem(error)}") from None
+
+
+def _yaml_position(error: yaml.YAMLError) -> str:
+    mark = getattr(error, "problem_mark", None)
+    problem = getattr(error, "problem", None) or "syntax error"
+    if mark is None:
+        return f": {problem}"
+    return f" at line {mark.line + 1}, column {mark.column + 1}: {problem}"
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "nothing"
+    return f"{type(value).__name__} {value!r}"
+
+
+_TYPE_WORDS = {
+    "int_type": "an integer",
+    "int_from_float": "an integer",
+    "float_type": "a number",
+    "bool_type": "true or false",
+    "string_type": "a string",
+    "list_type": "a list",
+    "model_type": "a mapping of keys",
+    "dict_type": "a mapping of keys",
+}
+
+
+def _first_problem(error: ValidationError) -> str:
+    """Turn pydantic's first error into one sentence about params.yaml."""
+    problems = error.errors(include_url=False)
+    # A misspelt key also shows up as a missing one; the misspelling is the cause.
+    problem = min(problems, key=lambda item: item["type"] != "extra_forbidden")
+    location = tuple(str(part) for part in problem["loc"])
+    key = ".".join(location)
+    kind = problem["type"]
+    value = problem.get("input")
+    context = problem.get("ctx") or {}
+    if kind == "extra_forbidden":
+        return _unknown_key(location)
+    if kind == "missing":
+        what = "section" if len(location) == 1 else "key"
+        return f"missing {what} {key}; add it (see the template's params.yaml)"
+    if kind == "literal_error":
+        return f"{key} must be one of {context.get('expected', '')}, got {value!r}"
+    if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+        return f"{key} {_range_words(location)}, got {value!r}"
+    if kind in ("too_short", "string_too_short"):
+        return f"{key} must not be empty"
+    if kind in _TYPE_WORDS or kind.endswith("_type"):
+        wanted = _TYPE_WORDS.get(kind, kind.removesuffix("_type"))
+        return f"{key} must be {wanted}, got {_describe(value)}"
+    return f"{key}: {problem['msg']}, got {value!r}"
+
+
+def _unknown_key(location: tuple[str, ...]) -> str:
+    allowed = list(_section_model(location[:-1]).model_fields)
+    close = difflib.get_close_matches(location[-1], allowed, n=1)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    where = "section" if len(location) == 1 else "key"
+    return f"unknown {where} {'.'.join(location)}{hint}; allowed: {', '.join(allowed)}"
+
+
+def _section_model(prefix: tuple[str, ...]) -> type[BaseModel]:
+    """Return the model class that validates the mapping at `prefix`."""
+    model: type[BaseModel] = Config
+    for part in prefix:
+        model = model.model_fields[part].annotation  # type: ignore[assignment]
+    return model
+
+
+def _range_words(location: tuple[str, ...]) -> str:
+    """Describe the allowed range of a numeric key from its Field constraints."""
+    low = high = None
+    low_open = high_open = False
+    for rule in _section_model(location[:-1]).model_fields[location[-1]].metadata:
+        if getattr(rule, "gt", None) is not None:
+            low, low_open = rule.gt, True
+        if getattr(rule, "ge", None) is not None:
+            low = rule.ge
+        if getattr(rule, "lt", None) is not None:
+            high, high_open = rule.lt, True
+        if getattr(rule, "le", None) is not None:
+            high = rule.le
+    if low is not None and high is not None:
+        ends = " (exclusive)" if low_open and high_open else ""
+        return f"must be between {low} and {high}{ends}"
+    if low is not None:
+        return f"must be {'greater than' if low_open else 'at least'} {low}"
+    return f"must be {'less than' if high_open else 'at most'} {high}"

@@ -1,0 +1,92 @@
+"""Stage evaluate: score the model on the test table, write metrics and plots."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from src.config import PATHS, Config
+from src.utils.cli import run_stage
+from src.utils.io import read_table, require, write_json
+from src.utils.mlflow_run import StageResult, mlflow_stage
+
+
+def score(labels: pd.Series, predictions: pd.Series) -> dict[str, float]:
+    """Compute accuracy and the macro-averaged F1, precision and recall.
+
+    Args:
+        labels: The true labels.
+        predictions: The predicted labels, in the same order.
+
+    Returns:
+        `accuracy`, `f1_macro`, `precision_macro` and `recall_macro`.
+    """
+    from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score
+
+    return {
+        "accuracy": float(accuracy_score(labels, predictions)),
+        "f1_macro": float(f1_score(labels, predictions, average="macro", zero_division=0)),
+        "precision_macro": float(precision_score(labels, predictions, average="macro", zero_division=0)),
+        "recall_macro": float(recall_score(labels, predictions, average="macro", zero_division=0)),
+    }
+
+
+def confusion_matrix(labels: pd.Series, predictions: pd.Series) -> pd.DataFrame:
+    """Count predictions per true class.
+
+    Args:
+        labels: The true labels.
+        predictions: The predicted labels, in the same order.
+
+    Returns:
+        A square table of counts: one row per true label, one column per
+        predicted label, both over every label seen in either.
+    """
+    classes = sorted(set(labels) | set(predictions))
+    counts = pd.crosstab(
+        pd.Categorical(labels, categories=classes),
+        pd.Categorical(predictions, categories=classes),
+        dropna=False,
+    )
+    counts.index.name, counts.columns.name = "true", "predicted"
+    return counts.reindex(index=classes, columns=classes, fill_value=0)
+
+
+def evaluate(model: Any, test: pd.DataFrame, target: str) -> tuple[dict[str, float], pd.DataFrame]:
+    """Predict the test table and score the predictions.
+
+    Args:
+        model: A fitted estimator.
+        test: The test table, with the label column `target`.
+        target: The label column.
+
+    Returns:
+        The metrics (see `score`) and the confusion matrix.
+    """
+    labels = test[target]
+    predictions = pd.Series(model.predict(test.drop(columns=[target])), index=test.index)
+    return score(labels, predictions), confusion_matrix(labels, predictions)
+
+
+@mlflow_stage("evaluate")
+def main(config: Config) -> StageResult:
+    """Score models/model.joblib on the test table; write reports/metrics.json and the confusion matrix."""
+    import joblib
+
+    from src.report.plots import save_confusion_matrix
+
+    model = joblib.load(require(PATHS.model, made_by="train"))
+    test = read_table(PATHS.test, made_by="data_split")
+    metrics, matrix = evaluate(model, test, config.data_load.target)
+    write_json(metrics, PATHS.metrics)
+    save_confusion_matrix(matrix, PATHS.confusion_matrix_png, config.evaluate.normalize_confusion_matrix)
+    return StageResult(
+        params=config.flat("evaluate"),
+        metrics=metrics,
+        artifacts=[PATHS.metrics, PATHS.confusion_matrix_png],
+    )
+
+
+if __name__ == "__main__":
+    run_stage(main)

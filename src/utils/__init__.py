@@ -1,0 +1,1 @@
+"""Configuration edges, file I/O, logging and MLflow tracking."""

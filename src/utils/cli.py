@@ -1,0 +1,83 @@
+"""The command-line edge shared by every entry point: arguments, config, exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from collections.abc import Callable
+from types import FrameType
+from typing import Any, NoReturn
+
+from src.config import Config, ConfigError, load_config
+from src.utils.logs import setup_logging
+from src.utils.mlflow_run import one_line
+
+logger = logging.getLogger(__name__)
+
+EXIT_FAILED = 1
+EXIT_BAD_CONFIG = 2
+EXIT_INTERRUPTED = 130
+
+
+def fail(message: str, exit_code: int = EXIT_FAILED) -> NoReturn:
+    """Print `error: <message>` as one line on stderr and exit with `exit_code`."""
+    sys.stderr.write(f"error: {message}\n")
+    sys.exit(exit_code)
+
+
+def parse_config(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> tuple[argparse.Namespace, Config]:
+    """Parse the command line (adding `--config`) and load the validated config.
+
+    A bad params.yaml ends the process here with exit code 2 and one line,
+    before anything else happens. Logging is set up from `base.log_level`, and
+    SIGTERM is turned into KeyboardInterrupt so that runs end KILLED.
+
+    Args:
+        parser: The entry point's parser, with any arguments of its own.
+        argv: The arguments; `sys.argv[1:]` when None.
+
+    Returns:
+        The parsed arguments and the validated config.
+    """
+    parser.add_argument("--config", default="params.yaml", help="the params file (default: params.yaml)")
+    arguments = parser.parse_args(argv)
+    try:
+        config = load_config(arguments.config)
+    except ConfigError as error:
+        fail(str(error), EXIT_BAD_CONFIG)
+    setup_logging(config.base.log_level)
+    signal.signal(signal.SIGTERM, _interrupt)
+    return arguments, config
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> NoReturn:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def run_stage(stage_main: Callable[[Config], Any], argv: list[str] | None = None) -> NoReturn:
+    """Run a stage from the command line: `python -m src.stages.<name> --config params.yaml`.
+
+    Exit codes: 0 done, 1 the stage failed (one line on stderr; the traceback is
+    in the MLflow run's error.txt and in the log at DEBUG level), 2 bad
+    params.yaml, 130 interrupted.
+
+    Args:
+        stage_main: The stage's decorated `main`.
+        argv: The arguments; `sys.argv[1:]` when None.
+    """
+    name = getattr(stage_main, "stage_name", stage_main.__module__)
+    parser = argparse.ArgumentParser(prog=f"python -m src.stages.{name}", description=stage_main.__doc__)
+    _, config = parse_config(parser, argv)
+    try:
+        stage_main(config)
+    except KeyboardInterrupt:
+        fail(f"stage {name} interrupted; its outputs were left as they were", EXIT_INTERRUPTED)
+    except Exception as error:
+        logger.debug("stage %s failed", name, exc_info=True)
+        hint = (
+            "" if isinstance(error, ValueError | FileNotFoundError) else "; set base.log_level: DEBUG for the traceback"
+        )
+        fail(f"stage {name} failed: {one_line(error)}{hint}")
+    sys.exit(0)

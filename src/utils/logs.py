@@ -1,0 +1,25 @@
+"""One logging setup for every entry point."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+QUIET_LOGGERS = ("alembic", "git", "urllib3", "matplotlib", "PIL")
+
+
+def setup_logging(level: str = "INFO") -> None:
+    """Send log records of `level` and above to stderr, one line each.
+
+    Args:
+        level: A logging level name, as in params.yaml's `base.log_level`.
+    """
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+        force=True,
+    )
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLevelName(level)))

@@ -1,0 +1,120 @@
+"""Run the real pipeline (make, git, DVC, MLflow) in a temporary copy of the repository."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import PROJECT_ROOT
+
+# The virtualenv `make test` runs in; copies reuse it instead of installing their own.
+VENV = Path(os.environ.get("VENV") or sys.prefix)
+
+
+@dataclass
+class Project:
+    """A copy of the repository under tmp_path, with its own git repo, DVC remote and MLflow store."""
+
+    root: Path
+    remote: Path
+
+    def env(self, **extra: str) -> dict[str, str]:
+        """The environment a user's shell would have, pointed at this copy."""
+        env = {
+            key: value
+            for key, value in os.environ.items()
+            if not key.startswith(("MLFLOW_", "PIPELINE_", "DVC_")) and key not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")
+        }
+        env.update(
+            VENV=str(VENV),
+            DVC_REMOTE_URL=str(self.remote),
+            GIT_AUTHOR_NAME="Test",
+            GIT_AUTHOR_EMAIL="test@example.com",
+            GIT_COMMITTER_NAME="Test",
+            GIT_COMMITTER_EMAIL="test@example.com",
+        )
+        env.update(extra)
+        return env
+
+    def run(self, *command: str, check: bool = False, **env: str) -> subprocess.CompletedProcess:
+        """Run a command in the copy and capture its output."""
+        return subprocess.run(
+            command, cwd=self.root, env=self.env(**env), capture_output=True, text=True, check=check, timeout=600
+        )
+
+    def make(self, *targets: str, **env: str) -> subprocess.CompletedProcess:
+        """Run make in the copy."""
+        return self.run("make", "--no-print-directory", *targets, **env)
+
+    def git(self, *arguments: str) -> str:
+        """Run git in the copy and return its stdout."""
+        return self.run("git", *arguments, check=True).stdout
+
+    @property
+    def tracking_uri(self) -> str:
+        return f"sqlite:///{self.root / 'mlflow.db'}"
+
+    def client(self):
+        """An MlflowClient on the copy's store."""
+        os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+        from mlflow import MlflowClient
+
+        return MlflowClient(tracking_uri=self.tracking_uri)
+
+    def runs(self, filter_string: str = "") -> list:
+        """Every run of every experiment in the copy's store, newest first."""
+        client = self.client()
+        experiments = [experiment.experiment_id for experiment in client.search_experiments()]
+        return client.search_runs(experiments, filter_string=filter_string, order_by=["attributes.start_time DESC"])
+
+    def parents(self) -> list:
+        return self.runs("tags.`pipeline.role` = 'parent'")
+
+    def children(self, parent_run_id: str) -> list:
+        return self.runs(f"tags.mlflow.parentRunId = '{parent_run_id}'")
+
+
+def copy_repository(destination: Path) -> Path:
+    """Copy the work tree's tracked and unignored files into a fresh git repository."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        check=True,
+    ).stdout.split(b"\0")
+    for name in filter(None, (entry.decode() for entry in listed)):
+        source = PROJECT_ROOT / name
+        if source.is_file():
+            target = destination / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
+    return destination
+
+
+def new_project(root: Path, remote: Path) -> Project:
+    """A committed copy of the repository at `root` with a DVC remote at `remote`."""
+    project = Project(copy_repository(root), remote)
+    project.run("git", "init", "-q", "-b", "main", check=True)
+    project.run("git", "add", "-A", check=True)
+    project.run("git", "commit", "-q", "-m", "copy of the template", check=True)
+    return project
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Project:
+    """A fresh copy of the repository, nothing run yet."""
+    return new_project(tmp_path / "repo", tmp_path / "remote")
+
+
+@pytest.fixture(scope="module")
+def piped(tmp_path_factory: pytest.TempPathFactory) -> tuple[Project, subprocess.CompletedProcess]:
+    """A copy of the repository after one `make pipeline`; tests only read it."""
+    base = tmp_path_factory.mktemp("piped")
+    project = new_project(base / "repo", base / "remote")
+    return project, project.make("pipeline")

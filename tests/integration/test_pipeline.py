@@ -1,0 +1,158 @@
+"""`make pipeline` end to end: real make, git, DVC and MLflow in a copy of the repo."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.slow
+
+STAGES = ["data_load", "featurize", "data_split", "train", "evaluate"]
+METRICS = {"accuracy", "f1_macro", "precision_macro", "recall_macro"}
+
+
+def test_full_run_gives_one_finished_parent_with_five_finished_stage_runs(piped):
+    project, result = piped
+    assert result.returncode == 0, result.stderr
+    [parent] = project.parents()
+    assert parent.info.status == "FINISHED"
+    children = project.children(parent.info.run_id)
+    assert sorted(child.info.run_name for child in children) == sorted(STAGES)
+    assert {child.info.status for child in children} == {"FINISHED"}
+    by_stage = {child.info.run_name: child for child in children}
+    assert by_stage["data_split"].data.params["data_split.test_size"] == "0.2"
+    assert by_stage["data_load"].data.metrics["n_rows"] == 150
+    assert by_stage["train"].data.metrics["cv_accuracy_mean"] > 0.8
+    assert set(by_stage["evaluate"].data.metrics) >= METRICS
+    assert all("stage_seconds" in child.data.metrics for child in children)
+
+
+def test_parent_carries_all_params_final_metrics_and_git_state(piped):
+    project, _ = piped
+    [parent] = project.parents()
+    params = yaml.safe_load((project.root / "params.yaml").read_text())
+    assert parent.data.params["train.estimator"] == params["train"]["estimator"]
+    assert parent.data.params["base.random_state"] == str(params["base"]["random_state"])
+    assert len(parent.data.params) == sum(len(section) for section in params.values())
+    metrics = json.loads((project.root / "reports/metrics.json").read_text())
+    assert set(metrics) == METRICS
+    assert parent.data.metrics["accuracy"] == pytest.approx(metrics["accuracy"])
+    assert "cv_accuracy_mean" in parent.data.metrics
+    assert parent.data.tags["git.commit"] == project.git("rev-parse", "HEAD").strip()
+    assert parent.data.tags["git.dirty"] in ("true", "false")
+    assert parent.data.tags["pipeline.exit_code"] == "0"
+
+
+def test_outputs_are_written_and_tracked_by_dvc(piped):
+    project, _ = piped
+    for path in [
+        "data/raw/dataset.parquet",
+        "data/processed/features.parquet",
+        "data/processed/train.parquet",
+        "data/processed/test.parquet",
+        "models/model.joblib",
+        "reports/metrics.json",
+        "reports/cv_metrics.json",
+    ]:
+        assert (project.root / path).stat().st_size > 0, path
+    assert (project.root / "reports/confusion_matrix.png").read_bytes()[:4] == b"\x89PNG"
+    status = project.run(str(project.env()["VENV"]) + "/bin/dvc", "status", "--quiet")
+    assert status.returncode == 0, status.stdout
+    lock = yaml.safe_load((project.root / "dvc.lock").read_text())
+    assert sorted(lock["stages"]) == sorted(STAGES)
+
+
+def test_model_is_logged_with_signature_and_loads_back(piped):
+    project, _ = piped
+    import mlflow
+    import pandas as pd
+
+    [parent] = project.parents()
+    [train] = [child for child in project.children(parent.info.run_id) if child.info.run_name == "train"]
+    mlflow.set_tracking_uri(project.tracking_uri)
+    [model] = mlflow.search_logged_models(filter_string=f"source_run_id = '{train.info.run_id}'", output_format="list")
+    loaded = mlflow.pyfunc.load_model(f"models:/{model.model_id}")
+    assert loaded.metadata.signature is not None
+    test = pd.read_parquet(project.root / "data/processed/test.parquet")
+    predictions = loaded.predict(test.drop(columns=["target"]).head(3))
+    assert set(predictions) <= {"setosa", "versicolor", "virginica"}
+
+
+def test_mlflow_store_is_ignored_by_git_and_dvc(piped):
+    project, _ = piped
+    assert (project.root / "mlflow.db").exists()
+    assert (project.root / "mlruns").is_dir()
+    ignored = project.run("git", "check-ignore", "mlflow.db", "mlruns").stdout.split()
+    assert ignored == ["mlflow.db", "mlruns"]
+
+
+def test_second_run_with_nothing_changed_reruns_no_stage(piped):
+    project, _ = piped
+    lock_before = (project.root / "dvc.lock").read_bytes()
+    model_before = (project.root / "models/model.joblib").stat().st_mtime_ns
+    result = project.make("pipeline", RUN_NAME="again")
+    assert result.returncode == 0, result.stderr
+    parent = project.parents()[0]
+    assert parent.info.run_name == "again"
+    assert parent.info.status == "FINISHED"
+    assert project.children(parent.info.run_id) == []
+    assert "accuracy" in parent.data.metrics
+    assert (project.root / "dvc.lock").read_bytes() == lock_before
+    assert (project.root / "models/model.joblib").stat().st_mtime_ns == model_before
+    assert "Running stage" not in result.stdout
+
+
+def test_bad_params_stop_with_one_line_and_no_run(piped):
+    project, _ = piped
+    params_file = project.root / "params.yaml"
+    good = params_file.read_text()
+    lock_before = (project.root / "dvc.lock").read_bytes()
+    runs_before = len(project.runs())
+    try:
+        params_file.write_text(good.replace("test_size: 0.2", "test_size: 1.5"))
+        result = project.make("pipeline")
+    finally:
+        params_file.write_text(good)
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors == ["error: params.yaml: data_split.test_size must be between 0 and 1 (exclusive), got 1.5"]
+    assert "Traceback" not in result.stderr
+    assert len(project.runs()) == runs_before
+    assert (project.root / "dvc.lock").read_bytes() == lock_before
+
+
+def test_crashing_stage_fails_the_command_and_the_parent(piped):
+    project, _ = piped
+    stage_file = project.root / "src/stages/train.py"
+    good = stage_file.read_text()
+    lock_before = (project.root / "dvc.lock").read_bytes()
+    try:
+        stage_file.write_text(good.replace("    import joblib\n", "    import joblib\n\n    1 / 0\n", 1))
+        result = project.make("pipeline", RUN_NAME="crash")
+    finally:
+        stage_file.write_text(good)
+    assert result.returncode != 0
+    assert "error: stage train failed: ZeroDivisionError: division by zero" in result.stderr
+    parent = project.parents()[0]
+    assert parent.info.run_name == "crash"
+    assert parent.info.status == "FAILED"
+    [train] = project.children(parent.info.run_id)
+    assert (train.info.run_name, train.info.status) == ("train", "FAILED")
+    assert train.data.tags["error"] == "ZeroDivisionError: division by zero"
+    assert project.runs("attributes.status = 'RUNNING'") == []
+    assert (project.root / "dvc.lock").read_bytes() == lock_before
+
+
+def test_a_stage_run_on_its_own_logs_a_run_and_says_where(piped):
+    project, _ = piped
+    python = project.env()["VENV"] + "/bin/python"
+    result = project.run(python, "-m", "src.stages.evaluate", "--config", "params.yaml")
+    assert result.returncode == 0, result.stderr
+    assert "stage evaluate logged to MLflow run" in result.stderr
+    assert "as a run of its own" in result.stderr
+    assert f"sqlite:///{project.root}/mlflow.db" in result.stderr
+    [latest] = project.runs("attributes.run_name = 'evaluate'")[:1]
+    assert "mlflow.parentRunId" not in latest.data.tags
+    assert latest.info.status == "FINISHED"

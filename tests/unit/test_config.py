@@ -1,0 +1,104 @@
+import subprocess
+import sys
+
+import pytest
+
+from src.config import Config, ConfigError, load_config
+from tests.conftest import PROJECT_ROOT
+
+
+def test_template_params_are_valid():
+    config = load_config(PROJECT_ROOT / "params.yaml")
+    assert isinstance(config, Config)
+    assert config.train.estimator in ("logistic_regression", "random_forest")
+
+
+def test_flat_gives_dotted_keys_and_filters_by_section_or_key(params, write_params):
+    config = load_config(write_params(params))
+    assert config.flat()["data_split.test_size"] == params["data_split"]["test_size"]
+    assert set(config.flat("data_split", "base.random_state")) == {
+        "data_split.test_size",
+        "data_split.stratify",
+        "base.random_state",
+    }
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (
+            lambda p: p["data_split"].update(test_size=1.5),
+            "data_split.test_size must be between 0 and 1 (exclusive), got 1.5",
+        ),
+        (lambda p: p["data_split"].update(test_size=0), "data_split.test_size must be between 0 and 1"),
+        (lambda p: p["data_split"].update(test_size="0.2"), "data_split.test_size must be a number, got str '0.2'"),
+        (
+            lambda p: p["data_split"].update(tset_size=0.3),
+            "unknown key data_split.tset_size (did you mean test_size?); allowed: test_size, stratify",
+        ),
+        (lambda p: p.update(trian=p.pop("train")), "unknown section trian (did you mean train?)"),
+        (lambda p: p.pop("train"), "missing section train"),
+        (lambda p: p["train"].pop("cv_folds"), "missing key train.cv_folds"),
+        (
+            lambda p: p["train"].update(estimator="svm"),
+            "train.estimator must be one of 'logistic_regression' or 'random_forest', got 'svm'",
+        ),
+        (lambda p: p["train"].update(cv_folds=1), "train.cv_folds must be between 2 and 20, got 1"),
+        (lambda p: p["train"].update(cv_folds=2.5), "train.cv_folds must be an integer, got float 2.5"),
+        (lambda p: p["train"].update(C=0), "train.C must be greater than 0, got 0"),
+        (lambda p: p["train"].update(max_depth=0), "train.max_depth must be at least 1, got 0"),
+        (lambda p: p["data_split"].update(stratify="yes"), "data_split.stratify must be true or false, got str 'yes'"),
+        (lambda p: p["data_load"].update(dataset="mnist"), "data_load.dataset must be one of 'iris', 'wine' or"),
+        (lambda p: p["featurize"].update(drop_columns="a"), "featurize.drop_columns must be a list, got str 'a'"),
+        (lambda p: p.update(base=None), "base must be a mapping of keys, got nothing"),
+        (lambda p: p["mlflow"].update(experiment_name=""), "mlflow.experiment_name must not be empty"),
+        (lambda p: p["base"].update(log_level="LOUD"), "base.log_level must be one of"),
+    ],
+)
+def test_bad_value_gives_one_line_naming_the_key(params, write_params, mutate, message):
+    mutate(params)
+    path = write_params(params)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    text = str(caught.value)
+    assert text.startswith(f"{path}: ")
+    assert message in text
+    assert "\n" not in text
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("base:\n  random_state: [1,\n", "invalid YAML at line 3, column 1"),
+        ("base: {random_state: 1\n", "invalid YAML at line 2"),
+        ("", "expected a mapping of sections, got nothing"),
+        ("- base\n", "expected a mapping of sections, got list"),
+    ],
+)
+def test_unreadable_yaml_gives_one_line(write_params, text, message):
+    path = write_params(text)
+    with pytest.raises(ConfigError, match="invalid YAML|expected a mapping") as caught:
+        load_config(path)
+    assert message in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_missing_file_names_it(tmp_path):
+    with pytest.raises(ConfigError, match="params.yaml: file not found"):
+        load_config(tmp_path / "params.yaml")
+
+
+def test_stage_cli_exits_2_with_one_line_and_no_traceback(params, write_params):
+    params["data_split"]["test_size"] = 1.5
+    path = write_params(params)
+    completed = subprocess.run(
+        [sys.executable, "-m", "src.stages.data_split", "--config", str(path)],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert completed.returncode == 2
+    assert completed.stderr.splitlines() == [
+        f"error: {path}: data_split.test_size must be between 0 and 1 (exclusive), got 1.5"
+    ]

@@ -1,0 +1,32 @@
+"""dvc.yaml, params.yaml and the code agree on paths and keys."""
+
+from dataclasses import asdict
+
+import yaml
+
+from src.config import PATHS, load_config
+from tests.conftest import PROJECT_ROOT
+
+
+def stages() -> dict:
+    return yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text())["stages"]
+
+
+def test_every_params_key_in_dvc_yaml_exists_in_the_config():
+    known = set(load_config(PROJECT_ROOT / "params.yaml").flat())
+    for name, stage in stages().items():
+        assert set(stage["params"]) <= known, name
+
+
+def test_dvc_yaml_outputs_are_the_paths_the_stages_write():
+    declared = set()
+    for stage in stages().values():
+        for kind in ("outs", "metrics", "plots"):
+            declared.update(stage.get(kind, []))
+    assert declared == {str(path) for path in asdict(PATHS).values()}
+
+
+def test_each_stage_runs_its_own_module_and_depends_on_it():
+    for name, stage in stages().items():
+        assert stage["cmd"] == f"python -m src.stages.{name} --config params.yaml"
+        assert f"src/stages/{name}.py" in stage["deps"]

@@ -1,0 +1,154 @@
+import pandas as pd
+import pytest
+
+from src.config import load_config
+from src.stages.data_load import describe, load_bundled, snake_case
+from src.stages.data_split import split
+from src.stages.evaluate import confusion_matrix, evaluate, score
+from src.stages.featurize import featurize
+from src.stages.train import fit
+from src.train.models import build_estimator
+from tests.conftest import PROJECT_ROOT
+
+TEMPLATE = load_config(PROJECT_ROOT / "params.yaml")
+
+
+def with_values(section, **values):
+    """The template's section with some values changed."""
+    return section.model_copy(update=values)
+
+
+@pytest.fixture
+def raw() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "a": [1.0, 2.0, 3.0, 4.0],
+            "b": [10.0, 20.0, 30.0, 40.0],
+            "c": [0.5, 0.5, 1.0, 1.0],
+            "label": ["x", "y", "x", "y"],
+        }
+    )
+
+
+def test_snake_case_turns_sklearn_names_into_identifiers():
+    assert snake_case("sepal length (cm)") == "sepal_length_cm"
+    assert snake_case("Mean Radius") == "mean_radius"
+
+
+def test_load_bundled_iris_has_named_classes_and_snake_case_features():
+    table = load_bundled(with_values(TEMPLATE.data_load, dataset="iris", target="species"))
+    assert list(table.columns) == [
+        "sepal_length_cm",
+        "sepal_width_cm",
+        "petal_length_cm",
+        "petal_width_cm",
+        "species",
+    ]
+    assert sorted(table["species"].unique()) == ["setosa", "versicolor", "virginica"]
+    assert describe(table, "species") == {"n_rows": 150, "n_features": 4, "n_classes": 3}
+
+
+def test_load_bundled_refuses_a_target_named_like_a_feature():
+    with pytest.raises(ValueError, match="data_load.target is 'sepal_length_cm'"):
+        load_bundled(with_values(TEMPLATE.data_load, dataset="iris", target="sepal_length_cm"))
+
+
+def test_featurize_adds_pairwise_products_and_keeps_the_label_last(raw):
+    features = featurize(raw, with_values(TEMPLATE.featurize, pairwise_products=True, drop_columns=[]), target="label")
+    assert list(features.columns) == ["a", "b", "c", "a_x_b", "a_x_c", "b_x_c", "label"]
+    assert features["a_x_b"].tolist() == [10.0, 40.0, 90.0, 160.0]
+    assert features["label"].tolist() == raw["label"].tolist()
+
+
+def test_featurize_drops_columns_before_the_products(raw):
+    features = featurize(
+        raw, with_values(TEMPLATE.featurize, pairwise_products=True, drop_columns=["c"]), target="label"
+    )
+    assert list(features.columns) == ["a", "b", "a_x_b", "label"]
+
+
+def test_featurize_without_products_returns_the_raw_table(raw):
+    features = featurize(raw, with_values(TEMPLATE.featurize, pairwise_products=False, drop_columns=[]), target="label")
+    pd.testing.assert_frame_equal(features, raw)
+
+
+def test_featurize_names_an_unknown_drop_column(raw):
+    with pytest.raises(ValueError, match="featurize.drop_columns names d, which is not a feature; features: a, b, c"):
+        featurize(raw, with_values(TEMPLATE.featurize, drop_columns=["d"]), target="label")
+
+
+def test_split_sizes_and_stratification():
+    table = pd.DataFrame({"x": range(100), "label": ["a"] * 80 + ["b"] * 20})
+    train, test = split(table, with_values(TEMPLATE.data_split, test_size=0.25, stratify=True), "label", random_state=0)
+    assert (len(train), len(test)) == (75, 25)
+    assert test["label"].value_counts().to_dict() == {"a": 20, "b": 5}
+    assert set(train["x"]).isdisjoint(test["x"])
+
+
+def test_split_is_reproducible_for_a_seed():
+    table = pd.DataFrame({"x": range(50), "label": ["a", "b"] * 25})
+    params = with_values(TEMPLATE.data_split, test_size=0.2, stratify=False)
+    first, _ = split(table, params, "label", random_state=7)
+    second, _ = split(table, params, "label", random_state=7)
+    pd.testing.assert_frame_equal(first, second)
+
+
+def test_split_explains_an_impossible_stratified_split():
+    table = pd.DataFrame({"x": range(10), "label": ["a"] * 9 + ["b"]})
+    with pytest.raises(ValueError, match="cannot split with data_split.test_size=0.2: .*stratify: false"):
+        split(table, with_values(TEMPLATE.data_split, test_size=0.2, stratify=True), "label", random_state=0)
+
+
+@pytest.mark.parametrize("estimator", ["logistic_regression", "random_forest"])
+def test_fit_learns_iris_with_either_estimator(estimator):
+    table = load_bundled(TEMPLATE.data_load)
+    params = with_values(TEMPLATE.train, estimator=estimator, n_estimators=20, cv_folds=3)
+    model, scores = fit(table, params, "target", random_state=0)
+    assert scores["cv_accuracy_mean"] > 0.85
+    assert 0 <= scores["cv_accuracy_std"] < 0.2
+    metrics, _ = evaluate(model, table, "target")
+    assert metrics["accuracy"] > 0.9
+
+
+def test_build_estimator_passes_the_hyperparameters():
+    model = build_estimator(
+        with_values(TEMPLATE.train, estimator="logistic_regression", C=0.5, max_iter=50), random_state=3
+    )
+    classifier = model[-1]
+    assert (classifier.C, classifier.max_iter, classifier.random_state) == (0.5, 50, 3)
+    forest = build_estimator(
+        with_values(TEMPLATE.train, estimator="random_forest", n_estimators=7, max_depth=2), random_state=3
+    )
+    assert (forest.n_estimators, forest.max_depth) == (7, 2)
+
+
+def test_fit_refuses_more_folds_than_the_smallest_class():
+    table = pd.DataFrame({"x": range(12), "label": ["a"] * 9 + ["b"] * 3})
+    with pytest.raises(ValueError, match="train.cv_folds is 5 but a class has only 3 training rows"):
+        fit(table, with_values(TEMPLATE.train, cv_folds=5), "label", random_state=0)
+
+
+def test_score_of_known_predictions():
+    labels = pd.Series(["a", "a", "b", "b"])
+    predictions = pd.Series(["a", "b", "b", "b"])
+    metrics = score(labels, predictions)
+    assert metrics["accuracy"] == 0.75
+    assert metrics["recall_macro"] == pytest.approx((0.5 + 1.0) / 2)
+    assert metrics["precision_macro"] == pytest.approx((1.0 + 2 / 3) / 2)
+    assert set(metrics) == {"accuracy", "f1_macro", "precision_macro", "recall_macro"}
+
+
+def test_confusion_matrix_has_true_labels_as_rows_and_predictions_as_columns():
+    labels = pd.Series(["cat", "cat", "cat", "dog"])
+    predictions = pd.Series(["dog", "dog", "cat", "dog"])
+    matrix = confusion_matrix(labels, predictions)
+    assert matrix.loc["cat", "dog"] == 2  # two cats predicted as dogs
+    assert matrix.loc["dog", "cat"] == 0
+    assert matrix.loc["cat", "cat"] == 1
+    assert matrix.loc["dog", "dog"] == 1
+
+
+def test_confusion_matrix_includes_a_class_never_predicted():
+    matrix = confusion_matrix(pd.Series(["a", "b", "c"]), pd.Series(["a", "a", "a"]))
+    assert list(matrix.index) == list(matrix.columns) == ["a", "b", "c"]
+    assert matrix.to_numpy().sum() == 3
