@@ -8,6 +8,7 @@
 #   DVC_REMOTE_URL  the default DVC remote, a local folder (default: ~/.dvc-remotes/$(PROJECT_NAME))
 #   DVC_CACHE_DIR   a DVC cache shared between clones (default: .dvc/cache)
 #   PYTEST_ARGS     extra arguments for pytest, e.g. PYTEST_ARGS="-m 'not slow'"
+#   PORT            the port of `make ui` (default: 5000)
 
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
@@ -22,6 +23,7 @@ DVC_REMOTE ?= local
 DVC_REMOTE_URL ?= $(HOME)/.dvc-remotes/$(PROJECT_NAME)
 DVC_CACHE_DIR ?=
 PYTEST_ARGS ?=
+PORT ?= 5000
 
 PY := $(VENV)/bin/python
 DVC := $(VENV)/bin/dvc
@@ -42,7 +44,7 @@ DEV_HASH := $(shell cat requirements.txt requirements-dev.txt | sha256sum | cut 
 RUNTIME_STAMP := $(VENV)/.installed-runtime-$(RUNTIME_HASH)
 DEV_STAMP := $(VENV)/.installed-dev-$(DEV_HASH)
 
-.PHONY: help pipeline test lint format clean clean-mlflow venv venv-dev dvc-setup
+.PHONY: help pipeline ui test lint format clean clean-mlflow venv venv-dev dvc-setup
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -54,6 +56,10 @@ pipeline: $(RUNTIME_STAMP) dvc-setup ## Run the DVC pipeline as one MLflow paren
 	if [ -n "$$interrupted" ]; then status=130; fi; \
 	$(PY) -m src.utils.finish_pipeline --run-id "$$run_id" --exit-code $$status || { [ $$status -ne 0 ] || status=1; }; \
 	exit $$status
+
+ui: $(RUNTIME_STAMP) ## Open the MLflow UI on this project's runs, on 127.0.0.1 only (PORT=5000)
+	@echo "MLflow UI on http://127.0.0.1:$(PORT) (Ctrl-C stops it)"
+	@exec $(VENV)/bin/mlflow ui --backend-store-uri "$(MLFLOW_TRACKING_URI)" --host 127.0.0.1 --port $(PORT) --workers 1
 
 test: $(DEV_STAMP) ## Run the unit and integration tests (PYTEST_ARGS=...)
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -1,4 +1,8 @@
-"""`make pipeline` end to end: real make, git, DVC and MLflow in a copy of the repo."""
+"""`make pipeline` end to end: real make, git, DVC and MLflow in a copy of the repo.
+
+The tests share one copy and run in file order: the last ones change it (bad
+params, a crashing stage) and restore what they changed.
+"""
 
 from __future__ import annotations
 
@@ -72,7 +76,11 @@ def test_model_is_logged_with_signature_and_loads_back(piped):
     [parent] = project.parents()
     [train] = [child for child in project.children(parent.info.run_id) if child.info.run_name == "train"]
     mlflow.set_tracking_uri(project.tracking_uri)
-    [model] = mlflow.search_logged_models(filter_string=f"source_run_id = '{train.info.run_id}'", output_format="list")
+    [model] = mlflow.search_logged_models(
+        experiment_ids=[train.info.experiment_id],
+        filter_string=f"source_run_id = '{train.info.run_id}'",
+        output_format="list",
+    )
     loaded = mlflow.pyfunc.load_model(f"models:/{model.model_id}")
     assert loaded.metadata.signature is not None
     test = pd.read_parquet(project.root / "data/processed/test.parquet")
@@ -102,6 +110,19 @@ def test_second_run_with_nothing_changed_reruns_no_stage(piped):
     assert (project.root / "dvc.lock").read_bytes() == lock_before
     assert (project.root / "models/model.joblib").stat().st_mtime_ns == model_before
     assert "Running stage" not in result.stdout
+
+
+def test_a_stage_run_on_its_own_logs_a_run_and_says_where(piped):
+    project, _ = piped
+    python = project.env()["VENV"] + "/bin/python"
+    result = project.run(python, "-m", "src.stages.evaluate", "--config", "params.yaml")
+    assert result.returncode == 0, result.stderr
+    assert "stage evaluate logged to MLflow run" in result.stderr
+    assert "as a run of its own" in result.stderr
+    assert f"sqlite:///{project.root}/mlflow.db" in result.stderr
+    [latest] = project.runs("attributes.run_name = 'evaluate'")[:1]
+    assert "mlflow.parentRunId" not in latest.data.tags
+    assert latest.info.status == "FINISHED"
 
 
 def test_bad_params_stop_with_one_line_and_no_run(piped):
@@ -143,16 +164,3 @@ def test_crashing_stage_fails_the_command_and_the_parent(piped):
     assert train.data.tags["error"] == "ZeroDivisionError: division by zero"
     assert project.runs("attributes.status = 'RUNNING'") == []
     assert (project.root / "dvc.lock").read_bytes() == lock_before
-
-
-def test_a_stage_run_on_its_own_logs_a_run_and_says_where(piped):
-    project, _ = piped
-    python = project.env()["VENV"] + "/bin/python"
-    result = project.run(python, "-m", "src.stages.evaluate", "--config", "params.yaml")
-    assert result.returncode == 0, result.stderr
-    assert "stage evaluate logged to MLflow run" in result.stderr
-    assert "as a run of its own" in result.stderr
-    assert f"sqlite:///{project.root}/mlflow.db" in result.stderr
-    [latest] = project.runs("attributes.run_name = 'evaluate'")[:1]
-    assert "mlflow.parentRunId" not in latest.data.tags
-    assert latest.info.status == "FINISHED"
