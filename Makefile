@@ -9,6 +9,8 @@
 #   DVC_CACHE_DIR   a DVC cache shared between clones (default: .dvc/cache)
 #   PYTEST_ARGS     extra arguments for pytest, e.g. PYTEST_ARGS="-m 'not slow'"
 #   PORT            the port of `make ui` (default: 5000)
+#   TAG, MSG        the data version `make tag` pins, and what it is; PUSH=1 also pushes the tag
+#   RUN_ID          the MLflow run `make checkout` restores
 
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
@@ -19,6 +21,10 @@ PYTHON ?= python3.11
 VENV ?= $(PROJECT_ROOT)/.venv
 RUN_NAME ?=
 FORCE ?=
+TAG ?=
+MSG ?=
+RUN_ID ?=
+PUSH ?=
 DVC_REMOTE ?= local
 DVC_REMOTE_URL ?= $(HOME)/.dvc-remotes/$(PROJECT_NAME)
 DVC_CACHE_DIR ?=
@@ -44,7 +50,7 @@ DEV_HASH := $(shell cat requirements.txt requirements-dev.txt | sha256sum | cut 
 RUNTIME_STAMP := $(VENV)/.installed-runtime-$(RUNTIME_HASH)
 DEV_STAMP := $(VENV)/.installed-dev-$(DEV_HASH)
 
-.PHONY: help pipeline ui test lint format clean clean-mlflow venv venv-dev dvc-setup
+.PHONY: help pipeline ui tag checkout history pull test lint format clean clean-mlflow venv venv-dev dvc-setup
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -60,6 +66,21 @@ pipeline: $(RUNTIME_STAMP) dvc-setup ## Run the DVC pipeline as one MLflow paren
 ui: $(RUNTIME_STAMP) ## Open the MLflow UI on this project's runs, on 127.0.0.1 only (PORT=5000)
 	@echo "MLflow UI on http://127.0.0.1:$(PORT) (Ctrl-C stops it)"
 	@exec $(VENV)/bin/mlflow ui --backend-store-uri "$(MLFLOW_TRACKING_URI)" --host 127.0.0.1 --port $(PORT) --workers 1
+
+tag: $(RUNTIME_STAMP) dvc-setup ## Pin the data version: commit dvc.lock & co, push the data, tag (TAG=v1 MSG="...", PUSH=1)
+	@[ -n "$$TAG" ] || { echo 'error: name the data version: make tag TAG=v1 MSG="what this data is"' >&2; exit 2; }
+	@[ -n "$$MSG" ] || { echo 'error: say what this data version is: make tag TAG=$(TAG) MSG="..."' >&2; exit 2; }
+	@$(PY) -m src.utils.data_versions tag --name "$$TAG" --message "$$MSG" $(if $(PUSH),--push)
+
+checkout: $(RUNTIME_STAMP) dvc-setup ## Restore the code, params and data of an MLflow run on a new branch (RUN_ID=...)
+	@[ -n "$$RUN_ID" ] || { echo 'error: name the run: make checkout RUN_ID=<MLflow run id>' >&2; exit 2; }
+	@$(PY) -m src.utils.data_versions checkout --run-id "$$RUN_ID"
+
+pull: $(RUNTIME_STAMP) dvc-setup ## Get the data dvc.lock records from the DVC remote (after a clone or `git checkout v1`)
+	@$(DVC) pull
+
+history: $(RUNTIME_STAMP) ## List the data versions (tags) and the runs trained on each
+	@$(PY) -m src.utils.data_versions history
 
 test: $(DEV_STAMP) ## Run the unit and integration tests (PYTEST_ARGS=...)
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -103,6 +124,6 @@ $(DEV_STAMP):
 
 # The default DVC remote (a local folder) and an optional shared cache, in .dvc/config.local.
 dvc-setup: $(RUNTIME_STAMP)
-	@mkdir -p "$(DVC_REMOTE_URL)"
+	@case "$(DVC_REMOTE_URL)" in *://*) ;; *) mkdir -p "$(DVC_REMOTE_URL)" ;; esac
 	@grep -qsF "url = $(DVC_REMOTE_URL)" .dvc/config.local || $(DVC) remote add --local --force --default $(DVC_REMOTE) "$(DVC_REMOTE_URL)"
 	@if [ -n "$(DVC_CACHE_DIR)" ]; then grep -qsF "dir = $(DVC_CACHE_DIR)" .dvc/config.local || $(DVC) cache dir --local "$(DVC_CACHE_DIR)"; fi

@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 ESTIMATORS = ("logistic_regression", "random_forest")
 BUNDLED_DATASETS = ("iris", "wine", "breast_cancer")
+SOURCE_SUFFIXES = (".csv", ".parquet")
 
 
 @dataclass(frozen=True)
@@ -71,12 +72,39 @@ class MlflowParams(Section):
 
 
 class DataLoadParams(Section):
-    """The `data_load` section: which dataset the pipeline starts from."""
+    """The `data_load` section: the data the pipeline starts from, and at which version."""
 
-    dataset: Literal[BUNDLED_DATASETS] = Field(  # type: ignore[valid-type]
-        "iris", description="A dataset bundled with scikit-learn."
+    source: str = Field(
+        min_length=1,
+        description=(
+            "A dataset bundled with scikit-learn (`iris`, `wine`, `breast_cancer`) or a CSV or "
+            "Parquet file under `data/external/`, tracked with DVC."
+        ),
+    )
+    rev: str = Field(
+        description=(
+            "A git tag or commit: read the data as it was at that data version (the source file, "
+            'or for a bundled dataset the raw table the pipeline wrote). `""`: the working tree.'
+        ),
     )
     target: str = Field(min_length=1, description="Name of the label column.")
+
+    @field_validator("source")
+    @classmethod
+    def _known_source(cls, source: str) -> str:
+        if source in BUNDLED_DATASETS:
+            return source
+        path = PurePosixPath(source)
+        if path.suffix.lower() not in SOURCE_SUFFIXES or path.parts[:2] != ("data", "external") or ".." in path.parts:
+            raise ValueError(
+                f"must be one of {', '.join(BUNDLED_DATASETS)} or a .csv or .parquet file under data/external/"
+            )
+        return source
+
+    @property
+    def bundled(self) -> bool:
+        """Whether the source is a dataset bundled with scikit-learn."""
+        return self.source in BUNDLED_DATASETS
 
 
 class FeaturizeParams(Section):
@@ -235,6 +263,8 @@ def _first_problem(error: ValidationError) -> str:
         return f"{key} must be one of {context.get('expected', '')}, got {value!r}"
     if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
         return f"{key} {_range_words(location)}, got {value!r}"
+    if kind == "value_error":
+        return f"{key} {problem['msg'].removeprefix('Value error, ')}, got {value!r}"
     if kind in ("too_short", "string_too_short"):
         return f"{key} must not be empty"
     if kind in _TYPE_WORDS or kind.endswith("_type"):

@@ -1,15 +1,28 @@
-"""Stage data_load: write the source dataset to data/raw as one table."""
+"""Stage data_load: write the source data to data/raw as one labelled table.
+
+The source is a dataset bundled with scikit-learn or a user's CSV or Parquet file
+under data/external/ (tracked with DVC). With `data_load.rev` set, the data is
+read as it was at that git tag or commit, through `dvc.api`, from the DVC cache
+or the remote.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import io
 import re
+from pathlib import Path, PurePosixPath
 
 import pandas as pd
 
-from src.config import PATHS, Config, DataLoadParams
+from src.config import PATHS, PROJECT_ROOT, Config, DataLoadParams
 from src.utils.cli import run_stage
 from src.utils.io import write_table
 from src.utils.mlflow_run import StageResult, mlflow_stage
+
+
+class DataSchemaError(ValueError):
+    """The source table cannot be used; the message names the file and the column."""
 
 
 def snake_case(name: str) -> str:
@@ -17,29 +30,120 @@ def snake_case(name: str) -> str:
     return re.sub(r"[^0-9a-zA-Z]+", "_", name).strip("_").lower()
 
 
-def load_bundled(params: DataLoadParams) -> pd.DataFrame:
+def load_bundled(name: str, target: str) -> pd.DataFrame:
     """Return a scikit-learn bundled dataset as one table.
 
     Args:
-        params: The `data_load` section of params.yaml.
+        name: `iris`, `wine` or `breast_cancer`.
+        target: The name to give the label column.
 
     Returns:
         One row per sample: the features with snake_case names, then the label
-        column `params.target` holding class names.
-
-    Raises:
-        ValueError: If the label column's name clashes with a feature's.
+        column `target` holding class names.
     """
     from sklearn import datasets
 
-    bunch = getattr(datasets, f"load_{params.dataset}")(as_frame=True)
+    bunch = getattr(datasets, f"load_{name}")(as_frame=True)
     features = bunch.data.rename(columns=snake_case)
-    if params.target in features.columns:
-        raise ValueError(
-            f"data_load.target is {params.target!r}, which is also a feature of {params.dataset}; choose another name"
-        )
+    if target in features.columns:
+        raise DataSchemaError(f"data_load.target is {target!r}, which is also a feature of {name}; choose another name")
     class_names = pd.Categorical.from_codes(bunch.target.to_numpy(), categories=list(bunch.target_names))
-    return features.assign(**{params.target: class_names.astype(str)})
+    return features.assign(**{target: class_names.astype(str)})
+
+
+def parse_table(content: bytes, name: str) -> pd.DataFrame:
+    """Parse the bytes of a CSV or Parquet file, chosen by the suffix of `name`.
+
+    Raises:
+        DataSchemaError: If the bytes are not a readable table.
+    """
+    reader = pd.read_parquet if PurePosixPath(name).suffix.lower() == ".parquet" else pd.read_csv
+    try:
+        return reader(io.BytesIO(content))
+    except Exception as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise DataSchemaError(f"{name}: not a readable {PurePosixPath(name).suffix[1:]} table ({reason})") from None
+
+
+def check_schema(table: pd.DataFrame, target: str, name: str) -> pd.DataFrame:
+    """Check that a user's table can be trained on, and return it with the label last.
+
+    Args:
+        table: The table as read from the file.
+        target: The label column (`data_load.target`).
+        name: The file, for the error messages.
+
+    Returns:
+        The table with the label column last.
+
+    Raises:
+        DataSchemaError: One line naming the file and the column: no label
+            column, an empty label, a feature that is not numeric or has
+            empty values, fewer than two classes.
+    """
+    if target not in table.columns:
+        raise DataSchemaError(
+            f"{name}: no column {target!r} (data_load.target); columns: {', '.join(map(str, table.columns))}"
+        )
+    features = [column for column in table.columns if column != target]
+    if not features:
+        raise DataSchemaError(f"{name}: no feature columns besides {target!r}")
+    empty_labels = table[target].isna() | (table[target].astype(str).str.strip() == "")
+    if empty_labels.any():
+        raise DataSchemaError(f"{name}: column {target!r} has {int(empty_labels.sum())} empty labels; label every row")
+    for column in features:
+        if not pd.api.types.is_numeric_dtype(table[column]) or pd.api.types.is_bool_dtype(table[column]):
+            example = table[column].dropna().iloc[0] if table[column].notna().any() else None
+            raise DataSchemaError(
+                f"{name}: column {column!r} is {table[column].dtype} (e.g. {example!r}); features must be numeric"
+            )
+        missing = int(table[column].isna().sum())
+        if missing:
+            raise DataSchemaError(f"{name}: column {column!r} has {missing} empty values; fill or drop them")
+    if table[target].nunique() < 2:
+        raise DataSchemaError(f"{name}: column {target!r} has fewer than two classes")
+    return table[[*features, target]].assign(**{target: table[target].astype(str)})
+
+
+def read_bytes(path: str, rev: str) -> bytes:
+    """Read a file of the project, at git revision `rev` through dvc.api, or from the working tree.
+
+    Raises:
+        FileNotFoundError: With a message naming the file and, if any, the revision.
+    """
+    if not rev:
+        try:
+            return (PROJECT_ROOT / path).read_bytes()
+        except FileNotFoundError:
+            raise FileNotFoundError(
+                f"{path} not found; put the file there and track it with `dvc add {path}`"
+            ) from None
+    import dvc.api
+
+    try:
+        return dvc.api.read(path, repo=str(PROJECT_ROOT), rev=rev, mode="rb")
+    except Exception as error:
+        raise FileNotFoundError(
+            f"cannot read {path} at data_load.rev {rev!r} ({type(error).__name__}: {error}); "
+            "check the tag exists (`git tag`) and its data was pushed (`make tag`)"
+        ) from None
+
+
+def load_source(params: DataLoadParams) -> tuple[pd.DataFrame, dict[str, str]]:
+    """Read the source named in params.yaml, at `params.rev` if set.
+
+    Returns:
+        The labelled table and where it came from: `data.source`, `data.rev`,
+        `data.path` and `data.md5` (the MD5 of the bytes read, as DVC hashes files).
+    """
+    origin = {"data.source": params.source, "data.rev": params.rev}
+    if params.bundled and not params.rev:
+        return load_bundled(params.source, params.target), origin
+    path = str(PATHS.raw) if params.bundled else params.source
+    content = read_bytes(path, params.rev)
+    name = f"{path}@{params.rev}" if params.rev else path
+    table = check_schema(parse_table(content, path), params.target, name)
+    return table, {**origin, "data.path": path, "data.md5": hashlib.md5(content).hexdigest()}
 
 
 def describe(table: pd.DataFrame, target: str) -> dict[str, float]:
@@ -53,10 +157,16 @@ def describe(table: pd.DataFrame, target: str) -> dict[str, float]:
 
 @mlflow_stage("data_load")
 def main(config: Config) -> StageResult:
-    """Load the dataset named in params.yaml and write it to data/raw."""
-    raw = load_bundled(config.data_load)
+    """Load the source named in params.yaml and write it to data/raw."""
+    raw, origin = load_source(config.data_load)
     write_table(raw, PATHS.raw)
-    return StageResult(params=config.flat("data_load"), metrics=describe(raw, config.data_load.target))
+    origin.setdefault("data.path", str(PATHS.raw))
+    origin.setdefault("data.md5", hashlib.md5(Path(PATHS.raw).read_bytes()).hexdigest())
+    return StageResult(
+        params=config.flat("data_load"),
+        metrics=describe(raw, config.data_load.target),
+        tags=origin,
+    )
 
 
 if __name__ == "__main__":

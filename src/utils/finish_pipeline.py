@@ -1,8 +1,9 @@
 """Close the pipeline's MLflow parent run with the outcome of `dvc repro`.
 
 On success the parent gets the final metrics, read from the metrics files the
-stages wrote, so runs compare in `mlflow ui` even when stages were cached. Any
-nested run still RUNNING (its stage was killed) is ended with the parent.
+stages wrote (so runs compare in `mlflow ui` even when stages were cached),
+dvc.lock as an artifact and the hash of every stage output as tags. Any nested
+run still RUNNING (its stage was killed) is ended with the parent.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from src.config import PATHS
 from src.utils.cli import EXIT_INTERRUPTED, fail
+from src.utils.data_versions import LOCK_FILE, lineage_tags
 from src.utils.io import read_json
 from src.utils.logs import setup_logging
 from src.utils.mlflow_run import import_mlflow, one_line, tracking_uri
@@ -58,7 +60,9 @@ def main(argv: list[str] | None = None) -> None:
             if status == "FINISHED":
                 now = mlflow.utils.time.get_current_time_millis()
                 metrics = [mlflow.entities.Metric(key, float(value), now, 0) for key, value in final_metrics().items()]
-                client.log_batch(arguments.run_id, metrics=metrics)
+                tags = [mlflow.entities.RunTag(key, value) for key, value in lineage_tags(LOCK_FILE).items()]
+                client.log_batch(arguments.run_id, metrics=metrics, tags=tags)
+                client.log_artifact(arguments.run_id, str(LOCK_FILE))
         finally:
             end_children(client, arguments.run_id, "KILLED" if status == "KILLED" else "FAILED")
             client.set_tag(arguments.run_id, "pipeline.exit_code", str(arguments.exit_code))

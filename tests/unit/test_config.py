@@ -48,7 +48,13 @@ def test_flat_gives_dotted_keys_and_filters_by_section_or_key(params, write_para
         (lambda p: p["train"].update(C=0), "train.C must be greater than 0, got 0"),
         (lambda p: p["train"].update(max_depth=0), "train.max_depth must be at least 1, got 0"),
         (lambda p: p["data_split"].update(stratify="yes"), "data_split.stratify must be true or false, got str 'yes'"),
-        (lambda p: p["data_load"].update(dataset="mnist"), "data_load.dataset must be one of 'iris', 'wine' or"),
+        (
+            lambda p: p["data_load"].update(source="mnist"),
+            "data_load.source must be one of iris, wine, breast_cancer or a .csv or .parquet file "
+            "under data/external/, got 'mnist'",
+        ),
+        (lambda p: p["data_load"].update(source="data/external/../x.csv"), "data_load.source must be one of iris"),
+        (lambda p: p["data_load"].update(source="data/external/x.json"), "data_load.source must be one of iris"),
         (lambda p: p["featurize"].update(drop_columns="a"), "featurize.drop_columns must be a list, got str 'a'"),
         (lambda p: p.update(base=None), "base must be a mapping of keys, got nothing"),
         (lambda p: p["mlflow"].update(experiment_name=""), "mlflow.experiment_name must not be empty"),

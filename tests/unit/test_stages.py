@@ -2,7 +2,7 @@ import pandas as pd
 import pytest
 
 from src.config import load_config
-from src.stages.data_load import describe, load_bundled, snake_case
+from src.stages.data_load import DataSchemaError, check_schema, describe, load_bundled, parse_table, snake_case
 from src.stages.data_split import split
 from src.stages.evaluate import confusion_matrix, evaluate, score
 from src.stages.featurize import featurize
@@ -36,7 +36,7 @@ def test_snake_case_turns_sklearn_names_into_identifiers():
 
 
 def test_load_bundled_iris_has_named_classes_and_snake_case_features():
-    table = load_bundled(with_values(TEMPLATE.data_load, dataset="iris", target="species"))
+    table = load_bundled("iris", "species")
     assert list(table.columns) == [
         "sepal_length_cm",
         "sepal_width_cm",
@@ -50,7 +50,7 @@ def test_load_bundled_iris_has_named_classes_and_snake_case_features():
 
 def test_load_bundled_refuses_a_target_named_like_a_feature():
     with pytest.raises(ValueError, match="data_load.target is 'sepal_length_cm'"):
-        load_bundled(with_values(TEMPLATE.data_load, dataset="iris", target="sepal_length_cm"))
+        load_bundled("iris", "sepal_length_cm")
 
 
 def test_featurize_adds_pairwise_products_and_keeps_the_label_last(raw):
@@ -101,7 +101,7 @@ def test_split_explains_an_impossible_stratified_split():
 
 @pytest.mark.parametrize("estimator", ["logistic_regression", "random_forest"])
 def test_fit_learns_iris_with_either_estimator(estimator):
-    table = load_bundled(TEMPLATE.data_load)
+    table = load_bundled("iris", "target")
     params = with_values(TEMPLATE.train, estimator=estimator, n_estimators=20, cv_folds=3)
     model, scores = fit(table, params, "target", random_state=0)
     assert scores["cv_accuracy_mean"] > 0.85
@@ -152,3 +152,46 @@ def test_confusion_matrix_includes_a_class_never_predicted():
     matrix = confusion_matrix(pd.Series(["a", "b", "c"]), pd.Series(["a", "a", "a"]))
     assert list(matrix.index) == list(matrix.columns) == ["a", "b", "c"]
     assert matrix.to_numpy().sum() == 3
+
+
+def user_table(**columns) -> pd.DataFrame:
+    base = {"a": [1.0, 2.0, 3.0], "b": [4, 5, 6], "label": ["x", "y", "x"]}
+    base.update(columns)
+    return pd.DataFrame(base)
+
+
+def test_check_schema_accepts_numeric_features_and_puts_the_label_last():
+    table = user_table()[["label", "a", "b"]]
+    checked = check_schema(table, "label", "data/external/d.csv")
+    assert list(checked.columns) == ["a", "b", "label"]
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        (
+            user_table().drop(columns="label"),
+            "data/external/d.csv: no column 'label' (data_load.target); columns: a, b",
+        ),
+        (user_table(label=["x", None, "y"]), "data/external/d.csv: column 'label' has 1 empty labels"),
+        (user_table(label=["x", " ", "y"]), "data/external/d.csv: column 'label' has 1 empty labels"),
+        (user_table(b=["red", "green", "blue"]), "data/external/d.csv: column 'b' is "),
+        (user_table(a=[1.0, None, 2.0]), "data/external/d.csv: column 'a' has 1 empty values"),
+        (user_table(label=["x", "x", "x"]), "data/external/d.csv: column 'label' has fewer than two classes"),
+        (user_table()[["label"]], "data/external/d.csv: no feature columns besides 'label'"),
+    ],
+)
+def test_check_schema_names_the_file_and_the_column(table, message):
+    with pytest.raises(DataSchemaError) as caught:
+        check_schema(table, "label", "data/external/d.csv")
+    assert str(caught.value).startswith(message)
+    assert "\n" not in str(caught.value)
+
+
+def test_parse_table_reads_csv_and_parquet_and_names_a_broken_file(tmp_path):
+    table = user_table()
+    assert parse_table(table.to_csv(index=False).encode(), "d.csv").equals(table)
+    table.to_parquet(tmp_path / "d.parquet")
+    assert parse_table((tmp_path / "d.parquet").read_bytes(), "d.parquet").equals(table)
+    with pytest.raises(DataSchemaError, match=r"^data/external/d.parquet: not a readable parquet table"):
+        parse_table(b"not parquet", "data/external/d.parquet")
