@@ -8,7 +8,7 @@
 #   DVC_REMOTE_URL  the default DVC remote, a local folder (default: ~/.dvc-remotes/$(PROJECT_NAME))
 #   DVC_CACHE_DIR   a DVC cache shared between clones (default: .dvc/cache)
 #   PYTEST_ARGS     extra arguments for pytest, e.g. PYTEST_ARGS="-m 'not slow'"
-#   PORT            the port of `make ui` (default: 5000)
+#   PORT            the port of `make ui` (default: 5000); DOCS_PORT: of `make docs-serve` (8000)
 #   TAG, MSG        the data version `make tag` pins, and what it is; PUSH=1 also pushes the tag
 #   RUN_ID          the MLflow run `make checkout` restores
 
@@ -30,6 +30,7 @@ DVC_REMOTE_URL ?= $(HOME)/.dvc-remotes/$(PROJECT_NAME)
 DVC_CACHE_DIR ?=
 PYTEST_ARGS ?=
 PORT ?= 5000
+DOCS_PORT ?= 8000
 
 PY := $(VENV)/bin/python
 DVC := $(VENV)/bin/dvc
@@ -50,7 +51,7 @@ DEV_HASH := $(shell cat requirements.txt requirements-dev.txt | sha256sum | cut 
 RUNTIME_STAMP := $(VENV)/.installed-runtime-$(RUNTIME_HASH)
 DEV_STAMP := $(VENV)/.installed-dev-$(DEV_HASH)
 
-.PHONY: help pipeline ui tag checkout history pull test lint format clean clean-mlflow venv venv-dev dvc-setup
+.PHONY: help pipeline ui tag checkout history pull docs docs-serve test lint format clean clean-mlflow venv venv-dev dvc-setup
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -82,6 +83,15 @@ pull: $(RUNTIME_STAMP) dvc-setup ## Get the data dvc.lock records from the DVC r
 history: $(RUNTIME_STAMP) ## List the data versions (tags) and the runs trained on each
 	@$(PY) -m src.utils.data_versions history
 
+docs: $(DEV_STAMP) ## Build the docs site into site/ (strict), with the latest results
+	@$(PY) -m src.report.docs_site
+	@$(VENV)/bin/mkdocs build --strict --quiet
+	@echo "Built site/ (open site/index.html, or make docs-serve)"
+
+docs-serve: $(DEV_STAMP) ## Serve the docs site live on http://127.0.0.1:8000 (DOCS_PORT=...)
+	@$(PY) -m src.report.docs_site
+	@$(VENV)/bin/mkdocs serve --dev-addr 127.0.0.1:$(DOCS_PORT)
+
 test: $(DEV_STAMP) ## Run the unit and integration tests (PYTEST_ARGS=...)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
@@ -95,7 +105,7 @@ format: $(DEV_STAMP) ## Format the code and fix what ruff can
 
 clean: ## Remove pipeline outputs and build files (keeps the MLflow store and the DVC cache)
 	git clean -fdX -- data models reports
-	rm -rf site .pytest_cache .ruff_cache
+	rm -rf site docs/generated .pytest_cache .ruff_cache
 	find . -path ./.venv -prune -o -name __pycache__ -type d -exec rm -rf {} +
 
 clean-mlflow: ## Delete the MLflow store, every run in it (CONFIRM=1)

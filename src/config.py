@@ -128,9 +128,7 @@ class TrainParams(Section):
     description and is ignored by the others.
     """
 
-    estimator: Literal[ESTIMATORS] = Field(  # type: ignore[valid-type]
-        "logistic_regression", description="The model to fit."
-    )
+    estimator: Literal[ESTIMATORS] = Field(description="The model to fit.")  # type: ignore[valid-type]
     C: float = Field(gt=0, description="logistic_regression: inverse regularisation strength.")
     max_iter: int = Field(ge=1, description="logistic_regression: solver iterations.")
     n_estimators: int = Field(ge=1, description="random_forest: number of trees.")

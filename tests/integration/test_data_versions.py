@@ -57,6 +57,7 @@ def test_tag_refuses_a_pipeline_that_is_not_up_to_date(project):
 
 
 def test_tag_commits_the_records_tags_and_pushes_the_data(project):
+    set_param(project, "evaluate", "normalize_confusion_matrix", True)
     assert project.make("pipeline", RUN_NAME="first").returncode == 0
     (project.root / "notes.txt").write_text("my unrelated work\n")
     readme = project.root / "README.md"
@@ -66,7 +67,7 @@ def test_tag_commits_the_records_tags_and_pushes_the_data(project):
     assert project.git("cat-file", "-t", "v1").strip() == "tag"
     assert project.git("tag", "-n1", "v1").split() == ["v1", "first", "data"]
     assert project.git("show", "v1:dvc.lock") == (project.root / "dvc.lock").read_text()
-    assert project.git("diff", "--name-only", "v1~1", "v1").split() == ["dvc.lock"]
+    assert project.git("diff", "--name-only", "v1~1", "v1").split() == ["dvc.lock", "params.yaml"]
     assert project.git("ls-tree", "--name-only", "v1", "data/raw/.gitignore").strip() == "data/raw/.gitignore"
     assert project.git("status", "--porcelain").splitlines() == [" M README.md", "?? notes.txt"]
     remote_status = dvc(project, "status", "--cloud", "--json")

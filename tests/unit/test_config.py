@@ -89,6 +89,15 @@ def test_unreadable_yaml_gives_one_line(write_params, text, message):
     assert "\n" not in str(caught.value)
 
 
+def test_every_key_of_the_template_is_required(params, write_params):
+    for section, keys in params.items():
+        for key in keys:
+            mutated = {name: dict(values) for name, values in params.items()}
+            del mutated[section][key]
+            with pytest.raises(ConfigError, match=f"missing key {section}.{key};"):
+                load_config(write_params(mutated))
+
+
 def test_missing_file_names_it(tmp_path):
     with pytest.raises(ConfigError, match="params.yaml: file not found"):
         load_config(tmp_path / "params.yaml")

@@ -1,0 +1,192 @@
+"""Generate the docs site's live pages from the pipeline's own sources.
+
+`make docs` runs this before `mkdocs build`: it writes docs/generated/ (git-ignored)
+with the stage graph from `dvc dag`, the stage table from dvc.yaml, the params
+reference from the config schema, the latest metrics and confusion matrix, the
+data-version history and a plot of the metrics across data versions. The
+hand-written pages include these files, so nothing on the site is pasted.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import subprocess
+import sys
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from src.config import PATHS, PROJECT_ROOT, Config
+from src.utils.io import atomic_path
+
+logger = logging.getLogger(__name__)
+
+GENERATED = PROJECT_ROOT / "docs" / "generated"
+NO_RESULTS = "No results yet: run `make pipeline`, then `make docs`.\n"
+
+
+def type_name(annotation: Any) -> str:
+    """Describe a field's type annotation in words a params.yaml author reads."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Literal:
+        return "one of " + ", ".join(f"`{value}`" for value in typing.get_args(annotation))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(type_name(argument) for argument in typing.get_args(annotation))
+    if origin is list:
+        return f"list of {type_name(typing.get_args(annotation)[0])}"
+    words = {int: "integer", float: "number", bool: "true/false", str: "string", type(None): "null"}
+    return words.get(annotation, getattr(annotation, "__name__", str(annotation)))
+
+
+def allowed_values(field: Any) -> str:
+    """Describe a field's range constraints (`> 0`, `<= 20`...), or `any`."""
+    words = []
+    for rule in field.metadata:
+        for attribute, symbol in (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<="), ("min_length", "length >=")):
+            value = getattr(rule, attribute, None)
+            if value is not None:
+                words.append(f"{symbol} {value}")
+    return ", ".join(words) or "any"
+
+
+def configuration_reference(template: dict[str, Any]) -> str:
+    """Return a markdown reference of every params.yaml key, from the config schema.
+
+    Args:
+        template: The template's params.yaml, whose values are the defaults.
+    """
+    lines = []
+    for section, section_field in Config.model_fields.items():
+        model = section_field.annotation
+        summary = (model.__doc__ or "").strip().splitlines()[0]
+        lines += [f"### `{section}`", "", summary, "", "| key | type | default | allowed | what it does |"]
+        lines.append("| --- | --- | --- | --- | --- |")
+        for key, field in model.model_fields.items():
+            default = json.dumps(template.get(section, {}).get(key))
+            description = (field.description or "").replace("|", "\\|").replace("\n", " ")
+            lines.append(
+                f"| `{section}.{key}` | {type_name(field.annotation)} | `{default}` | "
+                f"{allowed_values(field)} | {description} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def stage_table(dvc_yaml: dict[str, Any]) -> str:
+    """Return a markdown table of the stages: what each reads, writes and depends on."""
+    lines = ["| stage | reads | writes | params |", "| --- | --- | --- | --- |"]
+    for name, stage in dvc_yaml["stages"].items():
+        reads = [dep for dep in stage.get("deps", []) if not dep.startswith("src/")]
+        writes = [out for kind in ("outs", "metrics", "plots") for out in stage.get(kind, [])]
+        lines.append(
+            f"| `{name}` | {', '.join(f'`{path}`' for path in reads) or '-'} | "
+            f"{', '.join(f'`{path}`' for path in writes)} | "
+            f"{', '.join(f'`{key}`' for key in stage.get('params', []))} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def metrics_table(metrics: dict[str, float]) -> str:
+    """Return a two-column markdown table of metric names and values."""
+    rows = [f"| {name} | {value:.4f} |" for name, value in sorted(metrics.items())]
+    return "\n".join(["| metric | value |", "| --- | --- |", *rows]) + "\n"
+
+
+def metrics_by_revision(shown: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Flatten `dvc metrics show --json -T` output into `revision -> {metric: value}`."""
+    table: dict[str, dict[str, float]] = {}
+    for revision, content in shown.items():
+        values: dict[str, float] = {}
+        for document in (content.get("data") or {}).values():
+            values.update(
+                {key: value for key, value in (document.get("data") or {}).items() if isinstance(value, int | float)}
+            )
+        if values:
+            table[revision] = values
+    return table
+
+
+def plot_metrics_by_version(table: dict[str, dict[str, float]], path: Path) -> None:
+    """Plot accuracy and macro F1 per data version as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    revisions = list(table)
+    figure, axes = plt.subplots(figsize=(6, 3.5), dpi=100)
+    for metric in ("accuracy", "f1_macro"):
+        axes.plot(revisions, [table[revision].get(metric) for revision in revisions], marker="o", label=metric)
+    axes.set_xlabel("data version")
+    axes.set_ylabel("test-set score")
+    axes.set_title("Metrics across data versions")
+    axes.legend()
+    figure.tight_layout()
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, format="png")
+    plt.close(figure)
+
+
+def write(name: str, text: str) -> None:
+    """Write one generated file under docs/generated/."""
+    with atomic_path(GENERATED / name) as temporary:
+        temporary.write_text(text, encoding="utf-8")
+
+
+def dvc_output(*arguments: str) -> str:
+    """Run dvc at the project root and return its stdout ('' if it fails)."""
+    completed = subprocess.run(
+        [sys.executable, "-m", "dvc", *arguments], cwd=PROJECT_ROOT, capture_output=True, text=True, check=False
+    )
+    return completed.stdout if completed.returncode == 0 else ""
+
+
+def generate() -> None:
+    """Write every generated page fragment and image under docs/generated/."""
+    GENERATED.mkdir(parents=True, exist_ok=True)
+    template = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text(encoding="utf-8"))
+    write("configuration.md", configuration_reference(template))
+    dvc_yaml = yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text(encoding="utf-8"))
+    write("stages.md", stage_table(dvc_yaml))
+    write("dag.md", "```text\n" + (dvc_output("dag").rstrip() or "(dvc dag unavailable)") + "\n```\n")
+
+    metric_files = [PROJECT_ROOT / PATHS.metrics, PROJECT_ROOT / PATHS.cv_metrics]
+    if all(path.exists() for path in metric_files):
+        latest: dict[str, float] = {}
+        for path in metric_files:
+            latest.update(json.loads(path.read_text(encoding="utf-8")))
+        write("metrics.md", metrics_table(latest))
+    else:
+        write("metrics.md", NO_RESULTS)
+    matrix = PROJECT_ROOT / PATHS.confusion_matrix_png
+    if matrix.exists():
+        shutil.copyfile(matrix, GENERATED / "confusion_matrix.png")
+        write("confusion_matrix.md", "![Confusion matrix of the latest run](generated/confusion_matrix.png)\n")
+    else:
+        write("confusion_matrix.md", NO_RESULTS)
+
+    shown = dvc_output("metrics", "show", "--json", "--all-tags")
+    table = metrics_by_revision(json.loads(shown)) if shown.strip() else {}
+    tags = {revision: values for revision, values in table.items() if revision != "workspace"}
+    if tags:
+        plot_metrics_by_version(tags, GENERATED / "metrics_by_version.png")
+        write("metrics_by_version.md", "![Metrics across data versions](generated/metrics_by_version.png)\n")
+    else:
+        write("metrics_by_version.md", 'No data versions yet: pin one with `make tag TAG=v1 MSG="..."`.\n')
+
+    from src.utils.data_versions import history
+
+    write("history.md", history())
+    logger.info("wrote the generated docs pages to %s", GENERATED.relative_to(PROJECT_ROOT))
+
+
+if __name__ == "__main__":
+    from src.utils.logs import setup_logging
+
+    setup_logging()
+    generate()

@@ -1,0 +1,227 @@
+"""The docs site and the MLflow UI, as a person sees them: in headless Chromium.
+
+Chromium is Debian's (`apt-get install chromium`, as .ci/run does), driven by
+playwright. Without it these tests skip, except under CI=true, where they fail.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import urljoin, urlparse
+
+import pytest
+
+from tests.integration.conftest import Project, new_project
+
+pytestmark = pytest.mark.slow
+
+STAGES = ["data_load", "featurize", "data_split", "train", "evaluate"]
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        message = "Debian's chromium is not installed (apt-get install chromium)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_FLAGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Project:
+    """A copy after `make pipeline` and `make docs`."""
+    base = tmp_path_factory.mktemp("browser")
+    project = new_project(base / "repo", base / "remote")
+    result = project.make("pipeline", RUN_NAME="seen-in-browser")
+    assert result.returncode == 0, result.stderr
+    result = project.make("docs")
+    assert result.returncode == 0, result.stderr
+    return project
+
+
+class QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, *arguments) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def serve(directory: Path) -> Iterator[str]:
+    """Serve a directory over HTTP on 127.0.0.1 and yield its base URL."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(QuietHandler, directory=str(directory)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def open_page(browser, url: str):
+    """Open `url` in a new page and record its console errors and failed requests."""
+    page = browser.new_page()
+    problems: list[str] = []
+    page.on("console", lambda message: problems.append(f"console: {message.text}") if message.type == "error" else None)
+    page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+    page.on("requestfailed", lambda request: problems.append(f"request failed: {request.url}"))
+    page.on(
+        "response",
+        lambda response: problems.append(f"HTTP {response.status}: {response.url}") if response.status >= 400 else None,
+    )
+    page.goto(url, wait_until="load")
+    return page, problems
+
+
+def test_make_docs_builds_strictly(project):
+    site = project.root / "site"
+    assert (site / "index.html").exists()
+    assert (site / "results.html").exists()
+    assert (site / "generated/confusion_matrix.png").exists()
+
+
+def test_every_page_loads_with_no_errors_and_no_broken_links_or_images(project, browser):
+    site = project.root / "site"
+    pages = sorted(path.relative_to(site).as_posix() for path in site.glob("*.html") if path.name != "404.html")
+    assert len(pages) >= 8
+    with serve(site) as base:
+        for name in pages:
+            page, problems = open_page(browser, base + name)
+            links = page.eval_on_selector_all("a[href]", "anchors => anchors.map(a => a.href)")
+            images = page.eval_on_selector_all(
+                "img", "images => images.map(i => [i.currentSrc || i.src, i.complete && i.naturalWidth > 0])"
+            )
+            page.close()
+            assert problems == [], name
+            for link in links:
+                parsed = urlparse(link)
+                if link.startswith(base):
+                    target = site / parsed.path.lstrip("/")
+                    target = target / "index.html" if target.is_dir() else target
+                    assert target.exists(), f"{name} links to missing {link}"
+            for source, loaded in images:
+                assert loaded, f"{name}: image {source} did not load"
+
+
+def test_results_page_shows_the_accuracy_and_the_confusion_matrix(project, browser):
+    accuracy = json.loads((project.root / "reports/metrics.json").read_text())["accuracy"]
+    with serve(project.root / "site") as base:
+        page, problems = open_page(browser, urljoin(base, "results.html"))
+        accuracy_row = page.locator("tr", has=page.locator("td", has_text="accuracy")).first.inner_text()
+        matrix_width = page.eval_on_selector("img[alt^='Confusion matrix']", "image => image.naturalWidth")
+        page.close()
+    assert accuracy_row.split() == ["accuracy", f"{accuracy:.4f}"]
+    assert matrix_width > 100
+    assert problems == []
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def other_address() -> str | None:
+    """An address of this machine that is not loopback, if it has one."""
+    with contextlib.suppress(OSError), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.connect(("192.0.2.1", 9))  # no packet is sent: this only picks the outgoing interface
+        address = probe.getsockname()[0]
+        return None if address.startswith("127.") else address
+    return None
+
+
+@pytest.fixture(scope="module")
+def mlflow_ui(project) -> Iterator[tuple[subprocess.Popen, int]]:
+    """`make ui` running in the copy, as a user starts it in a terminal."""
+    port = free_port()
+    process = subprocess.Popen(
+        ["make", "--no-print-directory", "ui", f"PORT={port}"],
+        cwd=project.root,
+        env=project.env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
+            break
+        assert process.poll() is None, process.stdout.read()
+        time.sleep(0.5)
+    else:
+        pytest.fail("make ui did not answer within 90 s")
+    yield process, port
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+
+
+def test_make_ui_prints_the_url_and_answers_on_loopback_only(mlflow_ui):
+    process, port = mlflow_ui
+    assert process.stdout.readline().strip() == f"MLflow UI on http://127.0.0.1:{port} (Ctrl-C stops it)"
+    address = other_address()
+    if address is None:
+        pytest.skip("this machine has no interface besides loopback")
+    with pytest.raises(OSError), socket.create_connection((address, port), timeout=2):
+        pass
+
+
+def test_mlflow_ui_lists_the_parent_run_and_its_five_stage_runs(project, browser, mlflow_ui):
+    _, port = mlflow_ui
+    [parent] = project.parents()
+    assert parent.info.run_name == "seen-in-browser"
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page.goto(f"http://127.0.0.1:{port}/#/experiments/{parent.info.experiment_id}/runs")
+    row = page.locator("div[role=row]", has_text="seen-in-browser")
+    row.wait_for(timeout=60_000)
+    for stage in STAGES:
+        assert page.get_by_text(stage, exact=True).count() == 0
+    row.locator("button[data-component-id*='runnamecellrenderer']").click()
+    for stage in STAGES:
+        page.get_by_text(stage, exact=True).first.wait_for(timeout=30_000)
+    page.close()
+
+
+def test_ctrl_c_stops_everything_make_ui_started(mlflow_ui):
+    process, port = mlflow_ui
+    os.killpg(process.pid, signal.SIGINT)  # what a terminal sends on Ctrl-C
+    process.wait(timeout=30)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(process.pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.3)
+    else:
+        pytest.fail("processes of make ui are still running after Ctrl-C")
+    with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), timeout=2):
+        pass
