@@ -11,6 +11,8 @@
 #   PORT            the port of `make ui` (default: 5000); DOCS_PORT: of `make docs-serve` (8000)
 #   TAG, MSG        the data version `make tag` pins, and what it is; PUSH=1 also pushes the tag
 #   RUN_ID          the MLflow run `make checkout` restores
+#   BASE            the git revision or tag `make report` compares with (default: HEAD)
+#   SWEEP           the grid of `make sweep`, e.g. SWEEP="train.C=0.1,1,10 data_split.test_size=0.2,0.3"
 
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
@@ -22,6 +24,8 @@ VENV ?= $(PROJECT_ROOT)/.venv
 RUN_NAME ?=
 FORCE ?=
 TAG ?=
+BASE ?= HEAD
+SWEEP ?=
 MSG ?=
 RUN_ID ?=
 PUSH ?=
@@ -51,7 +55,7 @@ DEV_HASH := $(shell cat requirements.txt requirements-dev.txt | sha256sum | cut 
 RUNTIME_STAMP := $(VENV)/.installed-runtime-$(RUNTIME_HASH)
 DEV_STAMP := $(VENV)/.installed-dev-$(DEV_HASH)
 
-.PHONY: help pipeline ui tag checkout history pull docs docs-serve test lint format clean clean-mlflow venv venv-dev dvc-setup
+.PHONY: help pipeline ui report sweep tag checkout history pull docs docs-serve test lint format clean clean-mlflow venv venv-dev dvc-setup
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -67,6 +71,13 @@ pipeline: $(RUNTIME_STAMP) dvc-setup ## Run the DVC pipeline as one MLflow paren
 ui: $(RUNTIME_STAMP) ## Open the MLflow UI on this project's runs, on 127.0.0.1 only (PORT=5000)
 	@echo "MLflow UI on http://127.0.0.1:$(PORT) (Ctrl-C stops it)"
 	@exec $(VENV)/bin/mlflow ui --backend-store-uri "$(MLFLOW_TRACKING_URI)" --host 127.0.0.1 --port $(PORT) --workers 1
+
+report: $(RUNTIME_STAMP) ## Compare params, metrics and plots with a git revision: reports/report.md (BASE=HEAD)
+	@$(PY) -m src.report.compare --base "$(BASE)"
+
+sweep: $(RUNTIME_STAMP) dvc-setup ## Run a grid of params as DVC experiments, one MLflow parent run each (SWEEP="train.C=0.1,1 ...")
+	@[ -n "$$SWEEP" ] || { echo 'error: give the grid: make sweep SWEEP="train.C=0.1,1,10 data_split.test_size=0.2,0.3"' >&2; exit 2; }
+	@$(PY) -m src.utils.sweep --config params.yaml --grid "$$SWEEP"
 
 tag: $(RUNTIME_STAMP) dvc-setup ## Pin the data version: commit dvc.lock & co, push the data, tag (TAG=v1 MSG="...", PUSH=1)
 	@[ -n "$$TAG" ] || { echo 'error: name the data version: make tag TAG=v1 MSG="what this data is"' >&2; exit 2; }

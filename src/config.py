@@ -8,6 +8,7 @@ value and what is allowed, before any MLflow run opens or any output is written.
 from __future__ import annotations
 
 import difflib
+import functools
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
@@ -35,12 +36,32 @@ class Paths:
     train: Path = Path("data/processed/train.parquet")
     test: Path = Path("data/processed/test.parquet")
     model: Path = Path("models/model.joblib")
-    cv_metrics: Path = Path("reports/cv_metrics.json")
     metrics: Path = Path("reports/metrics.json")
     confusion_matrix_png: Path = Path("reports/confusion_matrix.png")
+    stage_metrics_dir: Path = Path("reports/stages")
+
+    def stage_metrics(self, stage: str) -> Path:
+        """The metrics file of `stage`: what its nested run logged, kept for cached runs.
+
+        evaluate's metrics are the pipeline's results, so its file is reports/metrics.json.
+        """
+        return self.metrics if stage == "evaluate" else self.stage_metrics_dir / f"{stage}.json"
 
 
 PATHS = Paths()
+PIPELINE_FILE = Path("dvc.yaml")
+
+
+@functools.cache
+def pipeline_stages() -> dict[str, dict[str, Any]]:
+    """Return the stages of dvc.yaml, in order, as parsed from the project's copy."""
+    document = yaml.safe_load((PROJECT_ROOT / PIPELINE_FILE).read_text(encoding="utf-8"))
+    return document["stages"]
+
+
+def stage_param_keys(stage: str) -> list[str]:
+    """Return the params.yaml keys dvc.yaml lists for `stage`, e.g. `train.C`."""
+    return list(pipeline_stages()[stage].get("params", []))
 
 
 class ConfigError(ValueError):
@@ -208,12 +229,29 @@ def load_config(path: str | Path = "params.yaml") -> Config:
         document = yaml.safe_load(text)
     except yaml.YAMLError as error:
         raise ConfigError(f"{path}: invalid YAML{_yaml_position(error)}") from None
+    return validate(document, str(path))
+
+
+def validate(document: Any, source: str) -> Config:
+    """Validate a parsed params mapping.
+
+    Args:
+        document: params.yaml as parsed YAML.
+        source: Where it came from; every error message starts with it.
+
+    Returns:
+        The validated configuration.
+
+    Raises:
+        ConfigError: With a one-line message naming the key path, the bad value
+            and what is allowed.
+    """
     if not isinstance(document, dict):
-        raise ConfigError(f"{path}: expected a mapping of sections, got {_describe(document)}")
+        raise ConfigError(f"{source}: expected a mapping of sections, got {_describe(document)}")
     try:
         return Config.model_validate(document)
     except ValidationError as error:
-        raise ConfigError(f"{path}: {_first_problem(error)}") from None
+        raise ConfigError(f"{source}: {_first_problem(error)}") from None
 
 
 def _yaml_position(error: yaml.YAMLError) -> str:

@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from src.config import PATHS, PROJECT_ROOT, Config
+from src.config import PATHS, PROJECT_ROOT, Config, pipeline_stages
 from src.utils.io import atomic_path
 
 logger = logging.getLogger(__name__)
@@ -77,10 +77,10 @@ def configuration_reference(template: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def stage_table(dvc_yaml: dict[str, Any]) -> str:
-    """Return a markdown table of the stages: what each reads, writes and depends on."""
+def stage_table(stages: dict[str, Any]) -> str:
+    """Return a markdown table of the stages of dvc.yaml: what each reads, writes and depends on."""
     lines = ["| stage | reads | writes | params |", "| --- | --- | --- | --- |"]
-    for name, stage in dvc_yaml["stages"].items():
+    for name, stage in stages.items():
         reads = [dep for dep in stage.get("deps", []) if not dep.startswith("src/")]
         writes = [out for kind in ("outs", "metrics", "plots") for out in stage.get(kind, [])]
         lines.append(
@@ -151,11 +151,10 @@ def generate() -> None:
     GENERATED.mkdir(parents=True, exist_ok=True)
     template = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text(encoding="utf-8"))
     write("configuration.md", configuration_reference(template))
-    dvc_yaml = yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text(encoding="utf-8"))
-    write("stages.md", stage_table(dvc_yaml))
+    write("stages.md", stage_table(pipeline_stages()))
     write("dag.md", "```text\n" + (dvc_output("dag").rstrip() or "(dvc dag unavailable)") + "\n```\n")
 
-    metric_files = [PROJECT_ROOT / PATHS.metrics, PROJECT_ROOT / PATHS.cv_metrics]
+    metric_files = [PROJECT_ROOT / PATHS.metrics, PROJECT_ROOT / PATHS.stage_metrics("train")]
     if all(path.exists() for path in metric_files):
         latest: dict[str, float] = {}
         for path in metric_files:

@@ -17,7 +17,7 @@ import pandas as pd
 
 from src.config import PATHS, PROJECT_ROOT, Config, DataLoadParams
 from src.utils.cli import run_stage
-from src.utils.io import write_table
+from src.utils.io import read_at_revision, write_table
 from src.utils.mlflow_run import StageResult, mlflow_stage
 
 
@@ -106,27 +106,17 @@ def check_schema(table: pd.DataFrame, target: str, name: str) -> pd.DataFrame:
 
 
 def read_bytes(path: str, rev: str) -> bytes:
-    """Read a file of the project, at git revision `rev` through dvc.api, or from the working tree.
+    """Read a file of the project at git revision `rev`, or from the working tree if `rev` is empty.
 
     Raises:
-        FileNotFoundError: With a message naming the file and, if any, the revision.
+        FileNotFoundError: With a message naming the file and what to do.
     """
-    if not rev:
-        try:
-            return (PROJECT_ROOT / path).read_bytes()
-        except FileNotFoundError:
-            raise FileNotFoundError(
-                f"{path} not found; put the file there and track it with `dvc add {path}`"
-            ) from None
-    import dvc.api
-
+    if rev:
+        return read_at_revision(path, rev)
     try:
-        return dvc.api.read(path, repo=str(PROJECT_ROOT), rev=rev, mode="rb")
-    except Exception as error:
-        raise FileNotFoundError(
-            f"cannot read {path} at data_load.rev {rev!r} ({type(error).__name__}: {error}); "
-            "check the tag exists (`git tag`) and its data was pushed (`make tag`)"
-        ) from None
+        return (PROJECT_ROOT / path).read_bytes()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path} not found; put the file there and track it with `dvc add {path}`") from None
 
 
 def load_source(params: DataLoadParams) -> tuple[pd.DataFrame, dict[str, str]]:
@@ -163,7 +153,6 @@ def main(config: Config) -> StageResult:
     origin.setdefault("data.path", str(PATHS.raw))
     origin.setdefault("data.md5", hashlib.md5(Path(PATHS.raw).read_bytes()).hexdigest())
     return StageResult(
-        params=config.flat("data_load"),
         metrics=describe(raw, config.data_load.target),
         tags=origin,
     )

@@ -51,7 +51,6 @@ def main(config: Config) -> StageResult:
     write_table(train, PATHS.train)
     write_table(test, PATHS.test)
     return StageResult(
-        params=config.flat("data_split", "base.random_state"),
         metrics={"n_train_rows": len(train), "n_test_rows": len(test)},
     )
 

@@ -8,7 +8,7 @@ import pandas as pd
 
 from src.config import PATHS, Config
 from src.utils.cli import run_stage
-from src.utils.io import read_table, require, write_json
+from src.utils.io import read_table, require
 from src.utils.mlflow_run import StageResult, mlflow_stage
 
 
@@ -71,7 +71,10 @@ def evaluate(model: Any, test: pd.DataFrame, target: str) -> tuple[dict[str, flo
 
 @mlflow_stage("evaluate")
 def main(config: Config) -> StageResult:
-    """Score models/model.joblib on the test table; write reports/metrics.json and the confusion matrix."""
+    """Score models/model.joblib on the test table and draw the confusion matrix.
+
+    The metrics it returns are written to reports/metrics.json by the decorator.
+    """
     import joblib
 
     from src.report.plots import save_confusion_matrix
@@ -79,10 +82,8 @@ def main(config: Config) -> StageResult:
     model = joblib.load(require(PATHS.model, made_by="train"))
     test = read_table(PATHS.test, made_by="data_split")
     metrics, matrix = evaluate(model, test, config.data_load.target)
-    write_json(metrics, PATHS.metrics)
     save_confusion_matrix(matrix, PATHS.confusion_matrix_png, config.evaluate.normalize_confusion_matrix)
     return StageResult(
-        params=config.flat("evaluate"),
         metrics=metrics,
         artifacts=[PATHS.metrics, PATHS.confusion_matrix_png],
     )

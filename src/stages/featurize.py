@@ -50,7 +50,6 @@ def main(config: Config) -> StageResult:
     features = featurize(raw, config.featurize, config.data_load.target)
     write_table(features, PATHS.features)
     return StageResult(
-        params=config.flat("featurize"),
         metrics={"n_features": features.shape[1] - 1},
     )
 

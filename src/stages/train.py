@@ -9,7 +9,7 @@ import pandas as pd
 from src.config import PATHS, Config, TrainParams
 from src.train.models import build_estimator
 from src.utils.cli import run_stage
-from src.utils.io import atomic_path, read_table, write_json
+from src.utils.io import atomic_path, read_table
 from src.utils.mlflow_run import StageResult, mlflow_stage
 
 INPUT_EXAMPLE_ROWS = 5
@@ -65,7 +65,7 @@ def fit(train: pd.DataFrame, params: TrainParams, target: str, random_state: int
 
 @mlflow_stage("train")
 def main(config: Config) -> StageResult:
-    """Fit the model on the train table; write models/model.joblib and the CV scores."""
+    """Fit the model on the train table and write models/model.joblib; the CV scores are its metrics."""
     import joblib
 
     target = config.data_load.target
@@ -73,9 +73,7 @@ def main(config: Config) -> StageResult:
     model, scores = fit(train, config.train, target, config.base.random_state)
     with atomic_path(PATHS.model) as temporary:
         joblib.dump(model, temporary)
-    write_json(scores, PATHS.cv_metrics)
     return StageResult(
-        params=config.flat("train", "base.random_state"),
         metrics=scores,
         model=model,
         model_input_example=train.drop(columns=[target]).head(INPUT_EXAMPLE_ROWS),

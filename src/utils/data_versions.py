@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from src.config import PATHS, PROJECT_ROOT
+from src.config import PATHS, PROJECT_ROOT, pipeline_stages
 from src.utils.cli import fail
 from src.utils.git import GitError, git, tag_exists, tracked_changes
 from src.utils.logs import setup_logging
@@ -46,13 +46,16 @@ def output_hashes(lock: dict[str, Any]) -> dict[str, str]:
     return hashes
 
 
-def lineage_tags(lock_file: Path) -> dict[str, str]:
+def lineage_tags(lock: dict[str, Any]) -> dict[str, str]:
     """MLflow tags that tie a run to its data: one `dvc.out.<path>` per output, and `data.md5`.
 
     `data.md5` is the hash of the raw table (data_load's output), the data
     version a run was trained on.
+
+    Args:
+        lock: dvc.lock, parsed.
     """
-    hashes = output_hashes(yaml.safe_load(lock_file.read_text(encoding="utf-8")))
+    hashes = output_hashes(lock)
     tags = {f"dvc.out.{path}": md5 for path, md5 in hashes.items()}
     tags[DATA_HASH_TAG] = hashes.get(str(PATHS.raw), "")
     return tags
@@ -71,10 +74,9 @@ def dvc(*arguments: str, quiet: bool = False) -> subprocess.CompletedProcess:
 
 def managed_gitignores() -> list[Path]:
     """Return the .gitignore files DVC writes beside the pipeline's outputs."""
-    stages = yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
     folders = {
         Path(output).parent
-        for stage in stages.values()
+        for stage in pipeline_stages().values()
         for kind in ("outs", "metrics", "plots")
         for output in stage.get(kind, [])
     }

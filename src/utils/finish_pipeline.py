@@ -1,30 +1,36 @@
 """Close the pipeline's MLflow parent run with the outcome of `dvc repro`.
 
-On success the parent gets the final metrics, read from the metrics files the
-stages wrote (so runs compare in `mlflow ui` even when stages were cached),
-dvc.lock as an artifact and the hash of every stage output as tags. Any nested
-run still RUNNING (its stage was killed) is ended with the parent.
+On success every stage DVC skipped still gets a nested run, tagged
+`pipeline.cached`, with the params and output hashes dvc.lock recorded for it
+and the metrics it wrote when it last ran (reports/stages/<stage>.json). The
+parent gets the final metrics, a summary of which stages ran and which were
+cached, dvc.lock as an artifact and the hash of every stage output as tags. So a
+run with nothing changed is as complete as a forced one. Any nested run still
+RUNNING (its stage was killed) is ended with the parent.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from src.config import PATHS
+import yaml
+
+from src.config import PATHS, PROJECT_ROOT, pipeline_stages
 from src.utils.cli import EXIT_INTERRUPTED, fail
-from src.utils.data_versions import LOCK_FILE, lineage_tags
-from src.utils.io import read_json
+from src.utils.data_versions import LOCK_FILE, lineage_tags, output_hashes
+from src.utils.io import read_at_revision
 from src.utils.logs import setup_logging
-from src.utils.mlflow_run import import_mlflow, one_line, tracking_uri
+from src.utils.mlflow_run import CACHED_TAG, ROLE_TAG, STAGE_TAG, import_mlflow, one_line, tracking_uri
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
 logger = logging.getLogger(__name__)
 
-METRICS_FILES = {PATHS.cv_metrics: "train", PATHS.metrics: "evaluate"}
+FINAL_METRICS_STAGES = ("train", "evaluate")
 SIGTERM_EXIT = 143
 
 
@@ -37,39 +43,110 @@ def outcome(exit_code: int) -> str:
     return "FAILED"
 
 
-def final_metrics() -> dict[str, float]:
-    """Read every metrics file the pipeline writes into one flat mapping."""
-    metrics: dict[str, float] = {}
-    for path, stage in METRICS_FILES.items():
-        metrics.update(read_json(path, made_by=stage))
-    return metrics
+class PipelineRecords:
+    """The files a finished pipeline left: dvc.lock and the stage metrics.
+
+    Read from the working tree, or from a git revision (a DVC experiment of
+    `make sweep`, whose workspace is gone by the time its run is closed).
+    """
+
+    def __init__(self, revision: str = "") -> None:
+        self.revision = revision
+
+    def read(self, path: str) -> bytes:
+        """Return the content of a project file."""
+        if self.revision:
+            return read_at_revision(path, self.revision)
+        return (PROJECT_ROOT / path).read_bytes()
+
+    def lock(self) -> dict[str, Any]:
+        """Return dvc.lock, parsed."""
+        return yaml.safe_load(self.read(str(LOCK_FILE))) or {}
+
+    def stage_metrics(self, stage: str) -> dict[str, float]:
+        """Return the metrics `stage` wrote when it last ran."""
+        return json.loads(self.read(str(PATHS.stage_metrics(stage))))
 
 
-def main(argv: list[str] | None = None) -> None:
-    """End the parent run FINISHED, FAILED or KILLED from `--exit-code`."""
-    parser = argparse.ArgumentParser(prog="python -m src.utils.finish_pipeline", description=__doc__)
-    parser.add_argument("--run-id", required=True, help="the parent run to close")
-    parser.add_argument("--exit-code", type=int, required=True, help="the exit code of `dvc repro`")
-    arguments = parser.parse_args(argv)
-    setup_logging()
-    status = outcome(arguments.exit_code)
+def stage_output_tags(lock: dict[str, Any], stage: str) -> dict[str, str]:
+    """Return `dvc.out.<path> -> md5` for the outputs dvc.lock records for `stage`."""
+    recorded = {"stages": {stage: lock.get("stages", {}).get(stage, {})}}
+    return {f"dvc.out.{path}": md5 for path, md5 in output_hashes(recorded).items()}
+
+
+def record_stages(
+    client: MlflowClient, parent_run_id: str, records: PipelineRecords, lock: dict[str, Any]
+) -> tuple[list[str], list[str]]:
+    """Give every stage a nested run under the parent: tag the ones that ran, create the cached ones.
+
+    Returns:
+        The stages that ran and the stages that were cached, in pipeline order.
+    """
+    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+    experiment_id = client.get_run(parent_run_id).info.experiment_id
+    children = client.search_runs([experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'")
+    ran_runs = {child.data.tags.get(STAGE_TAG): child.info.run_id for child in children}
+    ran, cached = [], []
+    for stage in pipeline_stages():
+        hashes = stage_output_tags(lock, stage)
+        if stage in ran_runs:
+            ran.append(stage)
+            client.log_batch(ran_runs[stage], tags=[RunTag(key, value) for key, value in hashes.items()])
+            continue
+        cached.append(stage)
+        tags = {MLFLOW_PARENT_RUN_ID: parent_run_id, STAGE_TAG: stage, ROLE_TAG: "stage", CACHED_TAG: "true", **hashes}
+        run = client.create_run(experiment_id, run_name=stage, tags=tags)
+        recorded_params = lock.get("stages", {}).get(stage, {}).get("params", {}).get("params.yaml", {})
+        now = run.info.start_time
+        client.log_batch(
+            run.info.run_id,
+            metrics=[Metric(key, float(value), now, 0) for key, value in records.stage_metrics(stage).items()],
+            params=[Param(key, str(value)) for key, value in recorded_params.items()],
+        )
+        client.set_terminated(run.info.run_id, "FINISHED")
+    return ran, cached
+
+
+def close_parent(client: MlflowClient, parent_run_id: str, exit_code: int, revision: str = "") -> str:
+    """Record the outcome on the parent run and end it; return its status.
+
+    Args:
+        client: The MLflow client.
+        parent_run_id: The parent run of this pipeline.
+        exit_code: The exit code of `dvc repro` (or `dvc exp run`).
+        revision: Read dvc.lock and the metrics at this git revision instead of the working tree.
+    """
+    from mlflow.entities import Metric, RunTag
+
+    status = outcome(exit_code)
     try:
-        mlflow = import_mlflow()
-        client = mlflow.MlflowClient()
-        try:
-            if status == "FINISHED":
-                now = mlflow.utils.time.get_current_time_millis()
-                metrics = [mlflow.entities.Metric(key, float(value), now, 0) for key, value in final_metrics().items()]
-                tags = [mlflow.entities.RunTag(key, value) for key, value in lineage_tags(LOCK_FILE).items()]
-                client.log_batch(arguments.run_id, metrics=metrics, tags=tags)
-                client.log_artifact(arguments.run_id, str(LOCK_FILE))
-        finally:
-            end_children(client, arguments.run_id, "KILLED" if status == "KILLED" else "FAILED")
-            client.set_tag(arguments.run_id, "pipeline.exit_code", str(arguments.exit_code))
-            client.set_terminated(arguments.run_id, status)
-    except Exception as error:
-        fail(f"cannot close MLflow run {arguments.run_id} at {tracking_uri()}: {one_line(error)}")
-    logger.info("MLflow parent run %s %s; browse it with `make ui` or `mlflow ui`", arguments.run_id, status)
+        if status == "FINISHED":
+            records = PipelineRecords(revision)
+            lock = records.lock()
+            ran, cached = record_stages(client, parent_run_id, records, lock)
+            final: dict[str, float] = {}
+            for stage in FINAL_METRICS_STAGES:
+                final.update(records.stage_metrics(stage))
+            now = client.get_run(parent_run_id).info.start_time
+            tags = {
+                **lineage_tags(lock),
+                "pipeline.stages_ran": ",".join(ran),
+                "pipeline.stages_cached": ",".join(cached),
+            }
+            client.log_batch(
+                parent_run_id,
+                metrics=[Metric(key, float(value), now, 0) for key, value in final.items()],
+                tags=[RunTag(key, value) for key, value in tags.items()],
+            )
+            client.log_text(parent_run_id, records.read(str(LOCK_FILE)).decode("utf-8"), str(LOCK_FILE))
+            logger.info("stages run: %s; cached: %s", ", ".join(ran) or "none", ", ".join(cached) or "none")
+    finally:
+        end_children(client, parent_run_id, "KILLED" if status == "KILLED" else "FAILED")
+        client.set_tag(parent_run_id, "pipeline.exit_code", str(exit_code))
+        client.set_terminated(parent_run_id, status)
+    return status
 
 
 def end_children(client: MlflowClient, parent_run_id: str, status: str) -> None:
@@ -81,6 +158,22 @@ def end_children(client: MlflowClient, parent_run_id: str, status: str) -> None:
     )
     for child in running:
         client.set_terminated(child.info.run_id, status)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """End the parent run FINISHED, FAILED or KILLED from `--exit-code`."""
+    parser = argparse.ArgumentParser(prog="python -m src.utils.finish_pipeline", description=__doc__)
+    parser.add_argument("--run-id", required=True, help="the parent run to close")
+    parser.add_argument("--exit-code", type=int, required=True, help="the exit code of `dvc repro`")
+    parser.add_argument("--revision", default="", help="read the results at this git revision")
+    arguments = parser.parse_args(argv)
+    setup_logging()
+    try:
+        mlflow = import_mlflow()
+        status = close_parent(mlflow.MlflowClient(), arguments.run_id, arguments.exit_code, arguments.revision)
+    except Exception as error:
+        fail(f"cannot close MLflow run {arguments.run_id} at {tracking_uri()}: {one_line(error)}")
+    logger.info("MLflow parent run %s %s; browse it with `make ui` or `mlflow ui`", arguments.run_id, status)
 
 
 if __name__ == "__main__":

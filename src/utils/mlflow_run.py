@@ -19,7 +19,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from src.config import PROJECT_ROOT, Config
+from src.config import PATHS, PROJECT_ROOT, Config, stage_param_keys
+from src.utils.io import write_json
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -33,6 +34,7 @@ would make MLflow resume the parent itself instead of nesting under it)."""
 
 STAGE_TAG = "pipeline.stage"
 ROLE_TAG = "pipeline.role"
+CACHED_TAG = "pipeline.cached"
 MODEL_REQUIREMENTS = ("mlflow", "scikit-learn", "skops", "pandas", "numpy", "scipy")
 
 
@@ -41,8 +43,8 @@ class StageResult:
     """What a stage hands to its nested MLflow run.
 
     Attributes:
-        params: Parameters to log, as dotted keys (see `Config.flat`).
-        metrics: Numeric results to log.
+        params: Parameters to log besides the stage's keys in dvc.yaml (logged always).
+        metrics: Numeric results to log; also written to reports/stages/<stage>.json.
         artifacts: Files to attach to the run.
         tags: Extra tags for the run.
         model: A fitted scikit-learn estimator to log as the run's model.
@@ -97,8 +99,11 @@ def mlflow_stage(name: str) -> Callable[[Callable[[Config], StageResult]], Calla
 
     The run is nested under the parent whose id is in `PIPELINE_PARENT_RUN_ID`
     (set by `make pipeline`); without it the stage gets a run of its own, and
-    says where. What the stage returns is logged, with its wall time. The run
-    always ends: FINISHED, FAILED with the error, or KILLED on an interrupt.
+    says where. It logs the params dvc.yaml lists for the stage and what the
+    stage returns, with its wall time, and writes the metrics to
+    reports/stages/<stage>.json (a DVC metrics output) so that a later run that
+    skips the stage can record them. The run always ends: FINISHED, FAILED with
+    the error, or KILLED on an interrupt.
 
     Args:
         name: The stage name, as in dvc.yaml.
@@ -126,7 +131,10 @@ def mlflow_stage(name: str) -> Callable[[Callable[[Config], StageResult]], Calla
             started = time.perf_counter()
             try:
                 result = stage_main(config)
-                _log_result(mlflow, result, duration=time.perf_counter() - started)
+                write_json(result.metrics, PATHS.stage_metrics(name))
+                every_param = config.flat()
+                params = {key: every_param[key] for key in stage_param_keys(name)} | result.params
+                _log_result(mlflow, result, params, duration=time.perf_counter() - started)
             except BaseException as error:
                 interrupted = isinstance(error, KeyboardInterrupt | SystemExit)
                 mlflow.set_tag("error", one_line(error))
@@ -152,12 +160,11 @@ def mlflow_stage(name: str) -> Callable[[Callable[[Config], StageResult]], Calla
     return decorate
 
 
-def _log_result(mlflow: ModuleType, result: StageResult, duration: float) -> None:
-    """Log a StageResult to the active run."""
-    params = {key: str(value) for key, value in result.params.items()}
+def _log_result(mlflow: ModuleType, result: StageResult, params: dict[str, Any], duration: float) -> None:
+    """Log a StageResult, its params and its duration to the active run."""
     metrics = {key: float(value) for key, value in result.metrics.items()}
     metrics["stage_seconds"] = duration
-    mlflow.log_params(params)
+    mlflow.log_params({key: str(value) for key, value in params.items()})
     mlflow.log_metrics(metrics)
     if result.tags:
         mlflow.set_tags(result.tags)

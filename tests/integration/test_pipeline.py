@@ -58,7 +58,7 @@ def test_outputs_are_written_and_tracked_by_dvc(piped):
         "data/processed/test.parquet",
         "models/model.joblib",
         "reports/metrics.json",
-        "reports/cv_metrics.json",
+        "reports/stages/train.json",
     ]:
         assert (project.root / path).stat().st_size > 0, path
     assert (project.root / "reports/confusion_matrix.png").read_bytes()[:4] == b"\x89PNG"
@@ -102,11 +102,12 @@ def test_second_run_with_nothing_changed_reruns_no_stage(piped):
     model_before = (project.root / "models/model.joblib").stat().st_mtime_ns
     result = project.make("pipeline", RUN_NAME="again")
     assert result.returncode == 0, result.stderr
-    parent = project.parents()[0]
+    first, parent = project.parents()[1], project.parents()[0]
     assert parent.info.run_name == "again"
     assert parent.info.status == "FINISHED"
-    assert project.children(parent.info.run_id) == []
-    assert "accuracy" in parent.data.metrics
+    assert parent.data.tags["pipeline.stages_ran"] == ""
+    assert parent.data.tags["pipeline.stages_cached"] == ",".join(STAGES)
+    assert set(parent.data.metrics) == set(first.data.metrics)
     assert (project.root / "dvc.lock").read_bytes() == lock_before
     assert (project.root / "models/model.joblib").stat().st_mtime_ns == model_before
     assert "Running stage" not in result.stdout
@@ -123,6 +124,28 @@ def test_a_stage_run_on_its_own_logs_a_run_and_says_where(piped):
     [latest] = project.runs("attributes.run_name = 'evaluate'")[:1]
     assert "mlflow.parentRunId" not in latest.data.tags
     assert latest.info.status == "FINISHED"
+
+
+def test_skipped_stages_are_recorded_as_cached_runs_as_complete_as_real_ones(piped):
+    project, _ = piped
+    first, again = project.parents()[1], project.parents()[0]
+    assert again.info.run_name == "again"
+    ran = {child.info.run_name: child for child in project.children(first.info.run_id)}
+    cached = {child.info.run_name: child for child in project.children(again.info.run_id)}
+    assert sorted(cached) == sorted(STAGES)
+    lock = yaml.safe_load((project.root / "dvc.lock").read_text())
+    for stage in STAGES:
+        real, recorded = ran[stage], cached[stage]
+        assert recorded.info.status == "FINISHED"
+        assert recorded.data.tags["pipeline.cached"] == "true"
+        assert "pipeline.cached" not in real.data.tags
+        assert recorded.data.params == real.data.params, stage
+        assert set(recorded.data.metrics) == set(real.data.metrics) - {"stage_seconds"}, stage
+        for key, value in recorded.data.metrics.items():
+            assert value == pytest.approx(real.data.metrics[key]), (stage, key)
+        for output in lock["stages"][stage]["outs"]:
+            assert recorded.data.tags[f"dvc.out.{output['path']}"] == output["md5"]
+            assert real.data.tags[f"dvc.out.{output['path']}"] == output["md5"]
 
 
 def test_bad_params_stop_with_one_line_and_no_run(piped):

@@ -23,7 +23,9 @@ def test_dvc_yaml_outputs_are_the_paths_the_stages_write():
     for stage in stages().values():
         for kind in ("outs", "metrics", "plots"):
             declared.update(stage.get(kind, []))
-    assert declared == {str(path) for path in asdict(PATHS).values()}
+    expected = {str(path) for name, path in asdict(PATHS).items() if name != "stage_metrics_dir"}
+    expected |= {str(PATHS.stage_metrics(stage)) for stage in stages()}
+    assert declared == expected
 
 
 def test_each_stage_runs_its_own_module_and_depends_on_it():

@@ -1,0 +1,150 @@
+"""`make report`: what changed since a git revision, and did it help.
+
+The numbers come from DVC itself (`dvc params diff`, `dvc metrics diff`,
+`dvc plots diff`); this module only puts them on one page, reports/report.md,
+with the confusion matrices side by side and the MLflow parent runs of both sides.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from src.config import PATHS, PROJECT_ROOT
+from src.utils.cli import fail
+from src.utils.data_versions import LOCK_FILE, output_hashes
+from src.utils.git import GitError, git
+from src.utils.io import atomic_path
+from src.utils.logs import setup_logging
+
+logger = logging.getLogger(__name__)
+
+REPORT = Path("reports/report.md")
+REPORT_PLOTS = Path("reports/report")
+WORKSPACE = "workspace"
+
+
+def dvc_markdown(*arguments: str) -> str:
+    """Run a dvc diff command at the project root and return its stdout."""
+    completed = subprocess.run(
+        [sys.executable, "-m", "dvc", *arguments], cwd=PROJECT_ROOT, capture_output=True, text=True, check=False
+    )
+    if completed.returncode != 0:
+        reason = (completed.stderr.strip().splitlines() or ["failed"])[-1]
+        raise RuntimeError(f"dvc {arguments[0]} {arguments[1]} failed: {reason}")
+    return completed.stdout.strip()
+
+
+def metrics_hash(lock: dict[str, Any]) -> str:
+    """Return the hash dvc.lock records for reports/metrics.json ('' if none)."""
+    return output_hashes(lock).get(str(PATHS.metrics), "")
+
+
+def run_for(lock: dict[str, Any]) -> str:
+    """Return the newest FINISHED parent run whose metrics.json hash matches `lock`, as `id (name)`."""
+    wanted = metrics_hash(lock)
+    if not wanted:
+        return "none (no results in dvc.lock)"
+    from src.utils.mlflow_run import import_mlflow
+
+    client = import_mlflow().MlflowClient()
+    experiments = [experiment.experiment_id for experiment in client.search_experiments()]
+    runs = client.search_runs(
+        experiments,
+        filter_string=(
+            f"tags.`dvc.out.{PATHS.metrics}` = '{wanted}' and tags.`pipeline.role` = 'parent' "
+            "and attributes.status = 'FINISHED'"
+        ),
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    return f"`{runs[0].info.run_id}` ({runs[0].info.run_name})" if runs else "none found in this MLflow store"
+
+
+def image_cells(plots: dict[str, Any], base: str) -> tuple[str, str]:
+    """Return markdown images of the confusion matrix at `base` and in the workspace."""
+    cells = {base: "(none)", WORKSPACE: "(none)"}
+    for entry in plots.get("data", {}).get(str(PATHS.confusion_matrix_png), []):
+        for revision in entry.get("revisions", []):
+            relative = Path(entry["url"]).resolve().relative_to((PROJECT_ROOT / REPORT.parent).resolve())
+            cells[revision] = f"![confusion matrix at {revision}]({relative.as_posix()})"
+    return cells[base], cells[WORKSPACE]
+
+
+def build_report(base: str) -> str:
+    """Compare the workspace with the git revision `base` and return the report as markdown.
+
+    Raises:
+        GitError: If `base` is not a git revision.
+    """
+    commit = git("rev-parse", "--verify", "--quiet", f"{base}^{{commit}}")
+    params = dvc_markdown("params", "diff", base, "--md")
+    metrics = dvc_markdown("metrics", "diff", base, "--md")
+    plots = json.loads(dvc_markdown("plots", "diff", base, "--json", "-o", str(REPORT_PLOTS)) or "{}")
+    base_image, workspace_image = image_cells(plots, base)
+    base_lock = yaml.safe_load(git("show", f"{commit}:{LOCK_FILE}")) if _has_lock(commit) else {}
+    workspace_lock = yaml.safe_load((PROJECT_ROOT / LOCK_FILE).read_text(encoding="utf-8"))
+    return "\n".join(
+        [
+            f"# What changed: `{base}` ({commit[:8]}) → workspace",
+            "",
+            "## Params that changed",
+            "",
+            params or "No params changed.",
+            "",
+            "## Metrics, before → after",
+            "",
+            metrics or "No metrics changed.",
+            "",
+            "## Confusion matrices",
+            "",
+            f"| `{base}` | workspace |",
+            "| --- | --- |",
+            f"| {base_image} | {workspace_image} |",
+            "",
+            "## MLflow runs",
+            "",
+            "| side | parent run |",
+            "| --- | --- |",
+            f"| `{base}` | {run_for(base_lock)} |",
+            f"| workspace | {run_for(workspace_lock)} |",
+            "",
+        ]
+    )
+
+
+def _has_lock(commit: str) -> bool:
+    try:
+        git("cat-file", "-e", f"{commit}:{LOCK_FILE}")
+    except GitError:
+        return False
+    return True
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Write reports/report.md comparing the workspace with `--base`, and print it."""
+    parser = argparse.ArgumentParser(prog="python -m src.report.compare", description=__doc__)
+    parser.add_argument("--base", default="HEAD", help="the git revision or tag to compare with (default: HEAD)")
+    arguments = parser.parse_args(argv)
+    setup_logging()
+    try:
+        report = build_report(arguments.base)
+    except GitError:
+        fail(f"BASE={arguments.base} is not a git revision; give a commit, branch or tag (see `git tag`)", 2)
+    except RuntimeError as error:
+        fail(str(error))
+    with atomic_path(PROJECT_ROOT / REPORT) as temporary:
+        temporary.write_text(report, encoding="utf-8")
+    sys.stdout.write(report)
+    logger.info("wrote %s", REPORT)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,111 @@
+"""Comparing runs: `make report` against a git revision, and `make sweep` over a grid."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from tests.integration.conftest import Project, new_project
+
+pytestmark = pytest.mark.slow
+
+STAGES = {"data_load", "featurize", "data_split", "train", "evaluate"}
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Project:
+    base = tmp_path_factory.mktemp("compare")
+    project = new_project(base / "repo", base / "remote")
+    result = project.make("pipeline", RUN_NAME="before")
+    assert result.returncode == 0, result.stderr
+    project.run("git", "commit", "-qam", "results before", "--allow-empty", check=True)
+    return project
+
+
+def set_param(project: Project, section: str, key: str, value) -> None:
+    path = project.root / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    params[section][key] = value
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def test_report_names_the_changed_param_both_metric_values_and_both_runs(project):
+    before = project.parents()[0]
+    set_param(project, "train", "C", 0.05)
+    assert project.make("pipeline", RUN_NAME="after").returncode == 0
+    after = project.parents()[0]
+    assert after.data.metrics["accuracy"] != before.data.metrics["accuracy"]
+
+    result = project.make("report")
+    assert result.returncode == 0, result.stderr
+    report = (project.root / "reports/report.md").read_text()
+    assert result.stdout.strip() == report.strip()
+    [param_row] = [line for line in report.splitlines() if "train.C" in line]
+    assert [cell.strip() for cell in param_row.split("|")[1:5]] == ["params.yaml", "train.C", "1.0", "0.05"]
+    [accuracy_row] = [line for line in report.splitlines() if "reports/metrics.json" in line and "accuracy" in line]
+    _, _, old, new, change = (cell.strip() for cell in accuracy_row.split("|")[1:6])
+    assert float(old) == pytest.approx(before.data.metrics["accuracy"], abs=1e-5)
+    assert float(new) == pytest.approx(after.data.metrics["accuracy"], abs=1e-5)
+    assert float(change) == pytest.approx(float(new) - float(old), abs=1e-4)
+    assert before.info.run_id in report
+    assert after.info.run_id in report
+    for image in (
+        "reports/report/HEAD_reports_confusion_matrix.png",
+        "reports/report/workspace_reports_confusion_matrix.png",
+    ):
+        assert (project.root / image).read_bytes()[:4] == b"\x89PNG"
+        assert image.removeprefix("reports/") in report
+
+
+def test_report_refuses_an_unknown_base(project):
+    result = project.make("report", BASE="no-such-tag")
+    assert result.returncode != 0
+    assert [line for line in result.stderr.splitlines() if line.startswith("error:")] == [
+        "error: BASE=no-such-tag is not a git revision; give a commit, branch or tag (see `git tag`)"
+    ]
+
+
+def test_sweep_runs_each_point_as_an_experiment_with_its_own_parent_run(project):
+    set_param(project, "train", "C", 1.0)
+    project.run("git", "commit", "-qam", "back to C=1", check=True)
+    result = project.make("sweep", SWEEP="train.C=0.1,3")
+    assert result.returncode == 0, result.stderr
+    parents = project.runs("tags.sweep LIKE 'sweep-%'")
+    assert len(parents) == 2
+    assert {parent.data.params["train.C"] for parent in parents} == {"0.1", "3.0"}
+    for parent in parents:
+        assert parent.info.status == "FINISHED"
+        children = project.children(parent.info.run_id)
+        assert {child.info.run_name for child in children} == STAGES
+        assert {child.info.status for child in children} == {"FINISHED"}
+        assert "accuracy" in parent.data.metrics
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| ") and line[2].isdigit()]
+    assert len(rows) == 2
+    ranked = sorted(parents, key=lambda parent: -parent.data.metrics["accuracy"])
+    assert rows[0].startswith("| 1 | train.C=")
+    assert rows[0].endswith(f"| {ranked[0].info.run_id} |")
+    assert rows[1].endswith(f"| {ranked[1].info.run_id} |")
+    assert (project.root / "params.yaml").read_text().count("C: 1.0") == 1  # the workspace is untouched
+    experiments = project.run(project.env()["VENV"] + "/bin/dvc", "exp", "list", "--name-only").stdout.split()
+    assert len(experiments) == 2
+
+
+def test_a_failed_point_is_reported_and_the_others_go_on(project):
+    result = project.make("sweep", SWEEP="data_split.test_size=0.01,0.3")
+    assert result.returncode != 0
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| ") and line[2].isdigit()]
+    assert len(rows) == 2
+    assert "| FINISHED |" in rows[0] and "data_split.test_size=0.3" in rows[0]
+    assert "| FAILED |" in rows[1] and "data_split.test_size=0.01" in rows[1]
+    assert "error: 1 of 2 points failed" in result.stderr
+    assert project.runs("attributes.status = 'RUNNING'") == []
+
+
+def test_a_bad_sweep_key_stops_before_any_run(project):
+    runs_before = len(project.runs())
+    result = project.make("sweep", SWEEP="train.c=0.1,1")
+    assert result.returncode != 0
+    assert [line for line in result.stderr.splitlines() if line.startswith("error:")] == [
+        "error: SWEEP: unknown key train.c; keys look like train.C or data_split.test_size"
+    ]
+    assert len(project.runs()) == runs_before
