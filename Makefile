@@ -12,6 +12,7 @@
 #   TAG, MSG        the data version `make tag` pins, and what it is; PUSH=1 also pushes the tag
 #   RUN_ID          the MLflow run `make checkout` restores
 #   BASE            the git revision or tag `make report` compares with (default: HEAD)
+#   BENCH_ARGS      options of `make bench`: --quick (smoke test), --scale (1,000,000 rows), --repeats N
 #   SWEEP           the grid of `make sweep`, e.g. SWEEP="train.C=0.1,1,10 data_split.test_size=0.2,0.3"
 
 SHELL := /bin/bash
@@ -26,6 +27,7 @@ FORCE ?=
 TAG ?=
 BASE ?= HEAD
 SWEEP ?=
+BENCH_ARGS ?=
 MSG ?=
 RUN_ID ?=
 PUSH ?=
@@ -45,6 +47,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
 export MLFLOW_SERVER_ENABLE_JOB_EXECUTION := false
 export DVC_NO_ANALYTICS := 1
+export PIPELINE_RECORDS_DIR := $(PROJECT_ROOT)/.pipeline
 export NO_MKDOCS_2_WARNING := 1
 export VENV
 export PATH := $(VENV)/bin:$(PATH)
@@ -55,7 +58,7 @@ DEV_HASH := $(shell cat requirements.txt requirements-dev.txt | sha256sum | cut 
 RUNTIME_STAMP := $(VENV)/.installed-runtime-$(RUNTIME_HASH)
 DEV_STAMP := $(VENV)/.installed-dev-$(DEV_HASH)
 
-.PHONY: help pipeline ui report sweep tag checkout history pull docs docs-serve test lint format clean clean-mlflow venv venv-dev dvc-setup
+.PHONY: help pipeline ui report sweep bench tag checkout history pull docs docs-serve test lint format clean clean-mlflow venv venv-dev dvc-setup
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -78,6 +81,9 @@ report: $(RUNTIME_STAMP) ## Compare params, metrics and plots with a git revisio
 sweep: $(RUNTIME_STAMP) dvc-setup ## Run a grid of params as DVC experiments, one MLflow parent run each (SWEEP="train.C=0.1,1 ...")
 	@[ -n "$$SWEEP" ] || { echo 'error: give the grid: make sweep SWEEP="train.C=0.1,1,10 data_split.test_size=0.2,0.3"' >&2; exit 2; }
 	@$(PY) -m src.utils.sweep --config params.yaml --grid "$$SWEEP"
+
+bench: $(RUNTIME_STAMP) ## Measure the pipeline's overhead against the floor: reports/bench.md (BENCH_ARGS=--scale)
+	@$(PY) -m src.bench $(BENCH_ARGS)
 
 tag: $(RUNTIME_STAMP) dvc-setup ## Pin the data version: commit dvc.lock & co, push the data, tag (TAG=v1 MSG="...", PUSH=1)
 	@[ -n "$$TAG" ] || { echo 'error: name the data version: make tag TAG=v1 MSG="what this data is"' >&2; exit 2; }

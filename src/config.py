@@ -20,6 +20,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 ESTIMATORS = ("logistic_regression", "random_forest")
 BUNDLED_DATASETS = ("iris", "wine", "breast_cancer")
+SYNTHETIC = "synthetic"
 SOURCE_SUFFIXES = (".csv", ".parquet")
 
 
@@ -98,8 +99,8 @@ class DataLoadParams(Section):
     source: str = Field(
         min_length=1,
         description=(
-            "A dataset bundled with scikit-learn (`iris`, `wine`, `breast_cancer`) or a CSV or "
-            "Parquet file under `data/external/`, tracked with DVC."
+            "A dataset bundled with scikit-learn (`iris`, `wine`, `breast_cancer`), `synthetic` "
+            "(generated, see below), or a CSV or Parquet file under `data/external/`, tracked with DVC."
         ),
     )
     rev: str = Field(
@@ -109,23 +110,26 @@ class DataLoadParams(Section):
         ),
     )
     target: str = Field(min_length=1, description="Name of the label column.")
+    synthetic_rows: int = Field(ge=10, le=100_000_000, description="`synthetic` source: rows to generate.")
+    synthetic_features: int = Field(ge=2, le=1000, description="`synthetic` source: numeric features to generate.")
 
     @field_validator("source")
     @classmethod
     def _known_source(cls, source: str) -> str:
-        if source in BUNDLED_DATASETS:
+        if source in (*BUNDLED_DATASETS, SYNTHETIC):
             return source
         path = PurePosixPath(source)
         if path.suffix.lower() not in SOURCE_SUFFIXES or path.parts[:2] != ("data", "external") or ".." in path.parts:
             raise ValueError(
-                f"must be one of {', '.join(BUNDLED_DATASETS)} or a .csv or .parquet file under data/external/"
+                f"must be one of {', '.join(BUNDLED_DATASETS)}, {SYNTHETIC} "
+                "or a .csv or .parquet file under data/external/"
             )
         return source
 
     @property
-    def bundled(self) -> bool:
-        """Whether the source is a dataset bundled with scikit-learn."""
-        return self.source in BUNDLED_DATASETS
+    def generated(self) -> bool:
+        """Whether the source is made in code (a bundled or synthetic dataset), not read from a file."""
+        return self.source in (*BUNDLED_DATASETS, SYNTHETIC)
 
 
 class FeaturizeParams(Section):

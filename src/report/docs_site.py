@@ -178,6 +178,12 @@ def generate() -> None:
     else:
         write("metrics_by_version.md", 'No data versions yet: pin one with `make tag TAG=v1 MSG="..."`.\n')
 
+    bench = PROJECT_ROOT / "reports" / "bench.md"
+    if bench.exists():
+        write("bench.md", bench.read_text(encoding="utf-8").replace("# Benchmark\n", "", 1).replace("## ", "### "))
+    else:
+        write("bench.md", "No benchmark yet: run `make bench`, then `make docs`.\n")
+
     from src.utils.data_versions import history
 
     write("history.md", history())

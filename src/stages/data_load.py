@@ -1,6 +1,7 @@
 """Stage data_load: write the source data to data/raw as one labelled table.
 
-The source is a dataset bundled with scikit-learn or a user's CSV or Parquet file
+The source is a dataset bundled with scikit-learn, a synthetic table generated
+deterministically (for benchmarks at scale), or a user's CSV or Parquet file
 under data/external/ (tracked with DVC). With `data_load.rev` set, the data is
 read as it was at that git tag or commit, through `dvc.api`, from the DVC cache
 or the remote.
@@ -15,7 +16,7 @@ from pathlib import Path, PurePosixPath
 
 import pandas as pd
 
-from src.config import PATHS, PROJECT_ROOT, Config, DataLoadParams
+from src.config import PATHS, PROJECT_ROOT, SYNTHETIC, Config, DataLoadParams
 from src.utils.cli import run_stage
 from src.utils.io import read_at_revision, write_table
 from src.utils.mlflow_run import StageResult, mlflow_stage
@@ -49,6 +50,30 @@ def load_bundled(name: str, target: str) -> pd.DataFrame:
         raise DataSchemaError(f"data_load.target is {target!r}, which is also a feature of {name}; choose another name")
     class_names = pd.Categorical.from_codes(bunch.target.to_numpy(), categories=list(bunch.target_names))
     return features.assign(**{target: class_names.astype(str)})
+
+
+def make_synthetic(rows: int, features: int, target: str, random_state: int) -> pd.DataFrame:
+    """Generate a deterministic classification table: `rows` x `features` numbers and three classes.
+
+    Args:
+        rows: Number of rows.
+        features: Number of numeric feature columns, `f00`, `f01`...
+        target: The name of the label column.
+        random_state: The seed; the same seed gives the same table.
+    """
+    from sklearn.datasets import make_classification
+
+    values, labels = make_classification(
+        n_samples=rows,
+        n_features=features,
+        n_informative=max(2, features // 2),
+        n_redundant=0,
+        n_classes=3,
+        n_clusters_per_class=1,
+        random_state=random_state,
+    )
+    table = pd.DataFrame(values.astype("float32"), columns=[f"f{index:02d}" for index in range(features)])
+    return table.assign(**{target: pd.Categorical.from_codes(labels, ["class_a", "class_b", "class_c"]).astype(str)})
 
 
 def parse_table(content: bytes, name: str) -> pd.DataFrame:
@@ -119,17 +144,24 @@ def read_bytes(path: str, rev: str) -> bytes:
         raise FileNotFoundError(f"{path} not found; put the file there and track it with `dvc add {path}`") from None
 
 
-def load_source(params: DataLoadParams) -> tuple[pd.DataFrame, dict[str, str]]:
+def load_source(params: DataLoadParams, random_state: int) -> tuple[pd.DataFrame, dict[str, str]]:
     """Read the source named in params.yaml, at `params.rev` if set.
+
+    Args:
+        params: The `data_load` section of params.yaml.
+        random_state: The seed of a synthetic source.
 
     Returns:
         The labelled table and where it came from: `data.source`, `data.rev`,
         `data.path` and `data.md5` (the MD5 of the bytes read, as DVC hashes files).
     """
     origin = {"data.source": params.source, "data.rev": params.rev}
-    if params.bundled and not params.rev:
+    if params.source == SYNTHETIC and not params.rev:
+        table = make_synthetic(params.synthetic_rows, params.synthetic_features, params.target, random_state)
+        return table, origin
+    if params.generated and not params.rev:
         return load_bundled(params.source, params.target), origin
-    path = str(PATHS.raw) if params.bundled else params.source
+    path = str(PATHS.raw) if params.generated else params.source
     content = read_bytes(path, params.rev)
     name = f"{path}@{params.rev}" if params.rev else path
     table = check_schema(parse_table(content, path), params.target, name)
@@ -148,7 +180,7 @@ def describe(table: pd.DataFrame, target: str) -> dict[str, float]:
 @mlflow_stage("data_load")
 def main(config: Config) -> StageResult:
     """Load the source named in params.yaml and write it to data/raw."""
-    raw, origin = load_source(config.data_load)
+    raw, origin = load_source(config.data_load, config.base.random_state)
     write_table(raw, PATHS.raw)
     origin.setdefault("data.path", str(PATHS.raw))
     origin.setdefault("data.md5", hashlib.md5(Path(PATHS.raw).read_bytes()).hexdigest())

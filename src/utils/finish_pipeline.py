@@ -1,6 +1,9 @@
 """Close the pipeline's MLflow parent run with the outcome of `dvc repro`.
 
-On success every stage DVC skipped still gets a nested run, tagged
+Every stage that ran left a record (see `mlflow_run.StageRecord`); each becomes
+a nested run here, with the stage's true start and end times, so no stage
+process pays for importing mlflow. On success every stage DVC skipped also gets
+a nested run, tagged
 `pipeline.cached`, with the params and output hashes dvc.lock recorded for it
 and the metrics it wrote when it last ran (reports/stages/<stage>.json). The
 parent gets the final metrics, a summary of which stages ran and which were
@@ -14,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 from typing import TYPE_CHECKING, Any
 
 import yaml
@@ -23,7 +27,17 @@ from src.utils.cli import EXIT_INTERRUPTED, fail
 from src.utils.data_versions import LOCK_FILE, lineage_tags, output_hashes
 from src.utils.io import read_at_revision
 from src.utils.logs import setup_logging
-from src.utils.mlflow_run import CACHED_TAG, ROLE_TAG, STAGE_TAG, import_mlflow, one_line, tracking_uri
+from src.utils.mlflow_run import (
+    CACHED_TAG,
+    ROLE_TAG,
+    STAGE_TAG,
+    StageRecord,
+    import_mlflow,
+    log_record,
+    one_line,
+    records_folder,
+    tracking_uri,
+)
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -74,30 +88,41 @@ def stage_output_tags(lock: dict[str, Any], stage: str) -> dict[str, str]:
     return {f"dvc.out.{path}": md5 for path, md5 in output_hashes(recorded).items()}
 
 
-def record_stages(
-    client: MlflowClient, parent_run_id: str, records: PipelineRecords, lock: dict[str, Any]
-) -> tuple[list[str], list[str]]:
-    """Give every stage a nested run under the parent: tag the ones that ran, create the cached ones.
+def log_stage_runs(client: MlflowClient, parent_run_id: str, experiment_id: str, lock: dict[str, Any]) -> list[str]:
+    """Log the record every stage that ran left as a nested run of the parent.
+
+    A stage whose process died without closing its record (a kill) is logged
+    KILLED with a note. Finished stages get their output hashes from `lock`.
 
     Returns:
-        The stages that ran and the stages that were cached, in pipeline order.
+        The stages that ran, in pipeline order.
     """
-    from mlflow.entities import Metric, Param, RunTag
+    folder = records_folder(parent_run_id)
+    ran = []
+    for stage in pipeline_stages():
+        record = StageRecord.load(folder, stage)
+        if record is None:
+            continue
+        if record.status == "RUNNING":
+            record.error = "the stage process ended without closing its run (killed)"
+        if record.status == "FINISHED":
+            record.tags |= stage_output_tags(lock, stage)
+        log_record(client, record, folder, experiment_id, parent_run_id)
+        ran.append(stage)
+    return ran
+
+
+def log_cached_stage_runs(
+    client: MlflowClient, parent_run_id: str, experiment_id: str, records: PipelineRecords, stages: list[str]
+) -> None:
+    """Give each stage DVC skipped a nested run tagged `pipeline.cached`, from dvc.lock and its metrics file."""
+    from mlflow.entities import Metric, Param
     from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-    experiment_id = client.get_run(parent_run_id).info.experiment_id
-    children = client.search_runs([experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'")
-    ran_runs = {child.data.tags.get(STAGE_TAG): child.info.run_id for child in children}
-    ran, cached = [], []
-    for stage in pipeline_stages():
-        hashes = stage_output_tags(lock, stage)
-        if stage in ran_runs:
-            ran.append(stage)
-            client.log_batch(ran_runs[stage], tags=[RunTag(key, value) for key, value in hashes.items()])
-            continue
-        cached.append(stage)
-        tags = {MLFLOW_PARENT_RUN_ID: parent_run_id, STAGE_TAG: stage, ROLE_TAG: "stage", CACHED_TAG: "true", **hashes}
-        run = client.create_run(experiment_id, run_name=stage, tags=tags)
+    lock = records.lock()
+    for stage in stages:
+        tags = {MLFLOW_PARENT_RUN_ID: parent_run_id, STAGE_TAG: stage, ROLE_TAG: "stage", CACHED_TAG: "true"}
+        run = client.create_run(experiment_id, run_name=stage, tags=tags | stage_output_tags(lock, stage))
         recorded_params = lock.get("stages", {}).get(stage, {}).get("params", {}).get("params.yaml", {})
         now = run.info.start_time
         client.log_batch(
@@ -106,7 +131,6 @@ def record_stages(
             params=[Param(key, str(value)) for key, value in recorded_params.items()],
         )
         client.set_terminated(run.info.run_id, "FINISHED")
-    return ran, cached
 
 
 def close_parent(client: MlflowClient, parent_run_id: str, exit_code: int, revision: str = "") -> str:
@@ -121,11 +145,14 @@ def close_parent(client: MlflowClient, parent_run_id: str, exit_code: int, revis
     from mlflow.entities import Metric, RunTag
 
     status = outcome(exit_code)
+    experiment_id = client.get_run(parent_run_id).info.experiment_id
+    records = PipelineRecords(revision)
     try:
+        lock = records.lock() if status == "FINISHED" else {}
+        ran = log_stage_runs(client, parent_run_id, experiment_id, lock)
         if status == "FINISHED":
-            records = PipelineRecords(revision)
-            lock = records.lock()
-            ran, cached = record_stages(client, parent_run_id, records, lock)
+            cached = [stage for stage in pipeline_stages() if stage not in ran]
+            log_cached_stage_runs(client, parent_run_id, experiment_id, records, cached)
             final: dict[str, float] = {}
             for stage in FINAL_METRICS_STAGES:
                 final.update(records.stage_metrics(stage))
@@ -146,6 +173,7 @@ def close_parent(client: MlflowClient, parent_run_id: str, exit_code: int, revis
         end_children(client, parent_run_id, "KILLED" if status == "KILLED" else "FAILED")
         client.set_tag(parent_run_id, "pipeline.exit_code", str(exit_code))
         client.set_terminated(parent_run_id, status)
+    shutil.rmtree(records_folder(parent_run_id), ignore_errors=True)
     return status
 
 

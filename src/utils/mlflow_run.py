@@ -1,20 +1,23 @@
 """Attach a stage to the pipeline's MLflow parent run as a nested run.
 
 This module and `start_pipeline` / `finish_pipeline` are the only places that
-talk to MLflow. mlflow is imported when a run is opened, never at import time,
-so a stage that fails validation pays nothing for it.
+talk to MLflow. mlflow is imported only where a run is logged, never at import
+time, and under `make pipeline` never in a stage process at all.
 """
 
 from __future__ import annotations
 
 import functools
 import importlib.metadata
+import json
 import logging
 import os
+import shutil
+import tempfile
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -31,6 +34,9 @@ logger = logging.getLogger(__name__)
 PARENT_RUN_ENV = "PIPELINE_PARENT_RUN_ID"
 """The variable `make pipeline` exports the parent run id in (not MLFLOW_RUN_ID, which
 would make MLflow resume the parent itself instead of nesting under it)."""
+
+RECORDS_ENV = "PIPELINE_RECORDS_DIR"
+"""Where stages leave their records for finish_pipeline (default: .pipeline/ at the project root)."""
 
 STAGE_TAG = "pipeline.stage"
 ROLE_TAG = "pipeline.role"
@@ -94,16 +100,122 @@ def one_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {message[0]}" if message else type(error).__name__
 
 
-def mlflow_stage(name: str) -> Callable[[Callable[[Config], StageResult]], Callable[[Config], StageResult]]:
-    """Run a stage's `main(config)` inside a nested MLflow run called `name`.
+@dataclass
+class StageRecord:
+    """What one run of a stage leaves behind, in a folder, until its nested run is logged.
 
-    The run is nested under the parent whose id is in `PIPELINE_PARENT_RUN_ID`
-    (set by `make pipeline`); without it the stage gets a run of its own, and
-    says where. It logs the params dvc.yaml lists for the stage and what the
-    stage returns, with its wall time, and writes the metrics to
-    reports/stages/<stage>.json (a DVC metrics output) so that a later run that
-    skips the stage can record them. The run always ends: FINISHED, FAILED with
-    the error, or KILLED on an interrupt.
+    Under `make pipeline` a stage does not import mlflow (that costs each stage
+    process seconds): it writes this record, and `finish_pipeline` logs every
+    record as a nested run, with the stage's true start and end times, in one
+    process. On its own, a stage logs its record at once.
+    """
+
+    stage: str
+    start_ms: int
+    end_ms: int | None = None
+    status: str = "RUNNING"
+    pid: int = field(default_factory=os.getpid)
+    params: dict[str, str] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+    artifacts: list[str] = field(default_factory=list)
+    has_model: bool = False
+    error: str = ""
+    traceback: str = ""
+
+    @staticmethod
+    def path(folder: Path, stage: str) -> Path:
+        """The record file of `stage` in `folder`."""
+        return folder / f"{stage}.json"
+
+    def save(self, folder: Path) -> None:
+        """Write the record (atomically) into `folder`."""
+        write_json(asdict(self), self.path(folder, self.stage))
+
+    @classmethod
+    def load(cls, folder: Path, stage: str) -> StageRecord | None:
+        """Read the record of `stage` from `folder`, or None if the stage left none."""
+        path = cls.path(folder, stage)
+        if not path.exists():
+            return None
+        return cls(**json.loads(path.read_text(encoding="utf-8")))
+
+    def keep(self, folder: Path, result: StageResult) -> None:
+        """Copy what the stage returned into the record and its folder (artifacts, model)."""
+        self.metrics = {key: float(value) for key, value in result.metrics.items()}
+        self.tags.update(result.tags)
+        files = folder / self.stage
+        files.mkdir(parents=True, exist_ok=True)
+        for artifact in result.artifacts:
+            shutil.copyfile(artifact, files / Path(artifact).name)
+            self.artifacts.append(Path(artifact).name)
+        if result.model is not None:
+            import joblib
+
+            joblib.dump(result.model, files / "model.joblib")
+            if result.model_input_example is not None:
+                result.model_input_example.to_parquet(files / "input_example.parquet")
+            self.has_model = True
+
+
+def records_folder(parent_run_id: str) -> Path:
+    """The folder where the stages of the parent run `parent_run_id` leave their records."""
+    return Path(os.environ.get(RECORDS_ENV) or PROJECT_ROOT / ".pipeline") / parent_run_id
+
+
+def now_ms() -> int:
+    """The current time in milliseconds, as MLflow stores it."""
+    return int(time.time() * 1000)
+
+
+def log_record(
+    client: MlflowClient, record: StageRecord, folder: Path, experiment_id: str, parent_run_id: str = ""
+) -> str:
+    """Log a stage record as an MLflow run (nested under `parent_run_id` if given) and end it.
+
+    Returns:
+        The run id.
+    """
+    import mlflow
+    from mlflow.entities import Metric, Param
+    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+    tags = {STAGE_TAG: record.stage, ROLE_TAG: "stage", **record.tags}
+    if parent_run_id:
+        tags[MLFLOW_PARENT_RUN_ID] = parent_run_id
+    if record.error:
+        tags["error"] = record.error
+    run = client.create_run(experiment_id, start_time=record.start_ms, run_name=record.stage, tags=tags)
+    run_id = run.info.run_id
+    end_ms = record.end_ms or now_ms()
+    client.log_batch(
+        run_id,
+        metrics=[Metric(key, value, end_ms, 0) for key, value in record.metrics.items()],
+        params=[Param(key, value) for key, value in record.params.items()],
+    )
+    for artifact in record.artifacts:
+        client.log_artifact(run_id, str(folder / record.stage / artifact))
+    if record.traceback:
+        client.log_text(run_id, record.traceback, "error.txt")
+    if record.has_model:
+        with mlflow.start_run(run_id=run_id):
+            _log_model(folder / record.stage)
+    status = record.status if record.status != "RUNNING" else "KILLED"
+    client.set_terminated(run_id, status, end_time=end_ms)
+    return run_id
+
+
+def mlflow_stage(name: str) -> Callable[[Callable[[Config], StageResult]], Callable[[Config], StageResult]]:
+    """Track a stage's `main(config)` as a nested MLflow run called `name`.
+
+    Under `make pipeline` (the parent's id in `PIPELINE_PARENT_RUN_ID`) the stage
+    writes a StageRecord that `finish_pipeline` logs as a nested run of the
+    parent; on its own the stage logs a run of its own at once, and says where.
+    Either way the run has the params dvc.yaml lists for the stage, what the
+    stage returns, its wall time (`stage_seconds`) and its true start and end,
+    and ends FINISHED, FAILED with the error, or KILLED on an interrupt. The
+    metrics are also written to reports/stages/<stage>.json (a DVC metrics
+    output), so that a later run that skips the stage can record them.
 
     Args:
         name: The stage name, as in dvc.yaml.
@@ -115,44 +227,39 @@ def mlflow_stage(name: str) -> Callable[[Callable[[Config], StageResult]], Calla
     def decorate(stage_main: Callable[[Config], StageResult]) -> Callable[[Config], StageResult]:
         @functools.wraps(stage_main)
         def tracked(config: Config) -> StageResult:
-            mlflow = import_mlflow()
-            parent_run_id = os.environ.get(PARENT_RUN_ENV) or None
-            client = mlflow.MlflowClient()
-            if parent_run_id:
-                experiment_id = client.get_run(parent_run_id).info.experiment_id
-            else:
-                experiment_id = experiment_id_for(client, config.mlflow.experiment_name)
-            run = mlflow.start_run(
-                experiment_id=experiment_id,
-                run_name=name,
-                parent_run_id=parent_run_id,
-                tags={STAGE_TAG: name, ROLE_TAG: "stage"},
+            parent_run_id = os.environ.get(PARENT_RUN_ENV, "")
+            folder = records_folder(parent_run_id) if parent_run_id else Path(tempfile.mkdtemp(prefix="stage-run-"))
+            every_param = config.flat()
+            record = StageRecord(
+                stage=name,
+                start_ms=now_ms(),
+                params={key: str(every_param[key]) for key in stage_param_keys(name)},
             )
+            record.save(folder)
             started = time.perf_counter()
             try:
                 result = stage_main(config)
                 write_json(result.metrics, PATHS.stage_metrics(name))
-                every_param = config.flat()
-                params = {key: every_param[key] for key in stage_param_keys(name)} | result.params
-                _log_result(mlflow, result, params, duration=time.perf_counter() - started)
+                record.keep(folder, result)
+                record.params |= {key: str(value) for key, value in result.params.items()}
+                record.metrics["stage_seconds"] = time.perf_counter() - started
+                record.status = "FINISHED"
+                return result
             except BaseException as error:
                 interrupted = isinstance(error, KeyboardInterrupt | SystemExit)
-                mlflow.set_tag("error", one_line(error))
-                if not interrupted:
-                    mlflow.log_text(traceback.format_exc(), "error.txt")
-                mlflow.end_run("KILLED" if interrupted else "FAILED")
+                record.status = "KILLED" if interrupted else "FAILED"
+                record.error = one_line(error)
+                record.traceback = "" if interrupted else traceback.format_exc()
                 raise
-            mlflow.end_run("FINISHED")
-            where = f"under parent run {parent_run_id}" if parent_run_id else "as a run of its own"
-            logger.info(
-                "stage %s logged to MLflow run %s %s (experiment %s, %s)",
-                name,
-                run.info.run_id,
-                where,
-                config.mlflow.experiment_name,
-                tracking_uri(),
-            )
-            return result
+            finally:
+                record.end_ms = now_ms()
+                record.save(folder)
+                if parent_run_id:
+                    logger.info(
+                        "stage %s %s; its run is logged under parent run %s", name, record.status, parent_run_id
+                    )
+                else:
+                    _log_on_its_own(record, folder, config.mlflow.experiment_name)
 
         tracked.stage_name = name  # type: ignore[attr-defined]
         return tracked
@@ -160,31 +267,35 @@ def mlflow_stage(name: str) -> Callable[[Callable[[Config], StageResult]], Calla
     return decorate
 
 
-def _log_result(mlflow: ModuleType, result: StageResult, params: dict[str, Any], duration: float) -> None:
-    """Log a StageResult, its params and its duration to the active run."""
-    metrics = {key: float(value) for key, value in result.metrics.items()}
-    metrics["stage_seconds"] = duration
-    mlflow.log_params({key: str(value) for key, value in params.items()})
-    mlflow.log_metrics(metrics)
-    if result.tags:
-        mlflow.set_tags(result.tags)
-    for artifact in result.artifacts:
-        mlflow.log_artifact(str(artifact))
-    if result.model is not None:
-        _log_model(mlflow, result.model, result.model_input_example)
+def _log_on_its_own(record: StageRecord, folder: Path, experiment_name: str) -> None:
+    """Log the record of a stage run outside the pipeline as a run of its own."""
+    mlflow = import_mlflow()
+    client = mlflow.MlflowClient()
+    run_id = log_record(client, record, folder, experiment_id_for(client, experiment_name))
+    shutil.rmtree(folder, ignore_errors=True)
+    logger.info(
+        "stage %s logged to MLflow run %s as a run of its own (experiment %s, %s)",
+        record.stage,
+        run_id,
+        experiment_name,
+        tracking_uri(),
+    )
 
 
-def _log_model(mlflow: ModuleType, model: Any, input_example: pd.DataFrame | None) -> None:
-    """Log a scikit-learn model with its signature and pinned requirements.
+def _log_model(files: Path) -> None:
+    """Log the model a stage kept, with its signature and pinned requirements, to the active run.
 
     Explicit requirements skip MLflow's inference, which costs seconds.
     """
+    import joblib
     import mlflow.sklearn
+    import pandas as pd
     from mlflow.models import infer_signature
 
-    signature = None
-    if input_example is not None:
-        signature = infer_signature(input_example, model.predict(input_example))
+    model = joblib.load(files / "model.joblib")
+    example_file = files / "input_example.parquet"
+    input_example = pd.read_parquet(example_file) if example_file.exists() else None
+    signature = infer_signature(input_example, model.predict(input_example)) if input_example is not None else None
     requirements = [f"{name}=={importlib.metadata.version(name)}" for name in MODEL_REQUIREMENTS]
     mlflow.sklearn.log_model(
         model,

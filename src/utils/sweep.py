@@ -25,7 +25,7 @@ import yaml
 from src.config import PROJECT_ROOT, Config, ConfigError, flatten, validate
 from src.utils.cli import EXIT_BAD_CONFIG, fail, parse_config
 from src.utils.git import git
-from src.utils.mlflow_run import PARENT_RUN_ENV, import_mlflow, one_line, tracking_uri
+from src.utils.mlflow_run import PARENT_RUN_ENV, RECORDS_ENV, import_mlflow, one_line, records_folder, tracking_uri
 
 logger = logging.getLogger(__name__)
 
@@ -105,7 +105,12 @@ def run_point(point: Point, config: Config, sweep_id: str) -> None:
     for key, value in point.overrides.items():
         command += ["--set-param", f"{key}={yaml.safe_dump(value).splitlines()[0]}"]
     # The temporary workspace is another directory: pass the store's absolute URI and the parent id.
-    environment = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri(), PARENT_RUN_ENV: point.run_id}
+    environment = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": tracking_uri(),
+        PARENT_RUN_ENV: point.run_id,
+        RECORDS_ENV: str(records_folder(point.run_id).parent),
+    }
     logger.info("point %s: %s", point.name, point.describe())
     exit_code = subprocess.run(command, cwd=PROJECT_ROOT, env=environment, check=False).returncode
     revision = ""

@@ -50,8 +50,8 @@ def test_flat_gives_dotted_keys_and_filters_by_section_or_key(params, write_para
         (lambda p: p["data_split"].update(stratify="yes"), "data_split.stratify must be true or false, got str 'yes'"),
         (
             lambda p: p["data_load"].update(source="mnist"),
-            "data_load.source must be one of iris, wine, breast_cancer or a .csv or .parquet file "
-            "under data/external/, got 'mnist'",
+            "data_load.source must be one of iris, wine, breast_cancer, synthetic or a .csv or .parquet "
+            "file under data/external/, got 'mnist'",
         ),
         (lambda p: p["data_load"].update(source="data/external/../x.csv"), "data_load.source must be one of iris"),
         (lambda p: p["data_load"].update(source="data/external/x.json"), "data_load.source must be one of iris"),

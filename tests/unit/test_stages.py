@@ -2,7 +2,15 @@ import pandas as pd
 import pytest
 
 from src.config import load_config
-from src.stages.data_load import DataSchemaError, check_schema, describe, load_bundled, parse_table, snake_case
+from src.stages.data_load import (
+    DataSchemaError,
+    check_schema,
+    describe,
+    load_bundled,
+    make_synthetic,
+    parse_table,
+    snake_case,
+)
 from src.stages.data_split import split
 from src.stages.evaluate import confusion_matrix, evaluate, score
 from src.stages.featurize import featurize
@@ -195,3 +203,12 @@ def test_parse_table_reads_csv_and_parquet_and_names_a_broken_file(tmp_path):
     assert parse_table((tmp_path / "d.parquet").read_bytes(), "d.parquet").equals(table)
     with pytest.raises(DataSchemaError, match=r"^data/external/d.parquet: not a readable parquet table"):
         parse_table(b"not parquet", "data/external/d.parquet")
+
+
+def test_synthetic_source_is_deterministic_and_labelled():
+    first = make_synthetic(300, 5, "label", random_state=1)
+    assert list(first.columns) == ["f00", "f01", "f02", "f03", "f04", "label"]
+    assert len(first) == 300
+    assert set(first["label"]) == {"class_a", "class_b", "class_c"}
+    pd.testing.assert_frame_equal(first, make_synthetic(300, 5, "label", random_state=1))
+    assert not first.equals(make_synthetic(300, 5, "label", random_state=2))
