@@ -64,12 +64,7 @@ help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
 
 pipeline: $(RUNTIME_STAMP) dvc-setup ## Run the DVC pipeline as one MLflow parent run (RUN_NAME=..., FORCE=1)
-	@run_id=$$($(PY) -m src.utils.start_pipeline --config params.yaml --run-name "$(RUN_NAME)") || exit $$?; \
-	interrupted=; trap 'interrupted=1' INT TERM; \
-	PIPELINE_PARENT_RUN_ID=$$run_id $(DVC) repro $(if $(FORCE),--force); status=$$?; \
-	if [ -n "$$interrupted" ]; then status=130; fi; \
-	$(PY) -m src.utils.finish_pipeline --run-id "$$run_id" --exit-code $$status || { [ $$status -ne 0 ] || status=1; }; \
-	exit $$status
+	@exec $(PY) -m src.utils.start_pipeline --config params.yaml --run-name "$(RUN_NAME)" $(if $(FORCE),--force)
 
 ui: $(RUNTIME_STAMP) ## Open the MLflow UI on this project's runs, on 127.0.0.1 only (PORT=5000)
 	@echo "MLflow UI on http://127.0.0.1:$(PORT) (Ctrl-C stops it)"

@@ -73,7 +73,7 @@ def run_stage(stage_main: Callable[[Config], Any], argv: list[str] | None = None
     try:
         stage_main(config)
     except KeyboardInterrupt:
-        fail(f"stage {name} interrupted; its outputs were left as they were", EXIT_INTERRUPTED)
+        fail(f"stage {name} interrupted; it wrote no output", EXIT_INTERRUPTED)
     except Exception as error:
         logger.debug("stage %s failed", name, exc_info=True)
         hint = (

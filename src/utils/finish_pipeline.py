@@ -14,7 +14,6 @@ RUNNING (its stage was killed) is ended with the parent.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import shutil
@@ -23,20 +22,16 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from src.config import PATHS, PROJECT_ROOT, pipeline_stages
-from src.utils.cli import EXIT_INTERRUPTED, fail
+from src.utils.cli import EXIT_INTERRUPTED
 from src.utils.data_versions import LOCK_FILE, lineage_tags, output_hashes
 from src.utils.io import read_at_revision
-from src.utils.logs import setup_logging
 from src.utils.mlflow_run import (
     CACHED_TAG,
     ROLE_TAG,
     STAGE_TAG,
     StageRecord,
-    import_mlflow,
     log_record,
-    one_line,
     records_folder,
-    tracking_uri,
 )
 
 if TYPE_CHECKING:
@@ -186,23 +181,3 @@ def end_children(client: MlflowClient, parent_run_id: str, status: str) -> None:
     )
     for child in running:
         client.set_terminated(child.info.run_id, status)
-
-
-def main(argv: list[str] | None = None) -> None:
-    """End the parent run FINISHED, FAILED or KILLED from `--exit-code`."""
-    parser = argparse.ArgumentParser(prog="python -m src.utils.finish_pipeline", description=__doc__)
-    parser.add_argument("--run-id", required=True, help="the parent run to close")
-    parser.add_argument("--exit-code", type=int, required=True, help="the exit code of `dvc repro`")
-    parser.add_argument("--revision", default="", help="read the results at this git revision")
-    arguments = parser.parse_args(argv)
-    setup_logging()
-    try:
-        mlflow = import_mlflow()
-        status = close_parent(mlflow.MlflowClient(), arguments.run_id, arguments.exit_code, arguments.revision)
-    except Exception as error:
-        fail(f"cannot close MLflow run {arguments.run_id} at {tracking_uri()}: {one_line(error)}")
-    logger.info("MLflow parent run %s %s; browse it with `make ui` or `mlflow ui`", arguments.run_id, status)
-
-
-if __name__ == "__main__":
-    main()

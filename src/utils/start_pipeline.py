@@ -1,18 +1,47 @@
-"""Open the pipeline's MLflow parent run and print its id (stdout: the id alone).
+"""`make pipeline`: open the MLflow parent run, run `dvc repro` under it, close it.
 
-params.yaml is validated first, so a bad one exits 2 before any run exists.
+params.yaml is validated first, so a bad one exits 2 before any run exists. The
+parent's id is printed alone on stdout and exported to the stages as
+`PIPELINE_PARENT_RUN_ID`. One process does the three steps, so mlflow is imported
+once, and interrupts are handled in one place: the parent and the running stage
+end KILLED, and dvc.lock keeps its last good record.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
+import os
+import signal
+import socket
+import subprocess
 import sys
+import threading
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from src.config import Config
-from src.utils.cli import fail, parse_config
+from src.config import PROJECT_ROOT, Config
+from src.utils.cli import EXIT_INTERRUPTED, fail, parse_config
 from src.utils.git import git_state, tags_at
-from src.utils.mlflow_run import ROLE_TAG, experiment_id_for, import_mlflow, one_line, tracking_uri
+from src.utils.mlflow_run import (
+    PARENT_RUN_ENV,
+    ROLE_TAG,
+    experiment_id_for,
+    import_mlflow,
+    one_line,
+    records_folder,
+    tracking_uri,
+)
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+logger = logging.getLogger(__name__)
+
+PID_TAG = "pipeline.pid"
+HOST_TAG = "pipeline.host"
+ROOT_TAG = "pipeline.root"
 
 
 def open_parent_run(config: Config, params_text: str, run_name: str = "", tags: dict[str, str] | None = None) -> str:
@@ -50,16 +79,173 @@ def open_parent_run(config: Config, params_text: str, run_name: str = "", tags: 
     return run.info.run_id
 
 
+class PipelineLock:
+    """One `make pipeline` per checkout at a time: an exclusive lock on .pipeline/lock.
+
+    The operating system releases it when the process ends, however it ends, so
+    it never goes stale.
+    """
+
+    def __init__(self) -> None:
+        self.path = records_folder("lock").parent / "lock"
+        self.handle: Any = None
+
+    def acquire(self) -> None:
+        """Take the lock, or stop with one sentence if another pipeline holds it."""
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.handle = self.path.open("a+")
+        try:
+            fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.handle.seek(0)
+            holder = self.handle.read().strip() or "another process"
+            fail(f"another `make pipeline` is running in this checkout ({holder}); wait for it to end and run again")
+        self.handle.seek(0)
+        self.handle.truncate()
+        self.handle.write(f"pid {os.getpid()}")
+        self.handle.flush()
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process with this id runs on this machine."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def end_orphans(client: MlflowClient, experiment_id: str) -> list[str]:
+    """End the parent runs left RUNNING by a pipeline whose process is gone (a hard kill).
+
+    Only runs started on this machine, from this checkout, are considered. Each is
+    closed KILLED with a note, and the stage records it left become KILLED nested runs.
+
+    Returns:
+        The ids of the runs ended.
+    """
+    from src.utils.finish_pipeline import close_parent
+
+    running = client.search_runs(
+        [experiment_id],
+        filter_string=(
+            f"tags.`{ROLE_TAG}` = 'parent' and attributes.status = 'RUNNING' "
+            f"and tags.`{HOST_TAG}` = '{socket.gethostname()}' and tags.`{ROOT_TAG}` = '{PROJECT_ROOT}'"
+        ),
+    )
+    ended = []
+    for run in running:
+        pid = int(run.data.tags.get(PID_TAG, "0") or 0)
+        if pid and not process_alive(pid):
+            client.set_tag(run.info.run_id, "pipeline.note", f"ended by a later make pipeline: process {pid} was gone")
+            close_parent(client, run.info.run_id, EXIT_INTERRUPTED)
+            ended.append(run.info.run_id)
+    return ended
+
+
+class StagesRunner:
+    """Run `dvc repro` and make sure an interrupt reaches the stage it runs.
+
+    A Ctrl-C in the terminal reaches the whole process group (make, this process,
+    DVC and the stage) at once; a SIGTERM or SIGHUP sent to make or to this
+    process does not, so it is passed on as SIGINT to every process under DVC
+    (DVC itself ignores SIGINT while a stage runs). The stage then ends its run
+    KILLED and writes nothing half-done. Whatever is still there after 10 s gets
+    SIGTERM, and after 20 s SIGKILL. A kill -9 of the group ends them all, and
+    the next `make pipeline` cleans up (see `end_orphans`).
+    """
+
+    ESCALATION = ((10, signal.SIGTERM), (20, signal.SIGKILL))
+
+    def __init__(self) -> None:
+        self.process: subprocess.Popen | None = None
+        self.signal_received = 0
+
+    def _interrupt(self, signum: int, frame: Any) -> None:
+        if self.signal_received:
+            return
+        self.signal_received = signum
+        logger.warning("interrupted (%s): stopping the running stage", signal.Signals(signum).name)
+        # A terminal's Ctrl-C already reached the stage: give it a second before sending it again.
+        first = (1.0 if signum == signal.SIGINT else 0.0, signal.SIGINT)
+        for delay, escalation in (first, *self.ESCALATION):
+            timer = threading.Timer(delay, self._signal_tree, (escalation,))
+            timer.daemon = True
+            timer.start()
+
+    def _signal_tree(self, signum: int) -> None:
+        """Send `signum` to DVC and every process under it, innermost first."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        import psutil
+
+        try:
+            top = psutil.Process(self.process.pid)
+            tree = [*reversed(top.children(recursive=True)), top]
+        except psutil.NoSuchProcess:
+            return
+        for process in tree:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.send_signal(signum)
+
+    def run(self, command: list[str], environment: dict[str, str]) -> int:
+        """Run `command`; return its exit code, or 130/143 if this process was interrupted."""
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, self._interrupt)
+        self.process = subprocess.Popen(command, cwd=PROJECT_ROOT, env=environment)
+        exit_code = self.process.wait()
+        if self.signal_received:
+            return 143 if self.signal_received == signal.SIGTERM else EXIT_INTERRUPTED
+        return exit_code
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Validate params.yaml, open the parent run and print its id."""
+    """`make pipeline`: open the parent run, run `dvc repro` under it, close it with the outcome.
+
+    Prints the parent run's id alone on stdout as soon as the run is open.
+    Exits 2 on a bad params.yaml (before any run exists), 1 when the tracking
+    store cannot be reached or another pipeline runs in this checkout, and
+    otherwise with the exit code of `dvc repro` (130 or 143 when interrupted).
+    """
     parser = argparse.ArgumentParser(prog="python -m src.utils.start_pipeline", description=__doc__)
     parser.add_argument("--run-name", default="", help="name of the parent run (default: MLflow's)")
+    parser.add_argument("--force", action="store_true", help="re-run every stage (dvc repro --force)")
     arguments, config = parse_config(parser, argv)
+    lock = PipelineLock()
+    lock.acquire()
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
     try:
-        run_id = open_parent_run(config, Path(arguments.config).read_text(encoding="utf-8"), arguments.run_name)
+        mlflow = import_mlflow()
+        client = mlflow.MlflowClient()
+        experiment_id = experiment_id_for(client, config.mlflow.experiment_name)
+        for orphan in end_orphans(client, experiment_id):
+            logger.warning("ended run %s KILLED: the pipeline that ran it was killed", orphan)
+        params_text = Path(arguments.config).read_text(encoding="utf-8")
+        host_tags = {PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname(), ROOT_TAG: str(PROJECT_ROOT)}
+        run_id = open_parent_run(config, params_text, arguments.run_name, tags=host_tags)
     except Exception as error:
         fail(f"cannot open the MLflow parent run at {tracking_uri()}: {one_line(error)}")
     sys.stdout.write(f"{run_id}\n")
+    sys.stdout.flush()
+
+    from src.utils.finish_pipeline import close_parent
+
+    command = [sys.executable, "-m", "dvc", "repro", *(["--force"] if arguments.force else [])]
+    runner = StagesRunner()
+    exit_code = runner.run(command, {**os.environ, PARENT_RUN_ENV: run_id})
+    try:
+        status = close_parent(client, run_id, exit_code)
+    except Exception as error:
+        fail(f"cannot close MLflow run {run_id} at {tracking_uri()}: {one_line(error)}")
+    logger.info("MLflow parent run %s %s; browse it with `make ui` or `mlflow ui`", run_id, status)
+    if exit_code:
+        what = "interrupted" if runner.signal_received else f"dvc repro failed (exit code {exit_code})"
+        fail(f"pipeline {what}; run {run_id} is {status}, dvc.lock keeps the last good record", exit_code)
 
 
 if __name__ == "__main__":

@@ -49,7 +49,7 @@ class Project:
         )
 
     def make(self, *targets: str, **env: str) -> subprocess.CompletedProcess:
-        """Run make in the copy."""
+        """Run make in the copy; `targets` may include VAR=value words."""
         return self.run("make", "--no-print-directory", *targets, **env)
 
     def git(self, *arguments: str) -> str:

@@ -1,0 +1,144 @@
+"""Faults injected with real processes and signals: interrupts, hard kills, two pipelines, a store that is down.
+
+The tests share one copy, which has run the pipeline once; each leaves it able
+to run again (that is part of what they check).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import Project, new_project
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Project:
+    base = tmp_path_factory.mktemp("faults")
+    project = new_project(base / "repo", base / "remote")
+    result = project.make("pipeline")
+    assert result.returncode == 0, result.stderr
+    return project
+
+
+def start_pipeline(project: Project, *arguments: str) -> subprocess.Popen:
+    """`make pipeline` in its own session, as a terminal would run it."""
+    return subprocess.Popen(
+        ["make", "--no-print-directory", "pipeline", *arguments],
+        cwd=project.root,
+        env=project.env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def wait_for_stage(project: Project, stage: str, timeout: float = 120) -> Path:
+    """Wait until `stage` has started under a running pipeline; return its record."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for record in (project.root / ".pipeline").glob(f"*/{stage}.json"):
+            with_status = json.loads(record.read_text())
+            if with_status["status"] == "RUNNING":
+                return record
+        time.sleep(0.1)
+    raise AssertionError(f"stage {stage} did not start within {timeout} s")
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("error:")]
+
+
+@pytest.mark.parametrize(
+    ("name", "signum", "to_group"),
+    [("ctrl-c", signal.SIGINT, True), ("sigterm to make", signal.SIGTERM, False)],
+)
+def test_an_interrupt_during_a_stage_ends_the_runs_killed_and_keeps_dvc_lock(project, name, signum, to_group):
+    lock_before = (project.root / "dvc.lock").read_bytes()
+    process = start_pipeline(project, "FORCE=1")
+    wait_for_stage(project, "train")
+    sent = time.monotonic()
+    if to_group:
+        os.killpg(process.pid, signum)
+    else:
+        os.kill(process.pid, signum)
+    _, stderr = process.communicate(timeout=60)
+    assert time.monotonic() - sent < 15
+    assert process.returncode != 0
+    assert error_lines(stderr)[-1].startswith("error: pipeline interrupted; run ")
+    parent = project.parents()[0]
+    assert parent.info.status == "KILLED"
+    stages = {child.info.run_name: child.info.status for child in project.children(parent.info.run_id)}
+    assert stages == {"data_load": "FINISHED", "featurize": "FINISHED", "data_split": "FINISHED", "train": "KILLED"}
+    assert project.runs("attributes.status = 'RUNNING'") == []
+    assert (project.root / "dvc.lock").read_bytes() == lock_before
+    assert not (project.root / "models/model.joblib").exists()
+    assert [path.name for path in (project.root / "models").iterdir() if path.name.startswith(".model")] == []
+
+    result = project.make("pipeline")
+    assert result.returncode == 0, result.stderr
+    assert project.parents()[0].info.status == "FINISHED"
+    assert (project.root / "dvc.lock").read_bytes() == lock_before
+
+
+def test_after_a_hard_kill_the_next_pipeline_ends_the_orphaned_runs_and_runs(project):
+    process = start_pipeline(project, "FORCE=1")
+    wait_for_stage(project, "train")
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=30)
+    [orphan] = project.runs("attributes.status = 'RUNNING'")
+    assert orphan.data.tags["pipeline.role"] == "parent"
+
+    result = project.make("pipeline")
+    assert result.returncode == 0, result.stderr
+    assert f"ended run {orphan.info.run_id} KILLED: the pipeline that ran it was killed" in result.stderr
+    ended = project.client().get_run(orphan.info.run_id)
+    assert ended.info.status == "KILLED"
+    assert ended.data.tags["pipeline.note"].startswith("ended by a later make pipeline: process ")
+    [train] = [child for child in project.children(orphan.info.run_id) if child.info.run_name == "train"]
+    assert train.info.status == "KILLED"
+    assert train.data.tags["error"] == "the stage process ended without closing its run (killed)"
+    assert project.runs("attributes.status = 'RUNNING'") == []
+    assert project.parents()[0].info.status == "FINISHED"
+
+
+def test_two_pipelines_at_once_one_runs_the_other_refuses(project):
+    first = start_pipeline(project, "FORCE=1", "RUN_NAME=first")
+    wait_for_stage(project, "data_load")
+    runs_before = len(project.runs())
+    second = project.make("pipeline", RUN_NAME="second")
+    assert second.returncode != 0
+    [line] = error_lines(second.stderr)
+    assert line.startswith("error: another `make pipeline` is running in this checkout (pid ")
+    assert line.endswith("); wait for it to end and run again")
+    assert len(project.runs()) == runs_before
+    first.communicate(timeout=300)
+    assert first.returncode == 0
+    assert [run.info.run_name for run in project.parents()[:1]] == ["first"]
+    assert project.parents()[0].info.status == "FINISHED"
+    assert project.runs("attributes.status = 'RUNNING'") == []
+
+
+def test_a_tracking_server_that_is_down_stops_before_any_stage(project):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    lock_before = (project.root / "dvc.lock").read_bytes()
+    started = time.monotonic()
+    result = project.make("pipeline", "FORCE=1", MLFLOW_TRACKING_URI=f"http://127.0.0.1:{port}")
+    assert time.monotonic() - started < 90
+    assert result.returncode != 0
+    [line] = error_lines(result.stderr)
+    assert line.startswith(f"error: cannot open the MLflow parent run at http://127.0.0.1:{port}: ")
+    assert "Running stage" not in result.stdout
+    assert (project.root / "dvc.lock").read_bytes() == lock_before
