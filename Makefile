@@ -4,13 +4,14 @@
 #   RUN_NAME        name of the MLflow parent run of `make pipeline`
 #   FORCE=1         re-run every stage, changed or not
 #   PYTHON          the Python 3.11 that creates .venv
-#   VENV            the virtualenv to use (default: .venv here)
+#   VENV            the virtualenv to use (default: .venv here; a path without spaces)
 #   DVC_REMOTE_URL  the default DVC remote, a local folder (default: ~/.dvc-remotes/$(PROJECT_NAME))
 #   DVC_CACHE_DIR   a DVC cache shared between clones (default: .dvc/cache)
 #   PYTEST_ARGS     extra arguments for pytest, e.g. PYTEST_ARGS="-m 'not slow'"
 #   PORT            the port of `make ui` (default: 5000); DOCS_PORT: of `make docs-serve` (8000)
 #   TAG, MSG        the data version `make tag` pins, and what it is; PUSH=1 also pushes the tag
 #   RUN_ID          the MLflow run `make checkout` restores
+#   REV             the git revision or tag `make verify` checks (default: the working tree)
 #   BASE            the git revision or tag `make report` compares with (default: HEAD)
 #   BENCH_ARGS      options of `make bench`: --quick (smoke test), --scale (1,000,000 rows), --repeats N
 #   SWEEP           the grid of `make sweep`, e.g. SWEEP="train.C=0.1,1,10 data_split.test_size=0.2,0.3"
@@ -21,7 +22,7 @@ SHELL := /bin/bash
 PROJECT_NAME ?= ml-research-template
 PROJECT_ROOT := $(CURDIR)
 PYTHON ?= python3.11
-VENV ?= $(PROJECT_ROOT)/.venv
+VENV ?= .venv
 RUN_NAME ?=
 FORCE ?=
 TAG ?=
@@ -30,6 +31,7 @@ SWEEP ?=
 BENCH_ARGS ?=
 MSG ?=
 RUN_ID ?=
+REV ?=
 PUSH ?=
 DVC_REMOTE ?= local
 DVC_REMOTE_URL ?= $(HOME)/.dvc-remotes/$(PROJECT_NAME)
@@ -38,8 +40,13 @@ PYTEST_ARGS ?=
 PORT ?= 5000
 DOCS_PORT ?= 8000
 
-PY := $(VENV)/bin/python
-DVC := $(VENV)/bin/dvc
+# The venv's absolute path (the project may live under a path with spaces: no make
+# function touches it, and recipes quote it); VENV itself stays relative by default
+# because make cannot name a target file whose path has a space.
+VENV_DIR := $(if $(filter /%,$(VENV)),$(VENV),$(PROJECT_ROOT)/$(VENV))
+BIN := $(VENV_DIR)/bin
+PY := "$(BIN)/python"
+DVC := "$(BIN)/dvc"
 
 # Every process make starts shares one tracking store, addressed absolutely, and none phones home.
 export MLFLOW_TRACKING_URI ?= sqlite:///$(PROJECT_ROOT)/mlflow.db
@@ -49,8 +56,8 @@ export MLFLOW_SERVER_ENABLE_JOB_EXECUTION := false
 export DVC_NO_ANALYTICS := 1
 export PIPELINE_RECORDS_DIR := $(PROJECT_ROOT)/.pipeline
 export NO_MKDOCS_2_WARNING := 1
-export VENV
-export PATH := $(VENV)/bin:$(PATH)
+export PROJECT_VENV := $(VENV_DIR)
+export PATH := $(BIN):$(PATH)
 
 # The venv is reinstalled only when a requirements file's content changes.
 RUNTIME_HASH := $(shell cat requirements.txt | sha256sum | cut -c1-16)
@@ -58,7 +65,7 @@ DEV_HASH := $(shell cat requirements.txt requirements-dev.txt | sha256sum | cut 
 RUNTIME_STAMP := $(VENV)/.installed-runtime-$(RUNTIME_HASH)
 DEV_STAMP := $(VENV)/.installed-dev-$(DEV_HASH)
 
-.PHONY: help pipeline ui report sweep bench tag checkout history pull docs docs-serve test lint format clean clean-mlflow venv venv-dev dvc-setup
+.PHONY: help pipeline ui report sweep bench tag verify checkout history pull docs docs-serve test lint format clean clean-mlflow venv venv-dev dvc-setup
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -68,7 +75,7 @@ pipeline: $(RUNTIME_STAMP) dvc-setup ## Run the DVC pipeline as one MLflow paren
 
 ui: $(RUNTIME_STAMP) ## Open the MLflow UI on this project's runs, on 127.0.0.1 only (PORT=5000)
 	@echo "MLflow UI on http://127.0.0.1:$(PORT) (Ctrl-C stops it)"
-	@exec $(VENV)/bin/mlflow ui --backend-store-uri "$(MLFLOW_TRACKING_URI)" --host 127.0.0.1 --port $(PORT) --workers 1
+	@exec "$(BIN)/mlflow" ui --backend-store-uri "$(MLFLOW_TRACKING_URI)" --host 127.0.0.1 --port $(PORT) --workers 1
 
 report: $(RUNTIME_STAMP) ## Compare params, metrics and plots with a git revision: reports/report.md (BASE=HEAD)
 	@$(PY) -m src.report.compare --base "$(BASE)"
@@ -85,6 +92,9 @@ tag: $(RUNTIME_STAMP) dvc-setup ## Pin the data version: commit dvc.lock & co, p
 	@[ -n "$$MSG" ] || { echo 'error: say what this data version is: make tag TAG=$(TAG) MSG="..."' >&2; exit 2; }
 	@$(PY) -m src.utils.data_versions tag --name "$$TAG" --message "$$MSG" $(if $(PUSH),--push)
 
+verify: $(RUNTIME_STAMP) ## Re-hash the DVC cache objects dvc.lock references; name any corrupted (REV=<tag>)
+	@$(PY) -m src.utils.data_versions verify --rev "$(REV)"
+
 checkout: $(RUNTIME_STAMP) dvc-setup ## Restore the code, params and data of an MLflow run on a new branch (RUN_ID=...)
 	@[ -n "$$RUN_ID" ] || { echo 'error: name the run: make checkout RUN_ID=<MLflow run id>' >&2; exit 2; }
 	@$(PY) -m src.utils.data_versions checkout --run-id "$$RUN_ID"
@@ -97,23 +107,23 @@ history: $(RUNTIME_STAMP) ## List the data versions (tags) and the runs trained 
 
 docs: $(DEV_STAMP) ## Build the docs site into site/ (strict), with the latest results
 	@$(PY) -m src.report.docs_site
-	@$(VENV)/bin/mkdocs build --strict --quiet
+	@"$(BIN)/mkdocs" build --strict --quiet
 	@echo "Built site/ (open site/index.html, or make docs-serve)"
 
 docs-serve: $(DEV_STAMP) ## Serve the docs site live on http://127.0.0.1:8000 (DOCS_PORT=...)
 	@$(PY) -m src.report.docs_site
-	@$(VENV)/bin/mkdocs serve --dev-addr 127.0.0.1:$(DOCS_PORT)
+	@"$(BIN)/mkdocs" serve --dev-addr 127.0.0.1:$(DOCS_PORT)
 
 test: $(DEV_STAMP) ## Run the unit and integration tests (PYTEST_ARGS=...)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(DEV_STAMP) ## Check the code with ruff (lint and format)
-	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check .
+	"$(BIN)/ruff" check .
+	"$(BIN)/ruff" format --check .
 
 format: $(DEV_STAMP) ## Format the code and fix what ruff can
-	$(VENV)/bin/ruff format .
-	$(VENV)/bin/ruff check --fix .
+	"$(BIN)/ruff" format .
+	"$(BIN)/ruff" check --fix .
 
 clean: ## Remove pipeline outputs and build files (keeps the MLflow store and the DVC cache)
 	git clean -fdX -- data models reports
@@ -130,18 +140,18 @@ venv-dev: $(DEV_STAMP) ## Create .venv with the runtime, test, lint and docs req
 
 $(RUNTIME_STAMP):
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or run 'make PYTHON=/path/to/python3.11 ...'" >&2; exit 2; }
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	@echo "Installing the pinned requirements into $(VENV) (about a minute, once)..."
+	@test -x $(PY) || $(PYTHON) -m venv "$(VENV_DIR)"
+	@echo "Installing the pinned requirements into $(VENV_DIR) (about a minute, once)..."
 	@$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
-	@rm -f $(VENV)/.installed-runtime-*
+	@rm -f "$(VENV_DIR)"/.installed-runtime-*
 	@touch $@
 
 $(DEV_STAMP):
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or run 'make PYTHON=/path/to/python3.11 ...'" >&2; exit 2; }
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	@echo "Installing the pinned requirements and dev tools into $(VENV) (about a minute, once)..."
+	@test -x $(PY) || $(PYTHON) -m venv "$(VENV_DIR)"
+	@echo "Installing the pinned requirements and dev tools into $(VENV_DIR) (about a minute, once)..."
 	@$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
-	@rm -f $(VENV)/.installed-runtime-* $(VENV)/.installed-dev-*
+	@rm -f "$(VENV_DIR)"/.installed-runtime-* "$(VENV_DIR)"/.installed-dev-*
 	@touch $(RUNTIME_STAMP) $@
 
 # The default DVC remote (a local folder) and an optional shared cache, in .dvc/config.local.

@@ -4,7 +4,9 @@ A data version is an annotated git tag on a commit holding dvc.lock; the data
 itself sits in the DVC cache and the default remote. Parent runs record the
 commit, the tags at it and the hashes in dvc.lock, so each side finds the other:
 
-- `tag`: commit the pipeline records, push the data, then tag (no tag if the push fails);
+- `tag`: verify the cache, commit the pipeline records, push the data, then tag
+  (no tag if the push fails);
+- `verify`: re-hash the cache objects a dvc.lock references, to catch corrupted data;
 - `checkout`: from an MLflow run back to its commit, params.yaml, dvc.lock and data;
 - `history`: per tag, the data hash and the runs trained on that data.
 """
@@ -12,6 +14,8 @@ commit, the tags at it and the hashes in dvc.lock, so each side finds the other:
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import logging
 import subprocess
 import sys
@@ -95,15 +99,92 @@ def pipeline_changes() -> list[str]:
     completed = dvc("status", "--json", quiet=True)
     if completed.returncode != 0:
         raise VersionError(f"dvc status failed: {(completed.stderr.strip().splitlines() or ['?'])[-1]}")
-    import json
-
     return sorted(json.loads(completed.stdout or "{}"))
+
+
+def recorded_outputs(revision: str = "") -> dict[str, str]:
+    """Return `path -> md5` of every DVC-tracked output at `revision` (the working tree if empty).
+
+    Covers the pipeline's outputs in dvc.lock and the data added with `dvc add` (.dvc files).
+    """
+    if revision:
+        documents = [yaml.safe_load(git("show", f"{revision}:{LOCK_FILE}"))]
+        listed = git("ls-tree", "-r", "--name-only", revision, "--", "data").splitlines()
+        documents += [yaml.safe_load(git("show", f"{revision}:{name}")) for name in listed if name.endswith(".dvc")]
+    else:
+        documents = [yaml.safe_load((PROJECT_ROOT / LOCK_FILE).read_text(encoding="utf-8"))]
+        documents += [
+            yaml.safe_load(path.read_text(encoding="utf-8")) for path in (PROJECT_ROOT / "data").rglob("*.dvc")
+        ]
+    hashes = {}
+    for document in documents:
+        hashes.update(output_hashes(document))
+        hashes.update({output["path"]: output.get("md5", "") for output in (document or {}).get("outs", [])})
+    return hashes
+
+
+def cache_file(cache: Path, md5: str) -> Path:
+    """Where DVC 3 keeps the object with this MD5 in the cache `cache`."""
+    return cache / "files" / "md5" / md5[:2] / md5[2:]
+
+
+def file_md5(path: Path) -> str:
+    """The MD5 of a file's bytes, as DVC 3 hashes files."""
+    digest = hashlib.md5()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def corrupted_objects(revision: str = "") -> tuple[list[str], int, list[str]]:
+    """Re-hash the cache objects that a dvc.lock references.
+
+    Args:
+        revision: A git revision or tag; the working tree's dvc.lock when empty.
+
+    Returns:
+        One line per object whose content no longer matches its hash, the number
+        of objects checked, and the outputs whose objects are not in the cache.
+    """
+    completed = dvc("cache", "dir", quiet=True)
+    cache = Path(completed.stdout.strip() or PROJECT_ROOT / ".dvc" / "cache")
+    corrupted, missing, checked = [], [], 0
+    for path, md5 in sorted(recorded_outputs(revision).items()):
+        objects = [(path, md5)]
+        if md5.endswith(".dir") and cache_file(cache, md5).exists():
+            manifest = json.loads(cache_file(cache, md5).read_text(encoding="utf-8"))
+            objects += [(f"{path}/{entry['relpath']}", entry["md5"]) for entry in manifest]
+        for name, expected in objects:
+            stored = cache_file(cache, expected)
+            if not stored.exists():
+                missing.append(name)
+                continue
+            checked += 1
+            actual = file_md5(stored)
+            if actual != expected.removesuffix(".dir"):
+                corrupted.append(f"{name} (cache file {stored} hashes to {actual}, not {expected})")
+    return corrupted, checked, missing
+
+
+def verify(revision: str = "") -> None:
+    """Raise VersionError naming every corrupted DVC cache object that dvc.lock at `revision` references."""
+    corrupted, checked, missing = corrupted_objects(revision)
+    if corrupted:
+        raise VersionError(
+            f"{len(corrupted)} corrupted DVC cache object(s): {'; '.join(corrupted)}; "
+            "delete the cache file and run `make pull` or `make pipeline FORCE=1` to restore it"
+        )
+    where = f"at {revision}" if revision else "in the working tree's dvc.lock"
+    note = f" ({len(missing)} not in the local cache: {', '.join(missing)})" if missing else ""
+    logger.info("verified %d DVC cache objects %s: every one matches its hash%s", checked, where, note)
 
 
 def tag(name: str, message: str, push_tag: bool) -> None:
     """Pin the current data version as the annotated tag `name`.
 
-    Refuses when the tag exists or the pipeline is not up to date. Commits only
+    Refuses when the tag exists, the pipeline is not up to date, or a cache
+    object the data version references is corrupted (see `verify`). Commits only
     the pipeline records (dvc.yaml, dvc.lock, params.yaml, the .dvc files and
     the .gitignore files DVC manages), pushes the data to the default DVC
     remote, and only then tags, so a failed push leaves no tag.
@@ -115,6 +196,7 @@ def tag(name: str, message: str, push_tag: bool) -> None:
     """
     if tag_exists(name):
         raise VersionError(f"tag {name} already exists (see `git show {name}`); choose another TAG")
+    verify()
     changed = pipeline_changes()
     if changed:
         raise VersionError(
@@ -252,6 +334,8 @@ def main(argv: list[str] | None = None) -> None:
     tagging.add_argument("--push", action="store_true", help="also push the tag to origin")
     checking_out = commands.add_parser("checkout", help="restore what an MLflow run used")
     checking_out.add_argument("--run-id", required=True)
+    verifying = commands.add_parser("verify", help="re-hash the DVC cache objects dvc.lock references")
+    verifying.add_argument("--rev", default="", help="a git revision or tag (default: the working tree)")
     listing = commands.add_parser("history", help="data versions and the runs trained on them")
     listing.add_argument("--output", type=Path, help="also write the table to this file")
     arguments = parser.parse_args(argv)
@@ -261,6 +345,8 @@ def main(argv: list[str] | None = None) -> None:
             tag(arguments.name, arguments.message, arguments.push)
         elif arguments.command == "checkout":
             checkout(arguments.run_id)
+        elif arguments.command == "verify":
+            verify(arguments.rev)
         else:
             table = history()
             sys.stdout.write(table)

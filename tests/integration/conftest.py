@@ -14,7 +14,7 @@ import pytest
 from tests.conftest import PROJECT_ROOT
 
 # The virtualenv `make test` runs in; copies reuse it instead of installing their own.
-VENV = Path(os.environ.get("VENV") or sys.prefix)
+VENV = Path(os.environ.get("PROJECT_VENV") or sys.prefix)
 
 
 @dataclass
@@ -29,7 +29,8 @@ class Project:
         env = {
             key: value
             for key, value in os.environ.items()
-            if not key.startswith(("MLFLOW_", "PIPELINE_", "DVC_")) and key not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")
+            if not key.startswith(("MLFLOW_", "PIPELINE_", "DVC_", "PROJECT_"))
+            and key not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS", "VENV")
         }
         env.update(
             VENV=str(VENV),

@@ -142,3 +142,27 @@ def test_a_tracking_server_that_is_down_stops_before_any_stage(project):
     assert line.startswith(f"error: cannot open the MLflow parent run at http://127.0.0.1:{port}: ")
     assert "Running stage" not in result.stdout
     assert (project.root / "dvc.lock").read_bytes() == lock_before
+
+
+def test_verify_catches_a_corrupted_cache_file_and_tag_refuses_to_push_it(project):
+    import yaml
+
+    assert project.make("verify").returncode == 0
+    lock = yaml.safe_load((project.root / "dvc.lock").read_text())
+    md5 = lock["stages"]["train"]["outs"][0]["md5"]
+    cached = project.root / ".dvc/cache/files/md5" / md5[:2] / md5[2:]
+    cached.chmod(0o644)
+    with cached.open("ab") as handle:
+        handle.write(b"\0")  # one flipped byte's worth of damage
+
+    result = project.make("verify")
+    assert result.returncode != 0
+    [line] = error_lines(result.stderr)
+    assert line.startswith("error: 1 corrupted DVC cache object(s): models/model.joblib (cache file ")
+    assert line.endswith("delete the cache file and run `make pull` or `make pipeline FORCE=1` to restore it")
+
+    result = project.make("tag", TAG="v1", MSG="corrupted")
+    assert result.returncode != 0
+    assert error_lines(result.stderr)[0].startswith("error: 1 corrupted DVC cache object(s): models/model.joblib")
+    assert project.git("tag") == ""
+    assert not any(path.is_file() for path in project.remote.rglob("*"))

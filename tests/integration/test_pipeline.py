@@ -187,3 +187,17 @@ def test_crashing_stage_fails_the_command_and_the_parent(piped):
     assert train.data.tags["error"] == "ZeroDivisionError: division by zero"
     assert project.runs("attributes.status = 'RUNNING'") == []
     assert (project.root / "dvc.lock").read_bytes() == lock_before
+
+
+def test_a_checkout_under_a_path_with_spaces_works_end_to_end(tmp_path):
+    from tests.integration.conftest import new_project
+
+    project = new_project(tmp_path / "my projects" / "iris model", tmp_path / "dvc remote")
+    result = project.make("pipeline")
+    assert result.returncode == 0, result.stderr
+    [parent] = project.parents()
+    assert parent.info.status == "FINISHED"
+    assert len(project.children(parent.info.run_id)) == len(STAGES)
+    assert (project.root / "mlflow.db").exists()
+    assert project.make("tag", TAG="v1", MSG="spaces").returncode == 0
+    assert any(path.is_file() for path in project.remote.rglob("*"))
