@@ -289,7 +289,7 @@ def _first_problem(error: ValidationError) -> str:
     problems = error.errors(include_url=False)
     # A misspelt key also shows up as a missing one; the misspelling is the cause.
     problem = min(problems, key=lambda item: item["type"] != "extra_forbidden")
-    location = tuple(str(part) for part in problem["loc"])
+    location = tuple(_printable(str(part)) for part in problem["loc"])
     key = ".".join(location)
     kind = problem["type"]
     value = problem.get("input")
@@ -311,6 +311,11 @@ def _first_problem(error: ValidationError) -> str:
         wanted = _TYPE_WORDS.get(kind, kind.removesuffix("_type"))
         return f"{key} must be {wanted}, got {_describe(value)}"
     return f"{key}: {problem['msg']}, got {value!r}"
+
+
+def _printable(name: str) -> str:
+    """A key as it can be shown on one line: control characters escaped."""
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in name)
 
 
 def _unknown_key(location: tuple[str, ...]) -> str:
