@@ -20,7 +20,6 @@ import argparse
 import json
 import logging
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -32,6 +31,7 @@ from typing import Any
 import yaml
 
 from src.config import PROJECT_ROOT, load_config, pipeline_stages
+from src.utils.git import copy_work_tree
 from src.utils.io import atomic_path
 from src.utils.logs import setup_logging
 from src.utils.mlflow_run import PARENT_RUN_ENV, RECORDS_ENV
@@ -88,24 +88,6 @@ def import_seconds(importtime_log: str) -> float:
     return total_us / 1e6
 
 
-def copy_project(destination: Path) -> Path:
-    """Copy the tracked and unignored files into a fresh git repository at `destination`."""
-    listed = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        check=True,
-    ).stdout.split(b"\0")
-    for name in filter(None, (entry.decode() for entry in listed)):
-        source = PROJECT_ROOT / name
-        if source.is_file():
-            (destination / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, destination / name)
-    for command in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "bench copy"]):
-        subprocess.run(command, cwd=destination, check=True, capture_output=True)
-    return destination
-
-
 def summary(samples: list[float]) -> dict[str, float]:
     """Median, min and max of some timings."""
     return {"median": statistics.median(samples), "min": min(samples), "max": max(samples), "n": len(samples)}
@@ -120,7 +102,7 @@ def bench(repeats: int, rows: int | None, warm_up: bool = True) -> dict[str, Any
         warm_up: Run the pipeline once before measuring (the first run creates the store).
     """
     with tempfile.TemporaryDirectory(prefix="bench-") as scratch:
-        root = copy_project(Path(scratch) / "repo")
+        root = copy_work_tree(Path(scratch) / "repo")
         env = {key: value for key, value in os.environ.items() if not key.startswith(("MLFLOW_TRACKING_URI", "MAKE"))}
         env.update(DVC_REMOTE_URL=str(Path(scratch) / "remote"), VENV=str(Path(sys.prefix)))
         params_file = root / "params.yaml"

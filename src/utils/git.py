@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
+from pathlib import Path
 
 from src.config import PROJECT_ROOT
 
@@ -58,3 +60,27 @@ def tag_exists(name: str) -> bool:
 def tracked_changes() -> list[str]:
     """Return the tracked files with uncommitted changes (staged or not)."""
     return git("diff", "--name-only", "HEAD").splitlines()
+
+
+def copy_work_tree(destination: Path) -> Path:
+    """Copy the project's tracked and unignored files into a fresh git repository at `destination`.
+
+    The copy is committed, so it starts as a clean checkout of the work tree as it
+    is now (uncommitted changes included). Used to benchmark and to test the
+    real pipeline without touching this checkout's runs and data.
+    """
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        check=True,
+    ).stdout.split(b"\0")
+    for name in filter(None, (entry.decode() for entry in listed)):
+        source = PROJECT_ROOT / name
+        if source.is_file():
+            (destination / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, destination / name)
+    identity = ["-c", "user.name=ml-research-template", "-c", "user.email=template@localhost"]
+    for command in (["init", "-q", "-b", "main"], ["add", "-A"], [*identity, "commit", "-qm", "copy of the work tree"]):
+        subprocess.run(["git", *command], cwd=destination, check=True, capture_output=True)
+    return destination

@@ -243,9 +243,12 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as error:
         fail(f"cannot close MLflow run {run_id} at {tracking_uri()}: {one_line(error)}")
     logger.info("MLflow parent run %s %s; browse it with `make ui` or `mlflow ui`", run_id, status)
+    if runner.signal_received:
+        fail(f"pipeline interrupted; run {run_id} is {status}, dvc.lock keeps the last good record", exit_code)
     if exit_code:
-        what = "interrupted" if runner.signal_received else f"dvc repro failed (exit code {exit_code})"
-        fail(f"pipeline {what}; run {run_id} is {status}, dvc.lock keeps the last good record", exit_code)
+        # The failing stage (or DVC) has said what went wrong; say what was kept.
+        logger.error("run %s is %s; dvc.lock keeps the last good record", run_id, status)
+        sys.exit(exit_code)
 
 
 if __name__ == "__main__":

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 
-from tests.conftest import PROJECT_ROOT
+from src.utils.git import copy_work_tree
 
 # The virtualenv `make test` runs in; copies reuse it instead of installing their own.
 VENV = Path(os.environ.get("PROJECT_VENV") or sys.prefix)
@@ -53,6 +53,13 @@ class Project:
         """Run make in the copy; `targets` may include VAR=value words."""
         return self.run("make", "--no-print-directory", *targets, **env)
 
+    def set_param(self, section: str, key: str, value) -> None:
+        """Change one value of the copy's params.yaml."""
+        path = self.root / "params.yaml"
+        params = yaml.safe_load(path.read_text())
+        params[section][key] = value
+        path.write_text(yaml.safe_dump(params, sort_keys=False))
+
     def git(self, *arguments: str) -> str:
         """Run git in the copy and return its stdout."""
         return self.run("git", *arguments, check=True).stdout
@@ -81,30 +88,9 @@ class Project:
         return self.runs(f"tags.mlflow.parentRunId = '{parent_run_id}'")
 
 
-def copy_repository(destination: Path) -> Path:
-    """Copy the work tree's tracked and unignored files into a fresh git repository."""
-    listed = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        check=True,
-    ).stdout.split(b"\0")
-    for name in filter(None, (entry.decode() for entry in listed)):
-        source = PROJECT_ROOT / name
-        if source.is_file():
-            target = destination / name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, target)
-    return destination
-
-
 def new_project(root: Path, remote: Path) -> Project:
     """A committed copy of the repository at `root` with a DVC remote at `remote`."""
-    project = Project(copy_repository(root), remote)
-    project.run("git", "init", "-q", "-b", "main", check=True)
-    project.run("git", "add", "-A", check=True)
-    project.run("git", "commit", "-q", "-m", "copy of the template", check=True)
-    return project
+    return Project(copy_work_tree(root), remote)
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import yaml
 
 from tests.integration.conftest import Project, new_project
 
@@ -22,16 +21,9 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Project:
     return project
 
 
-def set_param(project: Project, section: str, key: str, value) -> None:
-    path = project.root / "params.yaml"
-    params = yaml.safe_load(path.read_text())
-    params[section][key] = value
-    path.write_text(yaml.safe_dump(params, sort_keys=False))
-
-
 def test_report_names_the_changed_param_both_metric_values_and_both_runs(project):
     before = project.parents()[0]
-    set_param(project, "train", "C", 0.05)
+    project.set_param("train", "C", 0.05)
     assert project.make("pipeline", RUN_NAME="after").returncode == 0
     after = project.parents()[0]
     assert after.data.metrics["accuracy"] != before.data.metrics["accuracy"]
@@ -66,7 +58,7 @@ def test_report_refuses_an_unknown_base(project):
 
 
 def test_sweep_runs_each_point_as_an_experiment_with_its_own_parent_run(project):
-    set_param(project, "train", "C", 1.0)
+    project.set_param("train", "C", 1.0)
     project.run("git", "commit", "-qam", "back to C=1", check=True)
     result = project.make("sweep", SWEEP="train.C=0.1,3")
     assert result.returncode == 0, result.stderr

@@ -32,13 +32,6 @@ def dvc(project: Project, *arguments: str) -> subprocess.CompletedProcess:
     return project.run(project.env()["VENV"] + "/bin/dvc", *arguments)
 
 
-def set_param(project: Project, section: str, key: str, value) -> None:
-    path = project.root / "params.yaml"
-    params = yaml.safe_load(path.read_text())
-    params[section][key] = value
-    path.write_text(yaml.safe_dump(params, sort_keys=False))
-
-
 def test_tag_needs_a_name_and_a_message(project):
     assert error_lines(project.make("tag")) == ['error: name the data version: make tag TAG=v1 MSG="what this data is"']
     assert error_lines(project.make("tag", TAG="v1")) == [
@@ -57,7 +50,7 @@ def test_tag_refuses_a_pipeline_that_is_not_up_to_date(project):
 
 
 def test_tag_commits_the_records_tags_and_pushes_the_data(project):
-    set_param(project, "evaluate", "normalize_confusion_matrix", True)
+    project.set_param("evaluate", "normalize_confusion_matrix", True)
     assert project.make("pipeline", RUN_NAME="first").returncode == 0
     (project.root / "notes.txt").write_text("my unrelated work\n")
     readme = project.root / "README.md"
@@ -80,7 +73,7 @@ def test_tag_refuses_an_existing_tag(project):
 
 
 def test_a_failed_push_leaves_no_tag(project):
-    set_param(project, "data_split", "test_size", 0.25)
+    project.set_param("data_split", "test_size", 0.25)
     assert project.make("pipeline").returncode == 0
     result = project.make("tag", TAG="v2", MSG="unreachable remote", DVC_REMOTE_URL="http://127.0.0.1:9/remote")
     assert result.returncode != 0
@@ -104,7 +97,7 @@ def test_parent_run_records_code_and_data(project):
 
 
 def test_a_run_on_a_tagged_version_records_the_rev(project):
-    set_param(project, "data_load", "rev", "v1")
+    project.set_param("data_load", "rev", "v1")
     result = project.make("pipeline", RUN_NAME="on-v1")
     assert result.returncode == 0, result.stderr
     parent = project.parents()[0]
@@ -119,9 +112,9 @@ def test_a_run_on_a_tagged_version_records_the_rev(project):
 
 
 def test_a_missing_rev_gives_one_line(project):
-    set_param(project, "data_load", "rev", "v9")
+    project.set_param("data_load", "rev", "v9")
     result = project.make("pipeline")
-    set_param(project, "data_load", "rev", "v1")
+    project.set_param("data_load", "rev", "v1")
     assert result.returncode != 0
     [line] = error_lines(result)
     assert line.startswith("error: stage data_load failed: FileNotFoundError: cannot read data/raw/dataset.parquet at")
@@ -162,8 +155,8 @@ def test_checkout_refuses_uncommitted_changes(project):
 
 def test_checkout_of_a_run_then_pipeline_reproduces_its_metrics(project):
     [first] = [run for run in project.parents() if run.info.run_name == "first"]
-    set_param(project, "data_load", "rev", "")
-    set_param(project, "train", "C", 0.02)
+    project.set_param("data_load", "rev", "")
+    project.set_param("train", "C", 0.02)
     assert project.make("pipeline", RUN_NAME="weak").returncode == 0
     weak = project.parents()[0]
     assert weak.data.metrics["accuracy"] != first.data.metrics["accuracy"]
