@@ -285,11 +285,15 @@ def _log_on_its_own(record: StageRecord, folder: Path, experiment_name: str) -> 
 def _log_model(files: Path) -> None:
     """Log the model a stage kept, with its signature and pinned requirements, to the active run.
 
-    Explicit requirements skip MLflow's inference, which costs seconds.
+    Explicit requirements skip MLflow's inference, which costs seconds. MLflow
+    saves scikit-learn models with skops, which refuses to load types it does
+    not know; scikit-learn's own (a random forest's `Tree`) are trusted here on
+    purpose, anything else stays refused.
     """
     import joblib
     import mlflow.sklearn
     import pandas as pd
+    import skops.io
     from mlflow.models import infer_signature
 
     model = joblib.load(files / "model.joblib")
@@ -297,10 +301,12 @@ def _log_model(files: Path) -> None:
     input_example = pd.read_parquet(example_file) if example_file.exists() else None
     signature = infer_signature(input_example, model.predict(input_example)) if input_example is not None else None
     requirements = [f"{name}=={importlib.metadata.version(name)}" for name in MODEL_REQUIREMENTS]
+    untrusted = skops.io.get_untrusted_types(data=skops.io.dumps(model))
     mlflow.sklearn.log_model(
         model,
         name="model",
         signature=signature,
         input_example=input_example,
         pip_requirements=requirements,
+        skops_trusted_types=[name for name in untrusted if name.startswith("sklearn.")] or None,
     )

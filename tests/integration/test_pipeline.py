@@ -148,6 +148,34 @@ def test_skipped_stages_are_recorded_as_cached_runs_as_complete_as_real_ones(pip
             assert real.data.tags[f"dvc.out.{output['path']}"] == output["md5"]
 
 
+def test_a_random_forest_is_trained_logged_and_loads_back(piped):
+    project, _ = piped
+    import mlflow
+    import pandas as pd
+
+    params_file = project.root / "params.yaml"
+    good = params_file.read_text()
+    try:
+        project.set_param("train", "estimator", "random_forest")
+        result = project.make("pipeline", RUN_NAME="forest")
+    finally:
+        params_file.write_text(good)
+    assert result.returncode == 0, result.stderr
+    parent = project.parents()[0]
+    assert (parent.info.run_name, parent.info.status) == ("forest", "FINISHED")
+    [train] = [child for child in project.children(parent.info.run_id) if child.info.run_name == "train"]
+    mlflow.set_tracking_uri(project.tracking_uri)
+    [model] = mlflow.search_logged_models(
+        experiment_ids=[train.info.experiment_id],
+        filter_string=f"source_run_id = '{train.info.run_id}'",
+        output_format="list",
+    )
+    test = pd.read_parquet(project.root / "data/processed/test.parquet")
+    predictions = mlflow.pyfunc.load_model(f"models:/{model.model_id}").predict(test.drop(columns=["target"]))
+    assert (predictions == test["target"]).mean() > 0.8
+    assert project.make("pipeline").returncode == 0  # back to the template's estimator
+
+
 def test_bad_params_stop_with_one_line_and_no_run(piped):
     project, _ = piped
     params_file = project.root / "params.yaml"
