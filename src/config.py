@@ -180,21 +180,9 @@ class Config(Section):
     train: TrainParams
     evaluate: EvaluateParams
 
-    def flat(self, *keys: str) -> dict[str, Any]:
-        """Return parameters as `section.key -> value`, as MLflow params are logged.
-
-        Args:
-            *keys: Sections (`train`) or dotted keys (`base.random_state`) to
-                keep; every parameter when none is given.
-        """
-        every = flatten(self.model_dump())
-        if not keys:
-            return every
-        return {
-            name: value
-            for name, value in every.items()
-            if any(name == key or name.startswith(f"{key}.") for key in keys)
-        }
+    def flat(self) -> dict[str, Any]:
+        """Return every parameter as `section.key -> value`, as MLflow params are logged."""
+        return flatten(self.model_dump())
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:

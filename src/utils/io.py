@@ -62,11 +62,6 @@ def write_table(table: pd.DataFrame, path: Path) -> None:
         table.to_parquet(temporary, index=False)
 
 
-def read_json(path: Path, made_by: str) -> Any:
-    """Read a JSON file written by the stage `made_by`."""
-    return json.loads(require(path, made_by).read_text(encoding="utf-8"))
-
-
 def write_json(document: Any, path: Path) -> None:
     """Write `document` to `path` as indented JSON, atomically."""
     with atomic_path(path) as temporary:

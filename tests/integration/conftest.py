@@ -81,6 +81,18 @@ class Project:
         experiments = [experiment.experiment_id for experiment in client.search_experiments()]
         return client.search_runs(experiments, filter_string=filter_string, order_by=["attributes.start_time DESC"])
 
+    def logged_model(self, run):
+        """The model logged by a stage run, loaded through mlflow.pyfunc."""
+        import mlflow
+
+        mlflow.set_tracking_uri(self.tracking_uri)
+        [model] = mlflow.search_logged_models(
+            experiment_ids=[run.info.experiment_id],
+            filter_string=f"source_run_id = '{run.info.run_id}'",
+            output_format="list",
+        )
+        return mlflow.pyfunc.load_model(f"models:/{model.model_id}")
+
     def parents(self) -> list:
         return self.runs("tags.`pipeline.role` = 'parent'")
 

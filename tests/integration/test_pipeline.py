@@ -70,18 +70,11 @@ def test_outputs_are_written_and_tracked_by_dvc(piped):
 
 def test_model_is_logged_with_signature_and_loads_back(piped):
     project, _ = piped
-    import mlflow
     import pandas as pd
 
     [parent] = project.parents()
     [train] = [child for child in project.children(parent.info.run_id) if child.info.run_name == "train"]
-    mlflow.set_tracking_uri(project.tracking_uri)
-    [model] = mlflow.search_logged_models(
-        experiment_ids=[train.info.experiment_id],
-        filter_string=f"source_run_id = '{train.info.run_id}'",
-        output_format="list",
-    )
-    loaded = mlflow.pyfunc.load_model(f"models:/{model.model_id}")
+    loaded = project.logged_model(train)
     assert loaded.metadata.signature is not None
     test = pd.read_parquet(project.root / "data/processed/test.parquet")
     predictions = loaded.predict(test.drop(columns=["target"]).head(3))
@@ -150,7 +143,6 @@ def test_skipped_stages_are_recorded_as_cached_runs_as_complete_as_real_ones(pip
 
 def test_a_random_forest_is_trained_logged_and_loads_back(piped):
     project, _ = piped
-    import mlflow
     import pandas as pd
 
     params_file = project.root / "params.yaml"
@@ -164,14 +156,8 @@ def test_a_random_forest_is_trained_logged_and_loads_back(piped):
     parent = project.parents()[0]
     assert (parent.info.run_name, parent.info.status) == ("forest", "FINISHED")
     [train] = [child for child in project.children(parent.info.run_id) if child.info.run_name == "train"]
-    mlflow.set_tracking_uri(project.tracking_uri)
-    [model] = mlflow.search_logged_models(
-        experiment_ids=[train.info.experiment_id],
-        filter_string=f"source_run_id = '{train.info.run_id}'",
-        output_format="list",
-    )
     test = pd.read_parquet(project.root / "data/processed/test.parquet")
-    predictions = mlflow.pyfunc.load_model(f"models:/{model.model_id}").predict(test.drop(columns=["target"]))
+    predictions = project.logged_model(train).predict(test.drop(columns=["target"]))
     assert (predictions == test["target"]).mean() > 0.8
     assert project.make("pipeline").returncode == 0  # back to the template's estimator
 
