@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -21,10 +22,23 @@ EXIT_BAD_CONFIG = 2
 EXIT_INTERRUPTED = 130
 
 
+def exit_now(exit_code: int) -> NoReturn:
+    """Exit at once, skipping the interpreter's teardown of the libraries it loaded.
+
+    With mlflow or scikit-learn loaded that teardown costs a process 0.3-0.6 s,
+    paid by every stage. Call it only when the process has closed every file it
+    wrote; the log, stdout and stderr are flushed here.
+    """
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(exit_code)
+
+
 def fail(message: str, exit_code: int = EXIT_FAILED) -> NoReturn:
     """Print `error: <message>` as one line on stderr and exit with `exit_code`."""
     sys.stderr.write(f"error: {message}\n")
-    sys.exit(exit_code)
+    exit_now(exit_code)
 
 
 def parse_config(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> tuple[argparse.Namespace, Config]:
@@ -80,4 +94,4 @@ def run_stage(stage_main: Callable[[Config], Any], argv: list[str] | None = None
             "" if isinstance(error, ValueError | FileNotFoundError) else "; set base.log_level: DEBUG for the traceback"
         )
         fail(f"stage {name} failed: {one_line(error)}{hint}")
-    sys.exit(0)
+    exit_now(0)

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from src.config import PROJECT_ROOT, Config
-from src.utils.cli import EXIT_INTERRUPTED, fail, parse_config
+from src.utils.cli import EXIT_INTERRUPTED, exit_now, fail, parse_config
 from src.utils.git import git_state, tags_at
 from src.utils.mlflow_run import (
     PARENT_RUN_ENV,
@@ -248,7 +248,7 @@ def main(argv: list[str] | None = None) -> None:
     if exit_code:
         # The failing stage (or DVC) has said what went wrong; say what was kept.
         logger.error("run %s is %s; dvc.lock keeps the last good record", run_id, status)
-        sys.exit(exit_code)
+    exit_now(exit_code)
 
 
 if __name__ == "__main__":
