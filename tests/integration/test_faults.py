@@ -166,3 +166,14 @@ def test_verify_catches_a_corrupted_cache_file_and_tag_refuses_to_push_it(projec
     assert error_lines(result.stderr)[0].startswith("error: 1 corrupted DVC cache object(s): models/model.joblib")
     assert project.git("tag") == ""
     assert not any(path.is_file() for path in project.remote.rglob("*"))
+
+
+def test_a_store_where_nothing_can_be_written_stops_before_any_stage(project):
+    # /proc takes no new files, even for root: a store that cannot be written.
+    lock_before = (project.root / "dvc.lock").read_bytes()
+    result = project.make("pipeline", "FORCE=1", MLFLOW_TRACKING_URI="sqlite:////proc/mlflow-store/mlflow.db")
+    assert result.returncode != 0
+    [line] = error_lines(result.stderr)
+    assert line.startswith("error: cannot open the MLflow parent run at sqlite:////proc/mlflow-store/mlflow.db: ")
+    assert "Running stage" not in result.stdout
+    assert (project.root / "dvc.lock").read_bytes() == lock_before
