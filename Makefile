@@ -125,8 +125,8 @@ format: $(DEV_STAMP) ## Format the code and fix what ruff can
 	"$(BIN)/ruff" format .
 	"$(BIN)/ruff" check --fix .
 
-clean: ## Remove pipeline outputs and build files (keeps the MLflow store and the DVC cache)
-	git clean -fdX -- data models reports
+clean: ## Remove pipeline outputs and build files (keeps data/external, the MLflow store and the DVC cache)
+	git clean -fdX -- data/raw data/processed models reports
 	rm -rf site docs/generated .pytest_cache .ruff_cache
 	find . -path ./.venv -prune -o -name __pycache__ -type d -exec rm -rf {} +
 

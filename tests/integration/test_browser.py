@@ -230,3 +230,26 @@ def test_ctrl_c_stops_everything_make_ui_started(mlflow_ui):
         pytest.fail("processes of make ui are still running after Ctrl-C")
     with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), timeout=2):
         pass
+
+
+def test_make_docs_serve_serves_the_site_on_loopback(project):
+    port = free_port()
+    process = subprocess.Popen(
+        ["make", "--no-print-directory", "docs-serve", f"DOCS_PORT={port}"],
+        cwd=project.root,
+        env=project.env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 90
+        page = ""
+        while time.monotonic() < deadline and not page:
+            with contextlib.suppress(OSError), urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as answer:
+                page = answer.read().decode()
+            time.sleep(0.5)
+        assert "ML research template" in page
+    finally:
+        os.killpg(process.pid, signal.SIGINT)
+        process.wait(timeout=30)

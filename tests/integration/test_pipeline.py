@@ -215,3 +215,28 @@ def test_a_checkout_under_a_path_with_spaces_works_end_to_end(tmp_path):
     assert (project.root / "mlflow.db").exists()
     assert project.make("tag", TAG="v1", MSG="spaces").returncode == 0
     assert any(path.is_file() for path in project.remote.rglob("*"))
+
+
+def test_make_clean_removes_outputs_but_keeps_the_store_and_the_cache(tmp_path):
+    from tests.integration.conftest import new_project
+
+    project = new_project(tmp_path / "repo", tmp_path / "remote")
+    assert project.make("pipeline").returncode == 0
+    users_file = project.root / "data/external/flowers.csv"
+    users_file.write_text("a,target\n1,x\n")
+    assert project.run(project.env()["VENV"] + "/bin/dvc", "add", "data/external/flowers.csv").returncode == 0
+    project.run("git", "add", "-A", check=True)
+    project.run("git", "commit", "-qm", "my data", check=True)
+    cache_files = sorted((project.root / ".dvc/cache").rglob("*"))
+    result = project.make("clean")
+    assert result.returncode == 0, result.stderr
+    assert not (project.root / "models/model.joblib").exists()
+    assert not (project.root / "data/raw/dataset.parquet").exists()
+    assert not (project.root / "reports/metrics.json").exists()
+    assert users_file.read_text() == "a,target\n1,x\n"
+    assert (project.root / "mlflow.db").exists() and (project.root / "mlruns").is_dir()
+    assert sorted((project.root / ".dvc/cache").rglob("*")) == cache_files
+    assert project.git("status", "--porcelain") == ""
+    checkout = project.run(project.env()["VENV"] + "/bin/dvc", "checkout")
+    assert checkout.returncode == 0
+    assert (project.root / "models/model.joblib").exists()
