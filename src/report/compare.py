@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ import yaml
 
 from src.config import PATHS, PROJECT_ROOT
 from src.utils.cli import fail
-from src.utils.data_versions import LOCK_FILE, output_hashes
+from src.utils.data_versions import LOCK_FILE, dvc, output_hashes
 from src.utils.git import GitError, git
 from src.utils.io import atomic_path
 from src.utils.logs import setup_logging
@@ -33,9 +32,7 @@ WORKSPACE = "workspace"
 
 def dvc_markdown(*arguments: str) -> str:
     """Run a dvc diff command at the project root and return its stdout."""
-    completed = subprocess.run(
-        [sys.executable, "-m", "dvc", *arguments], cwd=PROJECT_ROOT, capture_output=True, text=True, check=False
-    )
+    completed = dvc(*arguments, quiet=True)
     if completed.returncode != 0:
         reason = (completed.stderr.strip().splitlines() or ["failed"])[-1]
         raise RuntimeError(f"dvc {arguments[0]} {arguments[1]} failed: {reason}")

@@ -12,8 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import subprocess
-import sys
 import types
 import typing
 from pathlib import Path
@@ -22,6 +20,7 @@ from typing import Any
 import yaml
 
 from src.config import PATHS, PROJECT_ROOT, Config, pipeline_stages
+from src.utils.data_versions import dvc, history
 from src.utils.io import atomic_path
 
 logger = logging.getLogger(__name__)
@@ -138,11 +137,9 @@ def write(name: str, text: str) -> None:
         temporary.write_text(text, encoding="utf-8")
 
 
-def dvc_output(*arguments: str) -> str:
-    """Run dvc at the project root and return its stdout ('' if it fails)."""
-    completed = subprocess.run(
-        [sys.executable, "-m", "dvc", *arguments], cwd=PROJECT_ROOT, capture_output=True, text=True, check=False
-    )
+def _dvc_stdout(*arguments: str) -> str:
+    """The stdout of a dvc command ('' if it fails: the page then says the part is unavailable)."""
+    completed = dvc(*arguments, quiet=True)
     return completed.stdout if completed.returncode == 0 else ""
 
 
@@ -152,7 +149,7 @@ def generate() -> None:
     template = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text(encoding="utf-8"))
     write("configuration.md", configuration_reference(template))
     write("stages.md", stage_table(pipeline_stages()))
-    write("dag.md", "```text\n" + (dvc_output("dag").rstrip() or "(dvc dag unavailable)") + "\n```\n")
+    write("dag.md", "```text\n" + (_dvc_stdout("dag").rstrip() or "(dvc dag unavailable)") + "\n```\n")
 
     metric_files = [PROJECT_ROOT / PATHS.metrics, PROJECT_ROOT / PATHS.stage_metrics("train")]
     if all(path.exists() for path in metric_files):
@@ -169,7 +166,7 @@ def generate() -> None:
     else:
         write("confusion_matrix.md", NO_RESULTS)
 
-    shown = dvc_output("metrics", "show", "--json", "--all-tags")
+    shown = _dvc_stdout("metrics", "show", "--json", "--all-tags")
     table = metrics_by_revision(json.loads(shown)) if shown.strip() else {}
     tags = {revision: values for revision, values in table.items() if revision != "workspace"}
     if tags:
@@ -183,8 +180,6 @@ def generate() -> None:
         write("bench.md", bench.read_text(encoding="utf-8").replace("# Benchmark\n", "", 1).replace("## ", "### "))
     else:
         write("bench.md", "No benchmark yet: run `make bench`, then `make docs`.\n")
-
-    from src.utils.data_versions import history
 
     write("history.md", history())
     logger.info("wrote the generated docs pages to %s", GENERATED.relative_to(PROJECT_ROOT))

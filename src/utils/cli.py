@@ -20,6 +20,7 @@ logger = logging.getLogger(__name__)
 EXIT_FAILED = 1
 EXIT_BAD_CONFIG = 2
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
 
 
 def exit_now(exit_code: int) -> NoReturn:

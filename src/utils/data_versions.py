@@ -66,7 +66,7 @@ def lineage_tags(lock: dict[str, Any]) -> dict[str, str]:
 
 
 def dvc(*arguments: str, quiet: bool = False) -> subprocess.CompletedProcess:
-    """Run the dvc command line at the project root."""
+    """Run the dvc command line at the project root; `quiet` captures its output instead of showing it."""
     return subprocess.run(
         [sys.executable, "-m", "dvc", *arguments],
         cwd=PROJECT_ROOT,

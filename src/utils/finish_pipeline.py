@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from src.config import PATHS, PROJECT_ROOT, pipeline_stages
-from src.utils.cli import EXIT_INTERRUPTED
+from src.utils.cli import EXIT_INTERRUPTED, EXIT_TERMINATED
 from src.utils.data_versions import LOCK_FILE, lineage_tags, output_hashes
 from src.utils.io import read_at_revision
 from src.utils.mlflow_run import (
@@ -40,14 +40,13 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 FINAL_METRICS_STAGES = ("train", "evaluate")
-SIGTERM_EXIT = 143
 
 
 def outcome(exit_code: int) -> str:
     """Map the exit code of `dvc repro` to an MLflow run status."""
     if exit_code == 0:
         return "FINISHED"
-    if exit_code in (EXIT_INTERRUPTED, SIGTERM_EXIT):
+    if exit_code in (EXIT_INTERRUPTED, EXIT_TERMINATED):
         return "KILLED"
     return "FAILED"
 

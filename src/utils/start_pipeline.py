@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from src.config import PROJECT_ROOT, Config
-from src.utils.cli import EXIT_INTERRUPTED, exit_now, fail, parse_config
+from src.utils.cli import EXIT_INTERRUPTED, EXIT_TERMINATED, exit_now, fail, parse_config
 from src.utils.git import git_state, tags_at
 from src.utils.mlflow_run import (
     PARENT_RUN_ENV,
@@ -199,7 +199,7 @@ class StagesRunner:
         self.process = subprocess.Popen(command, cwd=PROJECT_ROOT, env=environment)
         exit_code = self.process.wait()
         if self.signal_received:
-            return 143 if self.signal_received == signal.SIGTERM else EXIT_INTERRUPTED
+            return EXIT_TERMINATED if self.signal_received == signal.SIGTERM else EXIT_INTERRUPTED
         return exit_code
 
 

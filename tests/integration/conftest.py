@@ -60,6 +60,21 @@ class Project:
         params[section][key] = value
         path.write_text(yaml.safe_dump(params, sort_keys=False))
 
+    def spawn(self, *targets: str, stderr: int = subprocess.PIPE, **env: str) -> subprocess.Popen:
+        """Start make in the copy in its own session, as a terminal runs it; stdout is captured.
+
+        A server's stderr (a log line per request) should go to DEVNULL: an unread pipe fills and blocks it.
+        """
+        return subprocess.Popen(
+            ["make", "--no-print-directory", *targets],
+            cwd=self.root,
+            env=self.env(**env),
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+            start_new_session=True,
+        )
+
     def git(self, *arguments: str) -> str:
         """Run git in the copy and return its stdout."""
         return self.run("git", *arguments, check=True).stdout

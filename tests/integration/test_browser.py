@@ -163,27 +163,23 @@ def other_address() -> str | None:
     return None
 
 
+def wait_for_page(url: str, process: subprocess.Popen, timeout: float = 90) -> str:
+    """Wait until `url` answers, while `process` (the server's make) runs; return the page."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2) as answer:
+            return answer.read().decode()
+        assert process.poll() is None, f"{url}: the server exited with {process.returncode}"
+        time.sleep(0.5)
+    pytest.fail(f"{url} did not answer within {timeout} s")
+
+
 @pytest.fixture(scope="module")
 def mlflow_ui(project) -> Iterator[tuple[subprocess.Popen, int]]:
     """`make ui` running in the copy, as a user starts it in a terminal."""
     port = free_port()
-    process = subprocess.Popen(
-        ["make", "--no-print-directory", "ui", f"PORT={port}"],
-        cwd=project.root,
-        env=project.env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
-            break
-        assert process.poll() is None, process.stdout.read()
-        time.sleep(0.5)
-    else:
-        pytest.fail("make ui did not answer within 90 s")
+    process = project.spawn("ui", f"PORT={port}", stderr=subprocess.DEVNULL)
+    wait_for_page(f"http://127.0.0.1:{port}/health", process)
     yield process, port
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)
@@ -234,22 +230,9 @@ def test_ctrl_c_stops_everything_make_ui_started(mlflow_ui):
 
 def test_make_docs_serve_serves_the_site_on_loopback(project):
     port = free_port()
-    process = subprocess.Popen(
-        ["make", "--no-print-directory", "docs-serve", f"DOCS_PORT={port}"],
-        cwd=project.root,
-        env=project.env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    process = project.spawn("docs-serve", f"DOCS_PORT={port}", stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 90
-        page = ""
-        while time.monotonic() < deadline and not page:
-            with contextlib.suppress(OSError), urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as answer:
-                page = answer.read().decode()
-            time.sleep(0.5)
-        assert "ML research template" in page
+        assert "ML research template" in wait_for_page(f"http://127.0.0.1:{port}/", process)
     finally:
         os.killpg(process.pid, signal.SIGINT)
-        process.wait(timeout=30)
+        process.communicate(timeout=30)

@@ -10,7 +10,6 @@ import json
 import os
 import signal
 import socket
-import subprocess
 import time
 from pathlib import Path
 
@@ -28,19 +27,6 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Project:
     result = project.make("pipeline")
     assert result.returncode == 0, result.stderr
     return project
-
-
-def start_pipeline(project: Project, *arguments: str) -> subprocess.Popen:
-    """`make pipeline` in its own session, as a terminal would run it."""
-    return subprocess.Popen(
-        ["make", "--no-print-directory", "pipeline", *arguments],
-        cwd=project.root,
-        env=project.env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
 
 
 def wait_for_stage(project: Project, stage: str, timeout: float = 120) -> Path:
@@ -65,7 +51,7 @@ def error_lines(stderr: str) -> list[str]:
 )
 def test_an_interrupt_during_a_stage_ends_the_runs_killed_and_keeps_dvc_lock(project, name, signum, to_group):
     lock_before = (project.root / "dvc.lock").read_bytes()
-    process = start_pipeline(project, "FORCE=1")
+    process = project.spawn("pipeline", "FORCE=1")
     wait_for_stage(project, "train")
     sent = time.monotonic()
     if to_group:
@@ -92,7 +78,7 @@ def test_an_interrupt_during_a_stage_ends_the_runs_killed_and_keeps_dvc_lock(pro
 
 
 def test_after_a_hard_kill_the_next_pipeline_ends_the_orphaned_runs_and_runs(project):
-    process = start_pipeline(project, "FORCE=1")
+    process = project.spawn("pipeline", "FORCE=1")
     wait_for_stage(project, "train")
     os.killpg(process.pid, signal.SIGKILL)
     process.wait(timeout=30)
@@ -113,7 +99,7 @@ def test_after_a_hard_kill_the_next_pipeline_ends_the_orphaned_runs_and_runs(pro
 
 
 def test_two_pipelines_at_once_one_runs_the_other_refuses(project):
-    first = start_pipeline(project, "FORCE=1", "RUN_NAME=first")
+    first = project.spawn("pipeline", "FORCE=1", "RUN_NAME=first")
     wait_for_stage(project, "data_load")
     runs_before = len(project.runs())
     second = project.make("pipeline", RUN_NAME="second")
