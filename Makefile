@@ -15,12 +15,20 @@
 #   BASE            the git revision or tag `make report` compares with (default: HEAD)
 #   BENCH_ARGS      options of `make bench`: --quick (smoke test), --scale (1,000,000 rows), --repeats N
 #   SWEEP           the grid of `make sweep`, e.g. SWEEP="train.C=0.1,1,10 data_split.test_size=0.2,0.3"
+#   JOBS            how many points of a sweep run at once, through DVC's experiment queue (default: 1)
+#   TEAM_ENV        the team-mode settings file (default: team.env; see team.env.example)
+#   NAME, ROLE      the user `make team-user` creates and its right on the experiment (read, edit, manage)
+#
+# Team mode: when team.env exists, every target tracks to its MLflow server and stores data in its
+# S3 remote (`make team-up` starts a trial stack here and writes one). Without it, nothing changes.
 
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 PROJECT_NAME ?= ml-research-template
 PROJECT_ROOT := $(CURDIR)
+TEAM_ENV ?= team.env
+-include $(TEAM_ENV)
 PYTHON ?= python3.11
 VENV ?= .venv
 RUN_NAME ?=
@@ -28,6 +36,10 @@ FORCE ?=
 TAG ?=
 BASE ?= HEAD
 SWEEP ?=
+JOBS ?= 1
+NAME ?=
+ROLE ?=
+PASSWORD ?=
 BENCH_ARGS ?=
 MSG ?=
 RUN_ID ?=
@@ -58,14 +70,21 @@ export PIPELINE_RECORDS_DIR := $(PROJECT_ROOT)/.pipeline
 export NO_MKDOCS_2_WARNING := 1
 export PROJECT_VENV := $(VENV_DIR)
 export PATH := $(BIN):$(PATH)
+# Team mode's logins: MLflow reads the first two, DVC's S3 remote the keys (dvc-setup also writes them
+# into .dvc/config.local, so plain `dvc push` works too).
+ifneq ($(wildcard $(TEAM_ENV)),)
+export MLFLOW_TRACKING_USERNAME MLFLOW_TRACKING_PASSWORD DVC_S3_ENDPOINT_URL AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY
+endif
 
 # The venv is reinstalled only when a requirements file's content changes.
 RUNTIME_HASH := $(shell cat requirements.txt | sha256sum | cut -c1-16)
-DEV_HASH := $(shell cat requirements.txt requirements-dev.txt | sha256sum | cut -c1-16)
+TEAM_HASH := $(shell cat requirements.txt requirements-team.txt | sha256sum | cut -c1-16)
+DEV_HASH := $(shell cat requirements.txt requirements-team.txt requirements-dev.txt | sha256sum | cut -c1-16)
 RUNTIME_STAMP := $(VENV)/.installed-runtime-$(RUNTIME_HASH)
+TEAM_STAMP := $(VENV)/.installed-team-$(TEAM_HASH)
 DEV_STAMP := $(VENV)/.installed-dev-$(DEV_HASH)
 
-.PHONY: help pipeline ui report sweep bench tag verify checkout history pull docs docs-serve test lint format clean clean-mlflow venv venv-dev dvc-setup
+.PHONY: help pipeline ui report sweep bench tag verify checkout history pull docs docs-serve test lint format clean clean-mlflow venv venv-dev dvc-setup team-up team-down team-status team-user
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -74,15 +93,19 @@ pipeline: $(RUNTIME_STAMP) dvc-setup ## Run the DVC pipeline as one MLflow paren
 	@exec $(PY) -m src.utils.start_pipeline --config params.yaml --run-name "$(RUN_NAME)" $(if $(FORCE),--force)
 
 ui: $(RUNTIME_STAMP) ## Open the MLflow UI on this project's runs, on 127.0.0.1 only (PORT=5000)
+ifneq ($(filter http://% https://%,$(MLFLOW_TRACKING_URI)),)
+	@echo "In team mode the UI is the tracking server's: open $(MLFLOW_TRACKING_URI) and log in as $(MLFLOW_TRACKING_USERNAME)"
+else
 	@echo "MLflow UI on http://127.0.0.1:$(PORT) (Ctrl-C stops it)"
 	@exec "$(BIN)/mlflow" ui --backend-store-uri "$(MLFLOW_TRACKING_URI)" --host 127.0.0.1 --port $(PORT) --workers 1
+endif
 
 report: $(RUNTIME_STAMP) ## Compare params, metrics and plots with a git revision: reports/report.md (BASE=HEAD)
 	@$(PY) -m src.report.compare --base "$(BASE)"
 
 sweep: $(RUNTIME_STAMP) dvc-setup ## Run a grid of params as DVC experiments, one MLflow parent run each (SWEEP="train.C=0.1,1 ...")
 	@[ -n "$$SWEEP" ] || { echo 'error: give the grid: make sweep SWEEP="train.C=0.1,1,10 data_split.test_size=0.2,0.3"' >&2; exit 2; }
-	@$(PY) -m src.utils.sweep --config params.yaml --grid "$$SWEEP"
+	@$(PY) -m src.utils.sweep --config params.yaml --grid "$$SWEEP" --jobs "$(JOBS)"
 
 bench: $(RUNTIME_STAMP) ## Measure the pipeline's overhead against the floor: reports/bench.md (BENCH_ARGS=--scale)
 	@$(PY) -m src.bench $(BENCH_ARGS)
@@ -131,6 +154,7 @@ clean: ## Remove pipeline outputs and build files (keeps data/external, the MLfl
 	find . -path ./.venv -prune -o -name __pycache__ -type d -exec rm -rf {} +
 
 clean-mlflow: ## Delete the MLflow store, every run in it (CONFIRM=1)
+	@case "$(MLFLOW_TRACKING_URI)" in http://*|https://*) echo "error: the runs live on the tracking server $(MLFLOW_TRACKING_URI); delete them there (MLflow UI or API), not here" >&2; exit 2;; esac
 	@if [ "$(CONFIRM)" != 1 ]; then echo "error: this deletes mlflow.db and mlruns/ with every run; run 'make clean-mlflow CONFIRM=1'" >&2; exit 2; fi
 	rm -rf mlflow.db mlruns
 
@@ -151,11 +175,30 @@ $(DEV_STAMP):
 	@test -x $(PY) || $(PYTHON) -m venv "$(VENV_DIR)"
 	@echo "Installing the pinned requirements and dev tools into $(VENV_DIR) (about a minute, once)..."
 	@$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
-	@rm -f "$(VENV_DIR)"/.installed-runtime-* "$(VENV_DIR)"/.installed-dev-*
+	@rm -f "$(VENV_DIR)"/.installed-*
+	@touch $(RUNTIME_STAMP) $(TEAM_STAMP) $@
+
+$(TEAM_STAMP):
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or run 'make PYTHON=/path/to/python3.11 ...'" >&2; exit 2; }
+	@test -x $(PY) || $(PYTHON) -m venv "$(VENV_DIR)"
+	@echo "Installing the pinned requirements and the team stack's servers into $(VENV_DIR)..."
+	@$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-team.txt
+	@rm -f "$(VENV_DIR)"/.installed-runtime-* "$(VENV_DIR)"/.installed-team-*
 	@touch $(RUNTIME_STAMP) $@
 
-# The default DVC remote (a local folder) and an optional shared cache, in .dvc/config.local.
+# The default DVC remote (a local folder, or team.env's S3 bucket) and an optional shared cache, in .dvc/config.local.
 dvc-setup: $(RUNTIME_STAMP)
-	@case "$(DVC_REMOTE_URL)" in *://*) ;; *) mkdir -p "$(DVC_REMOTE_URL)" ;; esac
-	@grep -qsF "url = $(DVC_REMOTE_URL)" .dvc/config.local || $(DVC) remote add --local --force --default $(DVC_REMOTE) "$(DVC_REMOTE_URL)"
-	@if [ -n "$(DVC_CACHE_DIR)" ]; then grep -qsF "dir = $(DVC_CACHE_DIR)" .dvc/config.local || $(DVC) cache dir --local "$(DVC_CACHE_DIR)"; fi
+	@$(PY) -m src.utils.dvc_remote --name "$(DVC_REMOTE)" --url "$(DVC_REMOTE_URL)" --cache-dir "$(DVC_CACHE_DIR)"
+
+team-up: $(TEAM_STAMP) ## Start a trial team stack here (PostgreSQL, S3, MLflow with logins) and write team.env
+	@$(PY) -m src.team up --project-name "$(PROJECT_NAME)"
+
+team-down: ## Stop the team stack, by process id (PostgreSQL's data stays in .team/)
+	@if [ -x $(PY) ]; then $(PY) -m src.team down; fi
+
+team-status: ## Show each part of the team stack, its process and the memory it holds
+	@$(PY) -m src.team status
+
+team-user: $(RUNTIME_STAMP) ## Create a user on the tracking server with a right on the experiment (NAME=... ROLE=read|edit|manage)
+	@[ -n "$$NAME" ] && [ -n "$$ROLE" ] || { echo 'error: name the user and its role: make team-user NAME=alice ROLE=read|edit|manage' >&2; exit 2; }
+	@$(PY) -m src.team user --name "$$NAME" --role "$$ROLE" --password "$$PASSWORD"

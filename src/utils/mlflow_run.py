@@ -80,6 +80,8 @@ def import_mlflow() -> ModuleType:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("DO_NOT_TRACK", "1")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # A tracking server's client prints each run's URL on stdout, where the parent id must be alone.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     import mlflow
 
     mlflow.set_tracking_uri(tracking_uri())
@@ -92,6 +94,33 @@ def experiment_id_for(client: MlflowClient, name: str) -> str:
     if experiment is not None:
         return experiment.experiment_id
     return client.create_experiment(name)
+
+
+def describe_tracking_error(error: BaseException) -> str:
+    """Say in one line what an error from the tracking store means, and for a refusal what to do.
+
+    A tracking server with logins answers HTTP 401 to a wrong username or
+    password, and 403 to an account without the right (e.g. READ only, and the
+    pipeline creates runs); a server that is down refuses the connection.
+    """
+    status = error.get_http_status_code() if hasattr(error, "get_http_status_code") else 0
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME", "")
+    if status == 401:
+        return (
+            f"the tracking server refused the login of user {user!r} (HTTP 401): "
+            "check MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD in team.env"
+        )
+    if status == 403:
+        return (
+            f"user {user!r} may not create or change runs in this experiment (HTTP 403): "
+            f"an admin can give it the right with `make team-user NAME={user} ROLE=edit`"
+        )
+    if "Connection refused" in str(error):
+        return (
+            "nothing answers there (connection refused): "
+            "start the server (`make team-up` for the trial stack) or fix MLFLOW_TRACKING_URI"
+        )
+    return one_line(error)
 
 
 def one_line(error: BaseException) -> str:
@@ -163,6 +192,23 @@ def records_folder(parent_run_id: str) -> Path:
     return Path(os.environ.get(RECORDS_ENV) or PROJECT_ROOT / ".pipeline") / parent_run_id
 
 
+def experiment_parent_file(experiment_name: str) -> Path:
+    """Where a sweep writes the parent run id of the DVC experiment `experiment_name`."""
+    return records_folder("experiments") / experiment_name
+
+
+def experiment_parent_run() -> str:
+    """The parent run a sweep opened for the DVC experiment this stage runs in, or "".
+
+    Points queued with `dvc exp run --queue` all run with the environment of the
+    queue's workers, so the parent cannot come in PIPELINE_PARENT_RUN_ID; DVC
+    gives each its experiment's name in DVC_EXP_NAME instead.
+    """
+    name = os.environ.get("DVC_EXP_NAME", "")
+    path = experiment_parent_file(name) if name else None
+    return path.read_text().strip() if path is not None and path.exists() else ""
+
+
 def now_ms() -> int:
     """The current time in milliseconds, as MLflow stores it."""
     return int(time.time() * 1000)
@@ -208,7 +254,8 @@ def log_record(
 def mlflow_stage(name: str) -> Callable[[Callable[[Config], StageResult]], Callable[[Config], StageResult]]:
     """Track a stage's `main(config)` as a nested MLflow run called `name`.
 
-    Under `make pipeline` (the parent's id in `PIPELINE_PARENT_RUN_ID`) the stage
+    Under `make pipeline` (the parent's id in `PIPELINE_PARENT_RUN_ID`) or a sweep
+    (see `experiment_parent_run`) the stage
     writes a StageRecord that `finish_pipeline` logs as a nested run of the
     parent; on its own the stage logs a run of its own at once, and says where.
     Either way the run has the params dvc.yaml lists for the stage, what the
@@ -227,7 +274,7 @@ def mlflow_stage(name: str) -> Callable[[Callable[[Config], StageResult]], Calla
     def decorate(stage_main: Callable[[Config], StageResult]) -> Callable[[Config], StageResult]:
         @functools.wraps(stage_main)
         def tracked(config: Config) -> StageResult:
-            parent_run_id = os.environ.get(PARENT_RUN_ENV, "")
+            parent_run_id = os.environ.get(PARENT_RUN_ENV, "") or experiment_parent_run()
             folder = records_folder(parent_run_id) if parent_run_id else Path(tempfile.mkdtemp(prefix="stage-run-"))
             every_param = config.flat()
             record = StageRecord(

@@ -27,6 +27,7 @@ from src.utils.git import git_state, tags_at
 from src.utils.mlflow_run import (
     PARENT_RUN_ENV,
     ROLE_TAG,
+    describe_tracking_error,
     experiment_id_for,
     import_mlflow,
     one_line,
@@ -229,7 +230,7 @@ def main(argv: list[str] | None = None) -> None:
         host_tags = {PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname(), ROOT_TAG: str(PROJECT_ROOT)}
         run_id = open_parent_run(config, params_text, arguments.run_name, tags=host_tags)
     except Exception as error:
-        fail(f"cannot open the MLflow parent run at {tracking_uri()}: {one_line(error)}")
+        fail(f"cannot open the MLflow parent run at {tracking_uri()}: {describe_tracking_error(error)}")
     sys.stdout.write(f"{run_id}\n")
     sys.stdout.flush()
 

@@ -1,11 +1,15 @@
 """`make sweep`: a grid of params, each point a DVC experiment and an MLflow parent run.
 
-`make sweep SWEEP="train.C=0.1,1,10 data_split.test_size=0.2,0.3"` runs the six
-points one after another with `dvc exp run --temp` (each in a temporary copy of
-the workspace, which stays untouched). Every point gets its own parent run with
-the usual nested stage runs, all tagged with the sweep's id; a failed point is
-reported and the others go on. The sweep ends with the points ranked by the
-main metric; `dvc exp apply <name>` brings a point into the workspace.
+`make sweep SWEEP="train.C=0.1,1,10 data_split.test_size=0.2,0.3" [JOBS=N]` queues
+the six points with `dvc exp run --queue` and runs them with DVC's own queue,
+N at a time (`dvc queue start -j N`), each in a temporary copy of the workspace,
+which stays untouched. Every point gets its own parent run with the usual nested
+stage runs, all tagged with the sweep's id. Queued points all run with the
+environment of the queue's workers, so a point's stages find their parent run
+through the experiment's name (`DVC_EXP_NAME`, see `experiment_parent_run`). A
+failed point is reported with the end of its log and the others go on. The
+sweep ends with the points ranked by the main metric; `dvc exp apply <name>`
+brings a point into the workspace.
 """
 
 from __future__ import annotations
@@ -13,8 +17,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import logging
-import os
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -23,14 +25,17 @@ from typing import Any
 import yaml
 
 from src.config import PROJECT_ROOT, Config, ConfigError, flatten, validate
-from src.utils.cli import EXIT_BAD_CONFIG, fail, parse_config
+from src.utils.cli import EXIT_BAD_CONFIG, EXIT_INTERRUPTED, fail, parse_config
+from src.utils.data_versions import dvc
 from src.utils.git import git
-from src.utils.mlflow_run import PARENT_RUN_ENV, RECORDS_ENV, import_mlflow, one_line, records_folder, tracking_uri
+from src.utils.mlflow_run import describe_tracking_error, experiment_parent_file, import_mlflow
 
 logger = logging.getLogger(__name__)
 
 MAIN_METRIC = "accuracy"
 SWEEP_TAG = "sweep"
+POLL_SECONDS = 2.0
+RESTART_SECONDS = 12.0
 
 
 @dataclass
@@ -92,37 +97,92 @@ def experiment_revision(name: str) -> str:
     raise RuntimeError(f"DVC experiment {name} left no git reference")
 
 
-def run_point(point: Point, config: Config, sweep_id: str) -> None:
-    """Run one point: open its parent run, `dvc exp run --temp`, close the run."""
-    from src.utils.finish_pipeline import close_parent
+def queue_point(point: Point, config: Config, sweep_id: str) -> None:
+    """Open the point's parent run, tell its stages where it is, and queue it with `dvc exp run --queue`."""
     from src.utils.start_pipeline import open_parent_run
 
     params_text = yaml.safe_dump(config.model_dump(), sort_keys=False)
     point.run_id = open_parent_run(
         config, params_text, run_name=point.name, tags={SWEEP_TAG: sweep_id, "sweep.point": point.describe()}
     )
-    command = [sys.executable, "-m", "dvc", "exp", "run", "--temp", "--name", point.name]
+    experiment_parent_file(point.name).parent.mkdir(parents=True, exist_ok=True)
+    experiment_parent_file(point.name).write_text(point.run_id)
+    command = ["exp", "run", "--queue", "--name", point.name]
     for key, value in point.overrides.items():
         command += ["--set-param", f"{key}={yaml.safe_dump(value).splitlines()[0]}"]
-    # The temporary workspace is another directory: pass the store's absolute URI and the parent id.
-    environment = {
-        **os.environ,
-        "MLFLOW_TRACKING_URI": tracking_uri(),
-        PARENT_RUN_ENV: point.run_id,
-        RECORDS_ENV: str(records_folder(point.run_id).parent),
-    }
-    logger.info("point %s: %s", point.name, point.describe())
-    exit_code = subprocess.run(command, cwd=PROJECT_ROOT, env=environment, check=False).returncode
-    revision = ""
-    if exit_code == 0:
+    queued = dvc(*command, quiet=True)
+    if queued.returncode:
+        reason = (queued.stderr.strip() or "no message").splitlines()[-1]
+        raise RuntimeError(f"dvc could not queue point {point.name}: {reason}")
+    logger.info("queued point %s: %s (MLflow run %s)", point.name, point.describe(), point.run_id)
+
+
+def queue_statuses() -> dict[str, str]:
+    """The status DVC's queue gives each experiment by name: Queued, Running, Success or Failed."""
+    from dvc.repo import Repo
+
+    with Repo(str(PROJECT_ROOT)) as repo:
+        return {entry.get("name") or "": entry["status"] for entry in repo.experiments.celery_queue.status()}
+
+
+def close_point(point: Point, succeeded: bool) -> None:
+    """Log the point's stage runs and metrics to its parent run and end it."""
+    from src.utils.finish_pipeline import close_parent
+
+    exit_code, revision = (0, "") if succeeded else (1, "")
+    if succeeded:
         try:
             revision = experiment_revision(point.name)
         except RuntimeError as error:
             logger.error("%s", error)
             exit_code = 1
+    if exit_code:
+        log = dvc("queue", "logs", point.name, quiet=True).stdout
+        sys.stderr.write("".join(f"  {point.name}: {line}\n" for line in log.splitlines()[-8:]))
     client = import_mlflow().MlflowClient()
     point.status = close_parent(client, point.run_id, exit_code, revision)
     point.metric = client.get_run(point.run_id).data.metrics.get(MAIN_METRIC)
+    experiment_parent_file(point.name).unlink(missing_ok=True)
+
+
+def run_queue(points: list[Point], jobs: int) -> None:
+    """Start `jobs` queue workers and close each point's parent run as soon as the point ends.
+
+    DVC's workers stop by themselves once the queue is empty; workers of an
+    earlier sweep that were stopping as this one queued its points are replaced
+    when points wait with none running. On an interrupt the running points are
+    killed, the others taken off the queue, and their parent runs end KILLED.
+    """
+    from src.utils.cli import EXIT_INTERRUPTED
+    from src.utils.finish_pipeline import close_parent
+
+    dvc("queue", "start", "--jobs", str(jobs), quiet=True)
+    pending = {point.name: point for point in points}
+    idle_since = time.monotonic()
+    try:
+        while pending:
+            time.sleep(POLL_SECONDS)
+            statuses = queue_statuses()
+            for name, status in statuses.items():
+                if name in pending and status in ("Success", "Failed"):
+                    point = pending.pop(name)
+                    close_point(point, status == "Success")
+                    logger.info("point %s (%s) %s", point.name, point.describe(), point.status)
+            if any(statuses.get(name) == "Running" for name in pending):
+                idle_since = time.monotonic()
+            elif pending and time.monotonic() - idle_since > RESTART_SECONDS:
+                logger.info("points wait with no queue worker running; starting workers again")
+                dvc("queue", "start", "--jobs", str(jobs), quiet=True)
+                idle_since = time.monotonic()
+    except KeyboardInterrupt:
+        logger.warning("interrupted: killing the queued points")
+        dvc("queue", "kill", *pending, quiet=True)
+        dvc("queue", "remove", *pending, quiet=True)
+        dvc("queue", "stop", quiet=True)
+        client = import_mlflow().MlflowClient()
+        for point in pending.values():
+            point.status = close_parent(client, point.run_id, EXIT_INTERRUPTED)
+        raise
 
 
 def ranking(points: list[Point]) -> str:
@@ -144,7 +204,10 @@ def main(argv: list[str] | None = None) -> None:
     """Run every point of `--grid`, then print the ranking."""
     parser = argparse.ArgumentParser(prog="python -m src.utils.sweep", description=__doc__)
     parser.add_argument("--grid", required=True, help='e.g. "train.C=0.1,1,10 data_split.test_size=0.2,0.3"')
+    parser.add_argument("--jobs", default="1", help="how many points run at once (default: 1)")
     arguments, config = parse_config(parser, argv)
+    if not arguments.jobs.isdigit() or int(arguments.jobs) < 1:
+        fail(f"JOBS must be a whole number of at least 1, got {arguments.jobs!r}", EXIT_BAD_CONFIG)
     try:
         grid = parse_grid(arguments.grid)
         configs = [apply_overrides(config, overrides) for overrides in grid]
@@ -152,14 +215,15 @@ def main(argv: list[str] | None = None) -> None:
         fail(str(error), EXIT_BAD_CONFIG)
     sweep_id = time.strftime("sweep-%Y%m%d-%H%M%S")
     points = [Point(overrides, name=f"{sweep_id}-{index}") for index, overrides in enumerate(grid, start=1)]
-    logger.info("%s: %d points, tagged %s=%s in MLflow", sweep_id, len(points), SWEEP_TAG, sweep_id)
-    for point, point_config in zip(points, configs, strict=True):
-        try:
-            run_point(point, point_config, sweep_id)
-        except Exception as error:
-            point.status = f"FAILED ({one_line(error)})"
-        if point.status != "FINISHED":
-            logger.error("point %s (%s) %s; going on with the others", point.name, point.describe(), point.status)
+    logger.info("%s: %d points, %s at a time, tagged %s=%s", sweep_id, len(points), arguments.jobs, SWEEP_TAG, sweep_id)
+    try:
+        for point, point_config in zip(points, configs, strict=True):
+            queue_point(point, point_config, sweep_id)
+        run_queue(points, int(arguments.jobs))
+    except KeyboardInterrupt:
+        fail("sweep interrupted; its runs not finished are KILLED", EXIT_INTERRUPTED)
+    except Exception as error:
+        fail(f"sweep {sweep_id} stopped: {describe_tracking_error(error)}")
     sys.stdout.write(ranking(points))
     failed = [point for point in points if point.status != "FINISHED"]
     if failed:

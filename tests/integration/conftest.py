@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -23,6 +24,7 @@ class Project:
 
     root: Path
     remote: Path
+    server: str = ""  # a tracking server's URL (team mode); the copy's own mlflow.db otherwise
 
     def env(self, **extra: str) -> dict[str, str]:
         """The environment a user's shell would have, pointed at this copy."""
@@ -81,7 +83,7 @@ class Project:
 
     @property
     def tracking_uri(self) -> str:
-        return f"sqlite:///{self.root / 'mlflow.db'}"
+        return self.server or f"sqlite:///{self.root / 'mlflow.db'}"
 
     def client(self):
         """An MlflowClient on the copy's store."""
@@ -113,6 +115,15 @@ class Project:
 
     def children(self, parent_run_id: str) -> list:
         return self.runs(f"tags.mlflow.parentRunId = '{parent_run_id}'")
+
+
+def assert_outputs_match_lock(project: Project, revision: str) -> None:
+    """Assert that every output dvc.lock records at `revision` is in the copy, byte for byte."""
+    lock = yaml.safe_load(project.git("show", f"{revision}:dvc.lock"))
+    for stage in lock["stages"].values():
+        for output in stage["outs"]:
+            content = (project.root / output["path"]).read_bytes()
+            assert hashlib.md5(content).hexdigest() == output["md5"], output["path"]
 
 
 def new_project(root: Path, remote: Path) -> Project:

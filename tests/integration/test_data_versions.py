@@ -6,14 +6,13 @@ previous one left (a tag, a run on that tag, a changed param).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import subprocess
 
 import pytest
 import yaml
 
-from tests.integration.conftest import Project, new_project
+from tests.integration.conftest import Project, assert_outputs_match_lock, new_project
 
 pytestmark = pytest.mark.slow
 
@@ -127,11 +126,7 @@ def test_a_second_clone_gets_the_tagged_data_back_byte_for_byte(project, tmp_pat
     clone.run("git", "checkout", "-q", "v1", check=True)
     result = clone.make("pull")
     assert result.returncode == 0, result.stderr
-    lock = yaml.safe_load(clone.git("show", "v1:dvc.lock"))
-    for stage in lock["stages"].values():
-        for output in stage["outs"]:
-            content = (clone.root / output["path"]).read_bytes()
-            assert hashlib.md5(content).hexdigest() == output["md5"], output["path"]
+    assert_outputs_match_lock(clone, "v1")
     assert (clone.root / "reports/metrics.json").read_bytes() == (project.root / "reports/metrics.json").read_bytes()
 
 

@@ -125,7 +125,10 @@ def test_a_tracking_server_that_is_down_stops_before_any_stage(project):
     assert time.monotonic() - started < 90
     assert result.returncode != 0
     [line] = error_lines(result.stderr)
-    assert line.startswith(f"error: cannot open the MLflow parent run at http://127.0.0.1:{port}: ")
+    assert line == (
+        f"error: cannot open the MLflow parent run at http://127.0.0.1:{port}: nothing answers there (connection "
+        "refused): start the server (`make team-up` for the trial stack) or fix MLFLOW_TRACKING_URI"
+    )
     assert "Running stage" not in result.stdout
     assert (project.root / "dvc.lock").read_bytes() == lock_before
 

@@ -1,0 +1,598 @@
+"""Team mode's trial stack on one machine: `make team-up`, `team-down`, `team-status`, `team-user`.
+
+Three real servers, bound to 127.0.0.1, each started from this checkout and
+remembered by process id under `.team/` (gitignored):
+
+- PostgreSQL (Debian's server binaries), its data in `.team/postgres/data`,
+  run as the `postgres` user when started by root; MLflow logs in with a
+  password. Its data survives `team-down`/`team-up`.
+- An S3-compatible object store (moto's server mode) with two buckets: MLflow's
+  artifacts and the DVC remote. moto keeps objects in memory: a `team-down`
+  loses them. A team points the same settings at its own S3 or MinIO.
+- `mlflow server` on PostgreSQL, with MLflow's basic-auth app (the admin's
+  password is generated into team.env), artifacts proxied to the bucket, job
+  execution off and one worker.
+
+`team-up` writes `team.env`, the one switch every make target reads, unless it
+exists already. Secrets and ports live in `.team/stack.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import pwd
+import re
+import secrets
+import signal
+import stat
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import warnings
+from base64 import b64encode
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from src.config import PROJECT_ROOT, ConfigError, load_config
+from src.utils.cli import EXIT_BAD_CONFIG, fail
+from src.utils.logs import setup_logging
+from src.utils.mlflow_run import one_line
+
+logger = logging.getLogger(__name__)
+
+TEAM_DIR = PROJECT_ROOT / ".team"
+TEAM_ENV = PROJECT_ROOT / "team.env"
+BIN = Path(sys.executable).parent
+ARTIFACTS_BUCKET = "mlflow-artifacts"
+DATA_BUCKET = "dvc-store"
+ADMIN = "admin"
+ROLES = {"read": "READ", "edit": "EDIT", "manage": "MANAGE"}
+# Each part gets this long to answer; MLflow builds its schema on the first start (16 s here).
+READY_SECONDS = {"postgres": 30, "s3": 30, "mlflow": 180}
+STOP_SECONDS = 20
+
+
+def say(text: str) -> None:
+    """Print one line for the user on stdout."""
+    sys.stdout.write(text + "\n")
+
+
+class StackError(Exception):
+    """A part of the stack that cannot start, in one sentence."""
+
+
+@dataclass
+class Settings:
+    """The stack's ports and generated secrets, kept in `.team/stack.json` (mode 600)."""
+
+    mlflow_port: int = 5100
+    s3_port: int = 5101
+    postgres_port: int = 5102
+    postgres_password: str = ""
+    mlflow_db_password: str = ""
+    admin_password: str = ""
+    flask_secret_key: str = ""
+    s3_access_key_id: str = ""
+    s3_secret_access_key: str = ""
+
+    @property
+    def path(self) -> Path:
+        """The settings file."""
+        return TEAM_DIR / "stack.json"
+
+    @classmethod
+    def load(cls) -> Settings:
+        """Read the settings, generating what is missing; `TEAM_*_PORT` variables override the ports."""
+        path = TEAM_DIR / "stack.json"
+        settings = cls(**json.loads(path.read_text())) if path.exists() else cls()
+        for name in ("postgres_password", "mlflow_db_password", "admin_password", "flask_secret_key"):
+            if not getattr(settings, name):
+                setattr(settings, name, secrets.token_urlsafe(18))
+        if not settings.s3_access_key_id:
+            settings.s3_access_key_id = "team" + secrets.token_hex(8)
+            settings.s3_secret_access_key = secrets.token_urlsafe(24)
+        for name in ("mlflow", "s3", "postgres"):
+            override = os.environ.get(f"TEAM_{name.upper()}_PORT")
+            if override:
+                setattr(settings, f"{name}_port", int(override))
+        return settings
+
+    def save(self) -> None:
+        """Write the settings, readable by this user only."""
+        TEAM_DIR.mkdir(exist_ok=True)
+        self.path.touch(mode=0o600)
+        self.path.write_text(json.dumps(asdict(self), indent=2) + "\n")
+
+    @property
+    def mlflow_url(self) -> str:
+        """The tracking server's URL."""
+        return f"http://127.0.0.1:{self.mlflow_port}"
+
+    @property
+    def s3_url(self) -> str:
+        """The S3 endpoint's URL."""
+        return f"http://127.0.0.1:{self.s3_port}"
+
+    def database_uri(self, database: str) -> str:
+        """The URI MLflow logs into PostgreSQL's `database` with."""
+        return f"postgresql://mlflow:{self.mlflow_db_password}@127.0.0.1:{self.postgres_port}/{database}"
+
+
+# -- processes, remembered by id -------------------------------------------------------------
+
+
+def pid_file(part: str) -> Path:
+    """Where the id of the part's process is kept."""
+    return TEAM_DIR / "pids" / f"{part}.json"
+
+
+def log_file(part: str) -> Path:
+    """The part's log."""
+    return TEAM_DIR / "logs" / f"{part}.log"
+
+
+def remember(part: str, process: subprocess.Popen) -> None:
+    """Record the id and start time of the process started for `part`."""
+    import psutil
+
+    started = psutil.Process(process.pid).create_time()
+    pid_file(part).parent.mkdir(parents=True, exist_ok=True)
+    pid_file(part).write_text(json.dumps({"pid": process.pid, "started": started}))
+
+
+def running(part: str) -> Any:
+    """The part's process (a psutil.Process) if the one this stack started still runs, else None.
+
+    The start time must match too, so a recycled process id is never mistaken for ours.
+    """
+    import psutil
+
+    try:
+        recorded = json.loads(pid_file(part).read_text())
+        process = psutil.Process(recorded["pid"])
+        if abs(process.create_time() - recorded["started"]) < 1 and process.status() != psutil.STATUS_ZOMBIE:
+            return process
+    except (FileNotFoundError, ValueError, KeyError, psutil.Error):
+        pass
+    return None
+
+
+def stop(part: str) -> bool:
+    """Stop the part's process and every process under it; return whether one was running.
+
+    PostgreSQL gets SIGINT (its fast shutdown), the others SIGTERM; whatever is
+    left after STOP_SECONDS gets SIGKILL.
+    """
+    import psutil
+
+    process = running(part)
+    pid_file(part).unlink(missing_ok=True)
+    if process is None:
+        return False
+    with contextlib.suppress(psutil.Error):
+        tree = [process, *process.children(recursive=True)]
+        process.send_signal(signal.SIGINT if part == "postgres" else signal.SIGTERM)
+        _, alive = psutil.wait_procs(tree, timeout=STOP_SECONDS)
+        for leftover in alive:
+            with contextlib.suppress(psutil.Error):
+                leftover.kill()
+        psutil.wait_procs(alive, timeout=5)
+    return True
+
+
+def launch(part: str, command: list[str], environment: dict[str, str] | None = None, **options: Any) -> Any:
+    """Start `command` for `part` in its own session, its output appended to the part's log."""
+    log_file(part).parent.mkdir(parents=True, exist_ok=True)
+    with log_file(part).open("ab") as log:
+        process = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=environment,
+            start_new_session=True,
+            cwd=TEAM_DIR,
+            **options,
+        )
+    remember(part, process)
+    return process
+
+
+def wait_until(part: str, process: subprocess.Popen, answers: Any, what: str) -> None:
+    """Wait until `answers()` is true; raise StackError if the process ends or time runs out."""
+    deadline = time.monotonic() + READY_SECONDS[part]
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise StackError(f"{what} exited with code {process.returncode} while starting; see {log_file(part)}")
+        if answers():
+            return
+        time.sleep(0.3)
+    raise StackError(f"{what} did not answer within {READY_SECONDS[part]} s; see {log_file(part)}")
+
+
+def http_status(url: str, user: str = "", password: str = "") -> int:
+    """The HTTP status `url` answers with, or 0 if nothing answers."""
+    request = urllib.request.Request(url)
+    if user:
+        token = b64encode(f"{user}:{password}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=3) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+    except (OSError, urllib.error.URLError):
+        return 0
+
+
+# -- PostgreSQL ------------------------------------------------------------------------------
+
+
+def postgres_binaries() -> Path:
+    """The folder with PostgreSQL's `initdb` and `postgres` (newest Debian version, or TEAM_PG_BIN)."""
+    override = os.environ.get("TEAM_PG_BIN")
+    candidates = (
+        [Path(override)]
+        if override
+        else sorted(
+            Path("/usr/lib/postgresql").glob("*/bin"), key=lambda folder: float(folder.parent.name), reverse=True
+        )
+    )
+    for folder in candidates:
+        if (folder / "initdb").exists() and (folder / "postgres").exists():
+            return folder
+    raise StackError(
+        "PostgreSQL's server binaries (initdb, postgres) are not installed: "
+        "run `apt-get install postgresql` (Debian), or set TEAM_PG_BIN to their folder"
+    )
+
+
+def as_postgres_user() -> dict[str, Any]:
+    """Popen options that run PostgreSQL as `postgres` when we are root (it refuses to run as root)."""
+    if os.geteuid() != 0:
+        return {}
+    try:
+        account = pwd.getpwnam("postgres")
+    except KeyError:
+        raise StackError("PostgreSQL refuses to run as root and there is no `postgres` user to run it as") from None
+    return {"user": account.pw_uid, "group": account.pw_gid, "extra_groups": []}
+
+
+def check_reachable(folder: Path, user: dict[str, Any]) -> None:
+    """Make sure the `postgres` user can reach `folder` (a checkout under a private home cannot)."""
+    if not user:
+        return
+    for parent in (each for each in folder.parents if each.exists()):
+        mode = parent.stat()
+        if not (mode.st_mode & stat.S_IXOTH or mode.st_uid == user["user"]):
+            raise StackError(
+                f"PostgreSQL runs as user postgres, which cannot enter {parent}: "
+                f"allow it (chmod o+x {parent}) or keep the project where it can"
+            )
+
+
+def start_postgres(settings: Settings) -> subprocess.Popen:
+    """Initialise the data directory if new, start PostgreSQL and create MLflow's login and databases."""
+    binaries = postgres_binaries()
+    user = as_postgres_user()
+    folder = TEAM_DIR / "postgres"
+    data = folder / "data"
+    check_reachable(folder, user)
+    folder.mkdir(parents=True, exist_ok=True)
+    if user:
+        os.chown(folder, user["user"], user["group"])
+    log_file("postgres").parent.mkdir(parents=True, exist_ok=True)
+    if not (data / "PG_VERSION").exists():
+        password_file = folder / "superuser-password"
+        password_file.write_text(settings.postgres_password + "\n")
+        password_file.chmod(0o600)
+        if user:
+            os.chown(password_file, user["user"], user["group"])
+        with log_file("postgres").open("ab") as log:
+            initdb = subprocess.run(
+                [str(binaries / "initdb"), "-D", str(data), "-U", "postgres", "--pwfile", str(password_file),
+                 "--auth-local=trust", "--auth-host=scram-sha-256", "--encoding=UTF8", "--no-locale"],
+                stdout=log, stderr=subprocess.STDOUT, cwd=folder, check=False, **user,
+            )  # fmt: skip
+        password_file.unlink(missing_ok=True)
+        if initdb.returncode:
+            raise StackError(f"PostgreSQL's initdb failed; see {log_file('postgres')}")
+    process = launch(
+        "postgres",
+        [str(binaries / "postgres"), "-D", str(data), "-p", str(settings.postgres_port),
+         "-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories="],
+        **user,
+    )  # fmt: skip
+    wait_until("postgres", process, lambda: _postgres_answers(settings), f"PostgreSQL on port {settings.postgres_port}")
+    _create_mlflow_databases(settings)
+    return process
+
+
+def _connect(settings: Settings) -> Any:
+    import psycopg
+
+    return psycopg.connect(
+        host="127.0.0.1",
+        port=settings.postgres_port,
+        user="postgres",
+        password=settings.postgres_password,
+        dbname="postgres",
+        connect_timeout=3,
+        autocommit=True,
+    )
+
+
+def _postgres_answers(settings: Settings) -> bool:
+    import psycopg
+
+    try:
+        _connect(settings).close()
+    except psycopg.OperationalError:
+        return False
+    return True
+
+
+def _create_mlflow_databases(settings: Settings) -> None:
+    """Create the `mlflow` login and its two databases (runs, and the auth app's users) if missing."""
+    from psycopg import sql
+
+    with _connect(settings) as connection:
+        if not connection.execute("select 1 from pg_roles where rolname = 'mlflow'").fetchone():
+            connection.execute(
+                sql.SQL("create role mlflow login password {}").format(sql.Literal(settings.mlflow_db_password))
+            )
+        for database in ("mlflow", "mlflow_auth"):
+            if not connection.execute("select 1 from pg_database where datname = %s", [database]).fetchone():
+                connection.execute(sql.SQL("create database {} owner mlflow").format(sql.Identifier(database)))
+
+
+# -- S3 (moto) -------------------------------------------------------------------------------
+
+
+def start_s3(settings: Settings) -> subprocess.Popen:
+    """Start moto's S3 server and create the two buckets."""
+    process = launch("s3", [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(settings.s3_port)])
+    wait_until("s3", process, lambda: http_status(settings.s3_url) != 0, f"the S3 server (moto) on {settings.s3_url}")
+    import boto3
+
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=settings.s3_url,
+        aws_access_key_id=settings.s3_access_key_id,
+        aws_secret_access_key=settings.s3_secret_access_key,
+        region_name="us-east-1",
+    )
+    existing = {bucket["Name"] for bucket in s3.list_buckets().get("Buckets", [])}
+    for bucket in (ARTIFACTS_BUCKET, DATA_BUCKET):
+        if bucket not in existing:
+            s3.create_bucket(Bucket=bucket)
+    return process
+
+
+# -- MLflow ----------------------------------------------------------------------------------
+
+
+def start_mlflow(settings: Settings) -> subprocess.Popen:
+    """Start `mlflow server` with basic-auth on PostgreSQL, artifacts in the S3 bucket."""
+    auth_config = TEAM_DIR / "auth.ini"
+    auth_config.touch(mode=0o600)
+    auth_config.write_text(
+        "[mlflow]\n"
+        "default_permission = READ\n"
+        f"database_uri = {settings.database_uri('mlflow_auth')}\n"
+        f"admin_username = {ADMIN}\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+        "grant_default_workspace_access = false\n"
+        # Checking a password costs 0.3 s; remember a good one for a minute.
+        "auth_cache_ttl_seconds = 60\n"
+    )
+    environment = {key: value for key, value in os.environ.items() if not key.startswith("MLFLOW_TRACKING_")}
+    environment.update(
+        MLFLOW_BACKEND_STORE_URI=settings.database_uri("mlflow"),
+        MLFLOW_AUTH_CONFIG_PATH=str(auth_config),
+        MLFLOW_AUTH_ADMIN_PASSWORD=settings.admin_password,
+        MLFLOW_FLASK_SERVER_SECRET_KEY=settings.flask_secret_key,
+        MLFLOW_S3_ENDPOINT_URL=settings.s3_url,
+        AWS_ACCESS_KEY_ID=settings.s3_access_key_id,
+        AWS_SECRET_ACCESS_KEY=settings.s3_secret_access_key,
+        MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false",
+        MLFLOW_DISABLE_TELEMETRY="true",
+        DO_NOT_TRACK="1",
+    )
+    process = launch(
+        "mlflow",
+        [str(BIN / "mlflow"), "server", "--app-name", "basic-auth", "--host", "127.0.0.1",
+         "--port", str(settings.mlflow_port), "--workers", "1",
+         "--artifacts-destination", f"s3://{ARTIFACTS_BUCKET}/mlruns"],
+        environment,
+    )  # fmt: skip
+    wait_until(
+        "mlflow",
+        process,
+        lambda: http_status(f"{settings.mlflow_url}/health") == 200,
+        f"the MLflow server on {settings.mlflow_url}",
+    )
+    search = f"{settings.mlflow_url}/api/2.0/mlflow/experiments/search?max_results=1"
+    login = http_status(search, ADMIN, settings.admin_password)
+    if login != 200:
+        raise StackError(
+            f"the MLflow server refused the admin password from {settings.path} (HTTP {login}); "
+            f"it was set when the server first started: set it back, or remove {TEAM_DIR} to start afresh"
+        )
+    return process
+
+
+PARTS = {"postgres": ("PostgreSQL", start_postgres), "s3": ("S3 (moto)", start_s3), "mlflow": ("MLflow", start_mlflow)}
+
+
+def write_team_env(settings: Settings, project_name: str) -> None:
+    """Write team.env for this stack, unless it exists (it may point at a real team's servers)."""
+    if TEAM_ENV.exists():
+        if f"MLFLOW_TRACKING_URI={settings.mlflow_url}\n" not in TEAM_ENV.read_text():
+            logger.warning("team.env exists and points elsewhere than this stack (%s); kept", settings.mlflow_url)
+        return
+    TEAM_ENV.touch(mode=0o600)
+    TEAM_ENV.write_text(
+        "# Team mode: every make target reads this file (gitignored: it holds passwords).\n"
+        "# Written by `make team-up` for the trial stack on this machine; see team.env.example.\n"
+        f"MLFLOW_TRACKING_URI={settings.mlflow_url}\n"
+        f"MLFLOW_TRACKING_USERNAME={ADMIN}\n"
+        f"MLFLOW_TRACKING_PASSWORD={settings.admin_password}\n"
+        "DVC_REMOTE=team\n"
+        f"DVC_REMOTE_URL=s3://{DATA_BUCKET}/{project_name}\n"
+        f"DVC_S3_ENDPOINT_URL={settings.s3_url}\n"
+        f"AWS_ACCESS_KEY_ID={settings.s3_access_key_id}\n"
+        f"AWS_SECRET_ACCESS_KEY={settings.s3_secret_access_key}\n"
+    )
+
+
+def up(project_name: str) -> None:
+    """Start every part that is not running, in order; on a failure stop what this call started."""
+    settings = Settings.load()
+    settings.save()
+    started: list[str] = []
+    began = time.monotonic()
+    try:
+        for part, (label, start) in PARTS.items():
+            if running(part):
+                logger.info("%s is running already", label)
+                continue
+            logger.info("starting %s (log: %s)", label, log_file(part))
+            started.append(part)
+            start(settings)
+    except BaseException as error:
+        for part in reversed(started):
+            stop(part)
+        message = str(error) if isinstance(error, StackError) else f"starting the stack stopped: {one_line(error)}"
+        fail(f"{message}; stopped what had started")
+    write_team_env(settings, project_name)
+    say(f"Team stack up in {time.monotonic() - began:.1f} s: MLflow on {settings.mlflow_url} (user {ADMIN}), "
+          f"S3 on {settings.s3_url}, PostgreSQL on 127.0.0.1:{settings.postgres_port}")  # fmt: skip
+    say("Every make target now uses it through team.env: try `make pipeline`; `make team-down` stops it.")
+
+
+def down() -> None:
+    """Stop every part this stack started, by process id, MLflow first."""
+    for part in reversed(PARTS):
+        label = PARTS[part][0]
+        say(f"{label}: {'stopped' if stop(part) else 'was not running'}")
+
+
+def resident(process: Any) -> int:
+    """A process's share of memory: PSS, which splits shared pages (PostgreSQL's buffers) among their users."""
+    try:
+        return process.memory_full_info().pss
+    except (AttributeError, OSError):
+        return process.memory_info().rss
+
+
+def status() -> int:
+    """Print each part's state, process id, memory and address; return 0 if all run."""
+    import psutil
+
+    settings = Settings.load()
+    addresses = {
+        "postgres": f"127.0.0.1:{settings.postgres_port}",
+        "s3": settings.s3_url,
+        "mlflow": settings.mlflow_url,
+    }
+    total = 0
+    all_running = True
+    say(f"{'part':<12} {'state':<8} {'pid':>7} {'memory':>9}  {'address':<26} log")
+    for part, (label, _) in PARTS.items():
+        process = running(part)
+        memory = 0
+        if process is not None:
+            with contextlib.suppress(psutil.Error):
+                memory = sum(resident(each) for each in [process, *process.children(recursive=True)])
+        total += memory
+        all_running &= process is not None
+        state = "running" if process is not None else "stopped"
+        shown = f"{memory / 2**20:.0f} MB" if process is not None else "-"
+        pid = str(process.pid) if process is not None else "-"
+        say(f"{label:<12} {state:<8} {pid:>7} {shown:>9}  {addresses[part]:<26} {log_file(part)}")
+    say(f"memory held by the stack: {total / 2**20:.0f} MB")
+    return 0 if all_running else 1
+
+
+def add_user(name: str, role: str, password: str, experiment_name: str) -> None:
+    """Create `name` on the tracking server (or keep the existing user) and grant it `role` on the experiment."""
+    from mlflow.exceptions import MlflowException
+
+    from src.utils.mlflow_run import describe_tracking_error, experiment_id_for, import_mlflow, tracking_uri
+
+    uri = tracking_uri()
+    if not uri.startswith(("http://", "https://")):
+        fail(f"make team-user needs a tracking server, and MLFLOW_TRACKING_URI is {uri}: run `make team-up` first")
+    mlflow = import_mlflow()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # starlette's, raised as mlflow.server loads
+        from mlflow.server import get_app_client
+
+    auth = get_app_client("basic-auth", tracking_uri=uri)
+    try:
+        experiment_id = experiment_id_for(mlflow.MlflowClient(), experiment_name)
+        created = False
+        try:
+            auth.get_user(name)
+        except MlflowException as error:
+            if error.get_http_status_code() != 404:
+                raise
+            auth.create_user(name, password)
+            created = True
+        with contextlib.suppress(MlflowException):
+            auth.revoke_user_permission(name, "experiment", experiment_id)
+        auth.grant_user_permission(name, "experiment", experiment_id, ROLES[role])
+    except MlflowException as error:
+        fail(f"{uri} refused to set up user {name!r}: {describe_tracking_error(error)}")
+    if created:
+        say(f"Created user {name} with {ROLES[role]} on experiment {experiment_name!r} at {uri}.")
+        say(f"Their team.env: MLFLOW_TRACKING_USERNAME={name} and MLFLOW_TRACKING_PASSWORD={password}")
+    else:
+        say(f"User {name} exists; it now has {ROLES[role]} on experiment {experiment_name!r} (same password).")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m src.team up|down|status|user`."""
+    parser = argparse.ArgumentParser(prog="python -m src.team", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    start = commands.add_parser("up", help="start the stack and write team.env")
+    start.add_argument("--project-name", default=PROJECT_ROOT.name)
+    commands.add_parser("down", help="stop what the stack started")
+    commands.add_parser("status", help="show each part and the memory it holds")
+    user = commands.add_parser("user", help="create a user and grant it a role on the experiment")
+    user.add_argument("--name", required=True)
+    user.add_argument("--role", required=True)
+    user.add_argument("--password", default="")
+    user.add_argument("--config", default="params.yaml")
+    arguments = parser.parse_args(argv)
+    setup_logging()
+    if arguments.command == "up":
+        up(arguments.project_name)
+    elif arguments.command == "down":
+        down()
+    elif arguments.command == "status":
+        sys.exit(status())
+    else:
+        if arguments.role not in ROLES:
+            fail(f"ROLE must be one of {', '.join(ROLES)}, got {arguments.role!r}", EXIT_BAD_CONFIG)
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.@-]*", arguments.name):
+            fail(f"NAME must be letters, digits and . _ @ -, got {arguments.name!r}", EXIT_BAD_CONFIG)
+        if arguments.password and len(arguments.password) < 12:
+            fail("PASSWORD must be at least 12 characters (MLflow refuses shorter ones)", EXIT_BAD_CONFIG)
+        try:
+            experiment_name = load_config(arguments.config).mlflow.experiment_name
+        except ConfigError as error:
+            fail(str(error), EXIT_BAD_CONFIG)
+        add_user(arguments.name, arguments.role, arguments.password or secrets.token_urlsafe(12), experiment_name)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,284 @@
+"""Team mode against the real trial stack: PostgreSQL, moto's S3 server and `mlflow server` with logins.
+
+One copy of the repository starts the stack once (`make team-up`, on free ports)
+and the tests run in file order against it: a pipeline, a tag and a second
+clone, users and their rights, a sweep on two workers, and last `team-down`.
+The copy lives in a folder the `postgres` user can enter (PostgreSQL refuses to
+run as root, so the stack runs it as `postgres`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import stat
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from src.team import StackError, postgres_binaries
+from tests.integration.conftest import Project, assert_outputs_match_lock, new_project
+
+pytestmark = pytest.mark.slow
+
+STAGES = {"data_load", "featurize", "data_split", "train", "evaluate"}
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def error_lines(result: subprocess.CompletedProcess) -> list[str]:
+    return [line for line in result.stderr.splitlines() if line.startswith("error:")]
+
+
+def settings(project: Project) -> dict[str, str]:
+    """The copy's team.env, as a dict."""
+    lines = (project.root / "team.env").read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
+
+
+def stack_processes(project: Project) -> list:
+    """Every process the copy's stack runs, by the pid files: the parts and everything under them."""
+    import psutil
+
+    processes = []
+    for pid_file in (project.root / ".team" / "pids").glob("*.json"):
+        process = psutil.Process(json.loads(pid_file.read_text())["pid"])
+        processes += [process, *process.children(recursive=True)]
+    return processes
+
+
+def processes_under(folder: Path) -> list[str]:
+    """The command lines of running processes that name `folder` (PostgreSQL's data directory, a log)."""
+    import psutil
+
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        command = " ".join(process.info["cmdline"] or [])
+        if str(folder) in command and "pytest" not in command:
+            found.append(command)
+    return found
+
+
+def s3_keys(project: Project, bucket: str) -> list[str]:
+    import boto3
+
+    team = settings(project)
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=team["DVC_S3_ENDPOINT_URL"],
+        aws_access_key_id=team["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=team["AWS_SECRET_ACCESS_KEY"],
+        region_name="us-east-1",
+    )
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket)
+    return [item["Key"] for page in pages for item in page.get("Contents", [])]
+
+
+def reachable_folder(prefix: str) -> Path:
+    """A fresh folder under /tmp that the `postgres` user may enter."""
+    base = Path(tempfile.mkdtemp(prefix=prefix))
+    base.chmod(base.stat().st_mode | stat.S_IXOTH | stat.S_IROTH)
+    return base
+
+
+@pytest.fixture(scope="module")
+def team() -> Iterator[Project]:
+    try:
+        postgres_binaries()
+    except StackError as error:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(str(error))
+    base = reachable_folder("team-test-")
+    project = new_project(base / "repo", base / "remote")
+    ports = {f"TEAM_{part}_PORT": str(free_port()) for part in ("MLFLOW", "S3", "POSTGRES")}
+    result = project.make("team-up", **ports)
+    saved = {key: os.environ.get(key) for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")}
+    try:
+        assert result.returncode == 0, result.stderr
+        team = settings(project)
+        project.server = team["MLFLOW_TRACKING_URI"]
+        os.environ["MLFLOW_TRACKING_USERNAME"] = team["MLFLOW_TRACKING_USERNAME"]
+        os.environ["MLFLOW_TRACKING_PASSWORD"] = team["MLFLOW_TRACKING_PASSWORD"]
+        project.up = result  # type: ignore[attr-defined]
+        yield project
+    finally:
+        project.make("team-down")
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_team_up_prints_the_url_and_writes_the_settings(team):
+    team_env = settings(team)
+    assert team.up.stdout.splitlines()[0].startswith("Team stack up in ")
+    assert f"MLflow on {team_env['MLFLOW_TRACKING_URI']}" in team.up.stdout
+    assert team_env["MLFLOW_TRACKING_URI"].startswith("http://127.0.0.1:")
+    assert team_env["DVC_REMOTE_URL"].startswith("s3://dvc-store/")
+    assert len(team_env["MLFLOW_TRACKING_PASSWORD"]) >= 12
+    assert stat.S_IMODE((team.root / "team.env").stat().st_mode) == 0o600
+    status = team.make("team-status")
+    assert status.returncode == 0, status.stdout
+    assert [line.split()[0] for line in status.stdout.splitlines()[1:4]] == ["PostgreSQL", "S3", "MLflow"]
+    assert status.stdout.count(" running ") == 3
+    ui = team.make("ui")
+    assert ui.returncode == 0
+    assert ui.stdout.strip() == (
+        f"In team mode the UI is the tracking server's: open {team_env['MLFLOW_TRACKING_URI']} and log in as admin"
+    )
+
+
+def test_the_stack_listens_on_127_0_0_1_only(team):
+    for process in stack_processes(team):
+        for connection in process.net_connections(kind="inet"):
+            if connection.status == "LISTEN":
+                assert connection.laddr.ip in ("127.0.0.1", "::1"), (process.name(), connection.laddr)
+
+
+def test_settings_and_secrets_are_never_committed(team):
+    assert team.git("status", "--porcelain", "--ignored=no") == ""
+    assert team.run("git", "check-ignore", "team.env", ".team/stack.json").returncode == 0
+    assert "secret_access_key" not in (team.root / ".dvc" / "config").read_text()
+
+
+def test_pipeline_logs_to_the_server_with_the_model_in_the_s3_bucket(team):
+    result = team.make("pipeline", RUN_NAME="team-run")
+    assert result.returncode == 0, result.stderr
+    [parent] = team.parents()
+    assert parent.info.status == "FINISHED"
+    assert parent.info.run_name == "team-run"
+    assert result.stdout.splitlines()[0] == parent.info.run_id
+    assert "View run" not in result.stdout  # MLflow's client prints no run URLs into the output
+    children = team.children(parent.info.run_id)
+    assert {child.info.run_name for child in children} == STAGES
+    assert {child.info.status for child in children} == {"FINISHED"}
+    [train] = [child for child in children if child.info.run_name == "train"]
+    model_files = [key for key in s3_keys(team, "mlflow-artifacts") if "/models/m-" in key]
+    assert any(key.endswith("/artifacts/model.skops") for key in model_files), model_files
+    model = team.logged_model(train)
+    test = pd.read_parquet(team.root / "data/processed/test.parquet")
+    features = test.drop(columns=["target"]).head(3)
+    assert len(model.predict(features)) == 3
+
+
+def test_tag_pushes_to_the_s3_remote_and_a_second_clone_pulls_it_byte_for_byte(team, tmp_path):
+    result = team.make("tag", TAG="v1", MSG="team data")
+    assert result.returncode == 0, result.stderr
+    assert any(key.startswith("ml-research-template/files/md5/") for key in s3_keys(team, "dvc-store"))
+    clone = Project(reachable_folder("team-clone-") / "repo", team.remote)
+    try:
+        team.run("git", "clone", "-q", str(team.root), str(clone.root), check=True)
+        shutil.copy(team.root / "team.env", clone.root / "team.env")
+        pulled = clone.make("pull")
+        assert pulled.returncode == 0, pulled.stderr
+        assert_outputs_match_lock(clone, "v1")
+        assert not team.remote.exists()  # nothing went to a local folder
+    finally:
+        shutil.rmtree(clone.root.parent, ignore_errors=True)
+
+
+def test_an_s3_endpoint_that_is_down_at_tag_leaves_no_tag(team):
+    team.set_param("data_split", "test_size", 0.25)
+    assert team.make("pipeline").returncode == 0
+    down = f"DVC_S3_ENDPOINT_URL=http://127.0.0.1:{free_port()}"  # on make's command line, it beats team.env
+    result = team.make("tag", down, TAG="v2", MSG="endpoint down")
+    assert result.returncode != 0
+    assert error_lines(result)[-1].startswith("error: dvc push failed (see above), so no tag was made")
+    assert team.git("tag").split() == ["v1"]
+    team.run("git", "checkout", "HEAD", "--", "params.yaml", "dvc.lock", check=True)
+
+
+def test_a_read_only_user_is_refused_before_any_stage_and_leaves_no_run(team):
+    created = team.make("team-user", NAME="reader", ROLE="read")
+    assert created.returncode == 0, created.stderr
+    assert "Created user reader with READ on experiment 'iris-classifier'" in created.stdout
+    password = created.stdout.split("MLFLOW_TRACKING_PASSWORD=")[1].split()[0]
+    runs_before = len(team.runs())
+    lock_before = (team.root / "dvc.lock").read_text()
+    result = team.make("pipeline", "MLFLOW_TRACKING_USERNAME=reader", f"MLFLOW_TRACKING_PASSWORD={password}", FORCE="1")
+    assert result.returncode != 0
+    assert error_lines(result) == [
+        f"error: cannot open the MLflow parent run at {team.server}: user 'reader' may not create or change runs "
+        "in this experiment (HTTP 403): an admin can give it the right with `make team-user NAME=reader ROLE=edit`"
+    ]
+    assert "Running stage" not in result.stderr + result.stdout
+    assert len(team.runs()) == runs_before
+    assert (team.root / "dvc.lock").read_text() == lock_before
+
+
+def test_an_edit_right_lets_the_same_user_run(team):
+    granted = team.make("team-user", NAME="reader", ROLE="edit")
+    assert "User reader exists; it now has EDIT" in granted.stdout, granted.stderr
+
+
+def test_a_wrong_password_is_refused_with_http_401_and_writes_nothing(team):
+    runs_before = len(team.runs())
+    result = team.make("pipeline", "MLFLOW_TRACKING_PASSWORD=not-the-password", FORCE="1")
+    assert result.returncode != 0
+    assert error_lines(result) == [
+        f"error: cannot open the MLflow parent run at {team.server}: the tracking server refused the login of "
+        "user 'admin' (HTTP 401): check MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD in team.env"
+    ]
+    assert len(team.runs()) == runs_before
+
+
+def test_a_sweep_on_two_workers_gives_each_point_its_parent_run_on_the_server(team):
+    result = team.make("sweep", SWEEP="train.C=0.5,2", JOBS="2")
+    assert result.returncode == 0, result.stderr
+    parents = team.runs("tags.sweep LIKE 'sweep-%'")
+    assert {parent.data.params["train.C"] for parent in parents} == {"0.5", "2.0"}
+    for parent in parents:
+        assert parent.info.status == "FINISHED"
+        children = team.children(parent.info.run_id)
+        assert {child.info.run_name for child in children} == STAGES
+        assert "accuracy" in parent.data.metrics
+    assert "2 points, 2 at a time" in result.stderr
+
+
+def test_team_down_stops_everything_and_postgres_keeps_the_runs(team):
+    processes = stack_processes(team)
+    assert len(processes) >= 4  # PostgreSQL has helper processes, the MLflow server a worker
+    down = team.make("team-down")
+    assert down.returncode == 0, down.stderr
+    assert [process for process in processes if process.is_running()] == []
+    assert processes_under(team.root) == []
+    assert team.make("team-status").returncode != 0
+    up = team.make("team-up")
+    assert up.returncode == 0, up.stderr
+    assert [run.info.run_name for run in team.parents() if run.info.run_name == "team-run"] == ["team-run"]
+
+
+def test_a_part_that_cannot_start_is_named_and_nothing_is_left_running(team):
+    base = reachable_folder("team-fail-")
+    other = new_project(base / "repo", base / "remote")
+    try:
+        with socket.socket() as busy:
+            busy.bind(("127.0.0.1", 0))
+            busy.listen()
+            taken = str(busy.getsockname()[1])
+            result = other.make(
+                "team-up", TEAM_MLFLOW_PORT=str(free_port()), TEAM_S3_PORT=taken, TEAM_POSTGRES_PORT=str(free_port())
+            )
+        assert result.returncode != 0
+        [line] = error_lines(result)
+        assert line.startswith("error: the S3 server (moto) on http://127.0.0.1:")
+        assert str(other.root / ".team/logs/s3.log") in line
+        assert line.endswith("; stopped what had started")
+        assert processes_under(other.root) == []
+        assert not (other.root / "team.env").exists()
+    finally:
+        other.make("team-down")
+        shutil.rmtree(base, ignore_errors=True)
