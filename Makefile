@@ -18,6 +18,11 @@
 #   JOBS            how many points of a sweep run at once, through DVC's experiment queue (default: 1)
 #   TEAM_ENV        the team-mode settings file (default: team.env; see team.env.example)
 #   NAME, ROLE      the user `make team-user` creates and its right on the experiment (read, edit, manage)
+#   MODEL           the model URI of serve, predict (default: models:/<registry.model_name>@champion)
+#   METRIC          the metric `make promote` compares (default: registry.metric in params.yaml)
+#   INPUT, OUTPUT   the file `make predict` scores and the file it writes (.csv or .parquet)
+#   BATCH           the new labelled batch `make retrain` learns from (.csv or .parquet)
+#   NEW, REF        the batch `make drift` checks, and what against (a git tag or a file; default: the champion's training data)
 #
 # Team mode: when team.env exists, every target tracks to its MLflow server and stores data in its
 # S3 remote (`make team-up` starts a trial stack here and writes one). Without it, nothing changes.
@@ -40,6 +45,13 @@ JOBS ?= 1
 NAME ?=
 ROLE ?=
 PASSWORD ?=
+MODEL ?=
+METRIC ?=
+INPUT ?=
+OUTPUT ?=
+NEW ?=
+BATCH ?=
+REF ?=
 BENCH_ARGS ?=
 MSG ?=
 RUN_ID ?=
@@ -84,7 +96,7 @@ RUNTIME_STAMP := $(VENV)/.installed-runtime-$(RUNTIME_HASH)
 TEAM_STAMP := $(VENV)/.installed-team-$(TEAM_HASH)
 DEV_STAMP := $(VENV)/.installed-dev-$(DEV_HASH)
 
-.PHONY: help pipeline ui report sweep bench tag verify checkout history pull docs docs-serve test lint format clean clean-mlflow venv venv-dev dvc-setup team-up team-down team-status team-user
+.PHONY: help pipeline ui report sweep bench tag verify checkout history pull docs docs-serve test lint format clean clean-mlflow venv venv-dev dvc-setup team-up team-down team-status team-user promote serve predict drift retrain
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -114,6 +126,24 @@ tag: $(RUNTIME_STAMP) dvc-setup ## Pin the data version: commit dvc.lock & co, p
 	@[ -n "$$TAG" ] || { echo 'error: name the data version: make tag TAG=v1 MSG="what this data is"' >&2; exit 2; }
 	@[ -n "$$MSG" ] || { echo 'error: say what this data version is: make tag TAG=$(TAG) MSG="..."' >&2; exit 2; }
 	@$(PY) -m src.utils.data_versions tag --name "$$TAG" --message "$$MSG" $(if $(PUSH),--push)
+
+promote: $(RUNTIME_STAMP) ## Register a run's model; move the champion alias only if it is better (RUN_ID=best, METRIC=..., FORCE=1)
+	@$(PY) -m src.service.registry --run-id "$(RUN_ID)" --metric "$(METRIC)" $(if $(FORCE),--force)
+
+serve: $(RUNTIME_STAMP) ## Serve a model over REST on 127.0.0.1 with MLflow's scoring server (MODEL=champion, PORT=5001)
+	@exec $(PY) -m src.service.serve --model "$(MODEL)" --port $(if $(filter command line environment,$(origin PORT)),$(PORT),5001)
+
+predict: $(RUNTIME_STAMP) ## Score a CSV or Parquet file in batches (INPUT=... OUTPUT=... MODEL=champion)
+	@[ -n "$$INPUT" ] && [ -n "$$OUTPUT" ] || { echo 'error: name the files: make predict INPUT=new.parquet OUTPUT=scored.parquet' >&2; exit 2; }
+	@$(PY) -m src.service.scoring --input "$$INPUT" --output "$$OUTPUT" --model "$(MODEL)"
+
+drift: $(RUNTIME_STAMP) ## Compare a new batch with the champion's training data: reports/drift.{json,html} (NEW=... REF=<tag or file>)
+	@[ -n "$$NEW" ] || { echo 'error: name the new batch: make drift NEW=data/new.parquet [REF=v1]' >&2; exit 2; }
+	@$(PY) -m src.service.drift --new "$$NEW" --ref "$(REF)"
+
+retrain: $(RUNTIME_STAMP) dvc-setup ## Check a labelled batch, version it, retrain from the champion, promote only if better (BATCH=...)
+	@[ -n "$$BATCH" ] || { echo 'error: name the labelled batch: make retrain BATCH=data/new-labelled.csv' >&2; exit 2; }
+	@$(PY) -m src.service.retrain --batch "$$BATCH"
 
 verify: $(RUNTIME_STAMP) ## Re-hash the DVC cache objects dvc.lock references; name any corrupted (REV=<tag>)
 	@$(PY) -m src.utils.data_versions verify --rev "$(REV)"

@@ -10,6 +10,8 @@ same virtualenv), and interleaved so that machine noise spreads evenly, it times
 - **per stage**: wall time, import time (`python -X importtime`) and peak memory
   of each stage process, run as `make pipeline` runs it.
 
+- **batch scoring**: `make predict` on 1,000,000 rows (rows/s and peak memory).
+
 `--scale` does the same on a synthetic dataset of 1,000,000 rows x 20 features
 against its own floor. Results go to reports/bench.md and reports/bench.json.
 """
@@ -41,6 +43,7 @@ logger = logging.getLogger(__name__)
 BENCH_MD = Path("reports/bench.md")
 BENCH_JSON = Path("reports/bench.json")
 SCALE_ROWS, SCALE_FEATURES = 1_000_000, 20
+SCORING_ROWS, QUICK_SCORING_ROWS = 1_000_000, 10_000
 
 
 def floor(config_path: Path) -> None:
@@ -93,13 +96,40 @@ def summary(samples: list[float]) -> dict[str, float]:
     return {"median": statistics.median(samples), "min": min(samples), "max": max(samples), "n": len(samples)}
 
 
-def bench(repeats: int, rows: int | None, warm_up: bool = True) -> dict[str, Any]:
+def batch_scoring(root: Path, env: dict[str, str], rows: int) -> dict[str, Any]:
+    """Time `make predict` on `rows` rows resampled from the test table, with the model just trained.
+
+    The wall time includes the start-up (imports, loading the model), as a user waits for it.
+    """
+    import numpy as np
+    import pandas as pd
+
+    measure(["make", "--no-print-directory", "promote", "FORCE=1"], root, env)
+    test = pd.read_parquet(root / "data/processed/test.parquet").drop(
+        columns=[load_config(root / "params.yaml").data_load.target]
+    )
+    generator = np.random.default_rng(0)
+    table = test.sample(n=rows, replace=True, random_state=0).reset_index(drop=True)
+    table += generator.normal(0, 0.01, size=table.shape)
+    source, output = root / "batch.parquet", root / "scored.parquet"
+    table.to_parquet(source, index=False)
+    del table
+    elapsed, peak, stderr = measure(
+        ["make", "--no-print-directory", "predict", f"INPUT={source}", f"OUTPUT={output}"], root, env
+    )
+    if not output.exists():
+        raise RuntimeError(f"make predict failed in the benchmark: {stderr.strip().splitlines()[-1:]}")
+    return {"rows": rows, "seconds": elapsed, "rows_per_s": rows / elapsed, "peak_mb": peak}
+
+
+def bench(repeats: int, rows: int | None, warm_up: bool = True, scoring_rows: int = 0) -> dict[str, Any]:
     """Run the benchmark in a temporary copy and return the results.
 
     Args:
         repeats: How many times each measurement is repeated (interleaved).
         rows: Use the synthetic source with this many rows (None: the template's params).
         warm_up: Run the pipeline once before measuring (the first run creates the store).
+        scoring_rows: Also time `make predict` on this many rows (0: not).
     """
     with tempfile.TemporaryDirectory(prefix="bench-") as scratch:
         root = copy_work_tree(Path(scratch) / "repo")
@@ -139,6 +169,7 @@ def bench(repeats: int, rows: int | None, warm_up: bool = True) -> dict[str, Any
                 imports.append(import_seconds(stderr))
                 stage_peak = max(stage_peak, peak)
             stages[stage] = {"wall": summary(walls), "imports": summary(imports), "peak_mb": stage_peak}
+        scoring = batch_scoring(root, env, scoring_rows) if scoring_rows else None
     results = {name: summary(samples) | {"peak_mb": peaks[name]} for name, samples in timings.items()}
     floor_median = results["floor"]["median"]
     return {
@@ -147,6 +178,7 @@ def bench(repeats: int, rows: int | None, warm_up: bool = True) -> dict[str, Any
         "runs": results,
         "ratios": {name: results[name]["median"] / floor_median for name in ("forced", "unchanged")},
         "stages": stages,
+        "batch_scoring": scoring,
         "machine": f"{os.cpu_count()} cores, {sys.platform}, Python {sys.version.split()[0]}",
     }
 
@@ -171,6 +203,15 @@ def markdown(results: list[dict[str, Any]]) -> str:
                 f"| {stage} | {numbers['wall']['median']:.2f} | {numbers['imports']['median']:.2f} | "
                 f"{numbers['peak_mb']} |"
             )
+        scoring = result.get("batch_scoring")
+        if scoring:
+            lines += [
+                "",
+                "| batch scoring (`make predict`, Parquet) | rows | wall s | rows/s | peak MB |",
+                "| --- | --- | --- | --- | --- |",
+                f"| with start-up and model load | {scoring['rows']:,} | {scoring['seconds']:.2f} | "
+                f"{scoring['rows_per_s']:,.0f} | {scoring['peak_mb']} |",
+            ]
         lines.append("")
     return "\n".join(lines)
 
@@ -188,7 +229,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     setup_logging()
     repeats = 1 if arguments.quick else max(arguments.repeats, 3)
-    results = [bench(repeats, None, warm_up=not arguments.quick)]
+    scoring_rows = QUICK_SCORING_ROWS if arguments.quick else SCORING_ROWS
+    results = [bench(repeats, None, warm_up=not arguments.quick, scoring_rows=scoring_rows)]
     if arguments.scale:
         results.append(bench(repeats, SCALE_ROWS))
     text = markdown(results)

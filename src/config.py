@@ -36,6 +36,7 @@ class Paths:
     features: Path = Path("data/processed/features.parquet")
     train: Path = Path("data/processed/train.parquet")
     test: Path = Path("data/processed/test.parquet")
+    batches: Path = Path("data/batches")
     model: Path = Path("models/model.joblib")
     metrics: Path = Path("reports/metrics.json")
     confusion_matrix_png: Path = Path("reports/confusion_matrix.png")
@@ -144,6 +145,11 @@ class DataSplitParams(Section):
 
     test_size: float = Field(gt=0, lt=1, description="Fraction of rows held out for test.")
     stratify: bool = Field(description="Keep class proportions equal in both parts.")
+    batch_holdout: float = Field(
+        gt=0,
+        lt=1,
+        description="Fraction of each labelled batch in `data/batches/` (see `make retrain`) held out for test.",
+    )
 
 
 class TrainParams(Section):
@@ -159,6 +165,25 @@ class TrainParams(Section):
     n_estimators: int = Field(ge=1, description="random_forest: number of trees.")
     max_depth: int | None = Field(ge=1, description="random_forest: tree depth (null: unlimited).")
     cv_folds: int = Field(ge=2, le=20, description="Folds of the k-fold cross-validation.")
+    init_from: str = Field(
+        description=(
+            "A model URI (`models:/<name>/<version>`, `models:/<name>@champion`, `models:/m-...`) to start from; "
+            '`""`: from scratch. `make retrain` sets it to the champion.'
+        )
+    )
+    init_mode: Literal["warm_start", "refit"] = Field(
+        description=(
+            "With init_from: `warm_start` continues from the model's weights (logistic_regression starts from its "
+            "coefficients, random_forest keeps its trees and adds n_estimators more); `refit` trains afresh."
+        )
+    )
+
+    @field_validator("init_from")
+    @classmethod
+    def _model_uri(cls, uri: str) -> str:
+        if uri and not uri.startswith(("models:/", "runs:/")):
+            raise ValueError('must be "" or a model URI such as models:/iris-classifier@champion')
+        return uri
 
 
 class EvaluateParams(Section):
@@ -166,6 +191,32 @@ class EvaluateParams(Section):
 
     normalize_confusion_matrix: bool = Field(
         description="Show row fractions instead of counts in the confusion matrix."
+    )
+
+
+class RegistryParams(Section):
+    """The `registry` section: the registered model that promote, serve, predict and drift use."""
+
+    model_name: str = Field(min_length=1, description="Name of the model in MLflow's model registry.")
+    metric: str = Field(
+        min_length=1, description="Held-out metric (reports/metrics.json) that decides the champion; higher wins."
+    )
+    min_improvement: float = Field(ge=0, description="How much a candidate must beat the champion's metric by.")
+
+
+class DriftParams(Section):
+    """The `drift` section: when a feature of a new batch counts as drifted from the reference."""
+
+    ks_pvalue: float = Field(
+        gt=0, lt=1, description="Numeric feature: drifted when the Kolmogorov-Smirnov p-value is below this."
+    )
+    chi2_pvalue: float = Field(
+        gt=0, lt=1, description="Categorical feature: drifted when the chi-squared p-value is below this."
+    )
+    psi: float = Field(gt=0, description="Any feature: drifted when its population stability index is above this.")
+    bins: int = Field(ge=2, le=100, description="Bins of the PSI, at the reference's quantiles.")
+    max_categories: int = Field(
+        ge=1, le=1000, description="An integer or text column with at most this many values is categorical."
     )
 
 
@@ -179,6 +230,8 @@ class Config(Section):
     data_split: DataSplitParams
     train: TrainParams
     evaluate: EvaluateParams
+    registry: RegistryParams
+    drift: DriftParams
 
     def flat(self) -> dict[str, Any]:
         """Return every parameter as `section.key -> value`, as MLflow params are logged."""

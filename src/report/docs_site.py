@@ -143,6 +143,34 @@ def _dvc_stdout(*arguments: str) -> str:
     return completed.stdout if completed.returncode == 0 else ""
 
 
+def drift_summary() -> str:
+    """The latest drift report (reports/drift.json) as a verdict and a table, with its HTML page copied alongside."""
+    from src.service.drift import REPORT_HTML, REPORT_JSON
+
+    if not (PROJECT_ROOT / REPORT_JSON).exists():
+        return "No drift report yet: run `make drift NEW=<a new batch>`, then `make docs`.\n"
+    document = json.loads((PROJECT_ROOT / REPORT_JSON).read_text(encoding="utf-8"))
+    if (PROJECT_ROOT / REPORT_HTML).exists():
+        shutil.copyfile(PROJECT_ROOT / REPORT_HTML, GENERATED / "drift.html")
+    drifted = document["drifted"]
+    verdict = f"**Drifted: {', '.join(drifted)}**" if drifted else "**No feature drifted.**"
+    lines = [
+        f"{verdict} Reference: {document['reference']} ({document['reference_rows']} rows); "
+        f"new batch: `{document['new']}` ({document['new_rows']} rows). "
+        "[The full report](generated/drift.html).",
+        "",
+        "| feature | test | statistic | p-value | PSI | verdict |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for item in document["features"]:
+        verdict_word = "drifted" if item["drifted"] else "not drifted"
+        lines.append(
+            f"| {item['feature']} | {item['test']} | {item['statistic']:.4f} | {item['p_value']:.4g} "
+            f"| {item['psi']:.4f} | {verdict_word} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def generate() -> None:
     """Write every generated page fragment and image under docs/generated/."""
     GENERATED.mkdir(parents=True, exist_ok=True)
@@ -182,6 +210,7 @@ def generate() -> None:
         write("bench.md", "No benchmark yet: run `make bench`, then `make docs`.\n")
 
     write("history.md", history())
+    write("drift.md", drift_summary())
     logger.info("wrote the generated docs pages to %s", GENERATED.relative_to(PROJECT_ROOT))
 
 

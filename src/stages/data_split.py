@@ -43,15 +43,48 @@ def split(
     return train.reset_index(drop=True), test.reset_index(drop=True)
 
 
+def add_batches(
+    train: pd.DataFrame, test: pd.DataFrame, batches: list[pd.DataFrame], holdout: float, random_state: int
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Add labelled batches to the split: `holdout` of each batch to test, the rest to train.
+
+    Args:
+        train: The train table of the base data.
+        test: The test table of the base data.
+        batches: Labelled batches with the same columns (see `make retrain`).
+        holdout: The fraction of each batch held out for test.
+        random_state: The seed of the draw.
+
+    Returns:
+        The train and test tables with the batches' rows added.
+
+    Raises:
+        ValueError: If a batch's columns differ from the tables'.
+    """
+    for number, batch in enumerate(batches, start=1):
+        if list(batch.columns) != list(train.columns):
+            raise ValueError(
+                f"batch {number} in {PATHS.batches} has columns {list(batch.columns)}, not {list(train.columns)}"
+            )
+        held_out = batch.sample(frac=holdout, random_state=random_state)
+        train = pd.concat([train, batch.drop(index=held_out.index)], ignore_index=True)
+        test = pd.concat([test, held_out], ignore_index=True)
+    return train, test
+
+
 @mlflow_stage("data_split")
 def main(config: Config) -> StageResult:
-    """Read the feature table and write the train and test tables."""
+    """Read the feature table and any labelled batches, and write the train and test tables."""
     features = read_table(PATHS.features, made_by="featurize")
     train, test = split(features, config.data_split, config.data_load.target, config.base.random_state)
+    batch_files = sorted(PATHS.batches.glob("*.parquet"))
+    batches = [read_table(path, made_by="make retrain") for path in batch_files]
+    train, test = add_batches(train, test, batches, config.data_split.batch_holdout, config.base.random_state)
     write_table(train, PATHS.train)
     write_table(test, PATHS.test)
     return StageResult(
-        metrics={"n_train_rows": len(train), "n_test_rows": len(test)},
+        metrics={"n_train_rows": len(train), "n_test_rows": len(test), "n_batches": len(batches)},
+        params={"batches": ",".join(path.name for path in batch_files)},
     )
 
 

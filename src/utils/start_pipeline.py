@@ -215,7 +215,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m src.utils.start_pipeline", description=__doc__)
     parser.add_argument("--run-name", default="", help="name of the parent run (default: MLflow's)")
     parser.add_argument("--force", action="store_true", help="re-run every stage (dvc repro --force)")
+    parser.add_argument("--tag", action="append", default=[], help="KEY=VALUE: a tag of the parent run (repeatable)")
     arguments, config = parse_config(parser, argv)
+    extra_tags = dict(tag.split("=", 1) for tag in arguments.tag if "=" in tag)
     lock = PipelineLock()
     lock.acquire()
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
@@ -228,6 +230,7 @@ def main(argv: list[str] | None = None) -> None:
             logger.warning("ended run %s KILLED: the pipeline that ran it was killed", orphan)
         params_text = Path(arguments.config).read_text(encoding="utf-8")
         host_tags = {PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname(), ROOT_TAG: str(PROJECT_ROOT)}
+        host_tags |= extra_tags
         run_id = open_parent_run(config, params_text, arguments.run_name, tags=host_tags)
     except Exception as error:
         fail(f"cannot open the MLflow parent run at {tracking_uri()}: {describe_tracking_error(error)}")

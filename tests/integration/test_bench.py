@@ -20,7 +20,10 @@ def test_quick_bench_writes_a_table_and_json(tmp_path):
         assert numbers["peak_mb"] > 0
     assert set(run["stages"]) == {"data_load", "featurize", "data_split", "train", "evaluate"}
     assert all(stage["imports"]["median"] > 0 for stage in run["stages"].values())
+    scoring = run["batch_scoring"]
+    assert scoring["rows"] == 10_000 and scoring["rows_per_s"] > 0 and scoring["peak_mb"] > 0
     table = (project.root / "reports/bench.md").read_text()
     assert table == result.stdout
     assert "| forced |" in table and "| unchanged |" in table and "| train |" in table
+    assert "| with start-up and model load | 10,000 |" in table
     assert not (project.root / "mlflow.db").exists()  # measured in a scratch copy, not the user's store

@@ -23,7 +23,8 @@ def test_dvc_yaml_outputs_are_the_paths_the_stages_write():
     for stage in stages().values():
         for kind in ("outs", "metrics", "plots"):
             declared.update(stage.get(kind, []))
-    expected = {str(path) for name, path in asdict(PATHS).items() if name != "stage_metrics_dir"}
+    inputs = ("stage_metrics_dir", "batches")  # a folder of metrics files; labelled batches that make retrain adds
+    expected = {str(path) for name, path in asdict(PATHS).items() if name not in inputs}
     expected |= {str(PATHS.stage_metrics(stage)) for stage in stages()}
     assert declared == expected
 
@@ -32,3 +33,7 @@ def test_each_stage_runs_its_own_module_and_depends_on_it():
     for name, stage in stages().items():
         assert stage["cmd"] == f"python -m src.stages.{name} --config params.yaml"
         assert f"src/stages/{name}.py" in stage["deps"]
+
+
+def test_data_split_depends_on_the_batches_folder():
+    assert str(PATHS.batches) in stages()["data_split"]["deps"]

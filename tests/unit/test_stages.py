@@ -11,10 +11,10 @@ from src.stages.data_load import (
     parse_table,
     snake_case,
 )
-from src.stages.data_split import split
+from src.stages.data_split import add_batches, split
 from src.stages.evaluate import confusion_matrix, evaluate, score
 from src.stages.featurize import featurize
-from src.stages.train import fit
+from src.stages.train import continue_from, fit
 from src.train.models import build_estimator
 from tests.conftest import PROJECT_ROOT
 
@@ -212,3 +212,49 @@ def test_synthetic_source_is_deterministic_and_labelled():
     assert set(first["label"]) == {"class_a", "class_b", "class_c"}
     pd.testing.assert_frame_equal(first, make_synthetic(300, 5, "label", random_state=1))
     assert not first.equals(make_synthetic(300, 5, "label", random_state=2))
+
+
+def iris_split(estimator: str):
+    train = load_bundled("iris", "target")
+    return train.sample(frac=1.0, random_state=0).reset_index(drop=True), with_values(
+        TEMPLATE.train, estimator=estimator
+    )
+
+
+def test_add_batches_holds_out_a_fraction_of_each_batch_for_test():
+    train = pd.DataFrame({"a": range(20), "target": ["x", "y"] * 10})
+    test = train.head(4)
+    batches = [train.head(10), train.tail(10)]
+    new_train, new_test = add_batches(train, test, batches, holdout=0.3, random_state=0)
+    assert (len(new_train), len(new_test)) == (20 + 14, 4 + 6)
+    with pytest.raises(ValueError, match="batch 1 in data/batches has columns"):
+        add_batches(train, test, [train.rename(columns={"a": "b"})], holdout=0.3, random_state=0)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")  # max_iter=1 on purpose
+def test_warm_start_logistic_regression_starts_from_the_source_weights():
+    table, params = iris_split("logistic_regression")
+    source, _ = fit(table, params, "target", 0)
+    few_steps = with_values(params, max_iter=1)
+    continued = continue_from(source, table, few_steps, "target")
+    fresh = build_estimator(few_steps, 0).fit(table.drop(columns=["target"]), table["target"])
+    features = table.drop(columns=["target"])
+    assert (continued.predict(features) == table["target"]).mean() > (fresh.predict(features) == table["target"]).mean()
+
+
+def test_warm_start_random_forest_keeps_the_trees_and_grows_more():
+    table, params = iris_split("random_forest")
+    params = with_values(params, n_estimators=5)
+    source, _ = fit(table, params, "target", 0)
+    continued = continue_from(source, table, params, "target")
+    assert len(continued.estimators_) == 10
+    assert continued.estimators_[:5] == source.estimators_
+
+
+def test_continue_from_refuses_other_classes_or_columns():
+    table, params = iris_split("logistic_regression")
+    source, _ = fit(table, params, "target", 0)
+    with pytest.raises(ValueError, match="knows classes"):
+        continue_from(source, table.assign(target="other"), params, "target")
+    with pytest.raises(ValueError, match="takes columns"):
+        continue_from(source, table.rename(columns={"sepal_length_cm": "length"}), params, "target")

@@ -1,0 +1,1 @@
+"""After training: the model registry, serving, batch scoring, drift and retraining."""

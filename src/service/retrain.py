@@ -1,0 +1,196 @@
+"""`make retrain BATCH=...`: check a new labelled batch, learn from it, and promote only a better model.
+
+1. The batch (CSV or Parquet: the model's input columns and the label) is
+   validated: every column there and numeric, labels the champion knows, no
+   duplicate rows. Nothing is written when it fails.
+2. The champion scores it: its metrics on the batch (the production check) are
+   logged as a run of their own.
+3. The batch is versioned: written to data/batches/<name>.parquet and tracked
+   with DVC (`dvc add`), so data_split adds it to the data from now on.
+4. `train.init_from` is set to the champion's exact version and a normal
+   tracked pipeline runs (`make pipeline` with FORCE): train continues from
+   the champion's weights (`train.init_mode`), and the parent run is tagged with
+   the champion and the batch.
+5. The new model and the champion are scored on the same held-out set, the
+   new test table (which now holds part of the batch); the alias moves only if
+   the new model beats the champion by more than `registry.min_improvement`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from src.config import PATHS, PROJECT_ROOT, Config
+from src.service.registry import Candidate, champion_version, logged_model_uri, promote
+from src.service.scoring import ScoringInputError, check_columns, input_columns
+from src.utils.cli import fail, parse_config
+from src.utils.data_versions import dvc
+from src.utils.git import git
+from src.utils.io import write_table
+from src.utils.mlflow_run import ROLE_TAG, describe_tracking_error, experiment_id_for, import_mlflow
+
+logger = logging.getLogger(__name__)
+
+INIT_FROM_LINE = re.compile(r"^(\s+init_from:)[^#\n]*(#.*)?$", re.MULTILINE)
+
+
+def validate_batch(
+    batch: pd.DataFrame, expected: dict[str, str], target: str, classes: list[str], source: str
+) -> pd.DataFrame:
+    """Check a labelled batch against the model and return it with the model's columns, in order, cast to float.
+
+    Raises:
+        ScoringInputError: A column is missing or not numeric, a label is empty or
+            unknown to the model, or rows repeat; the message names the file.
+    """
+    if target not in batch.columns:
+        raise ScoringInputError(f"{source}: the label column {target!r} is missing")
+    casts = check_columns(dict(batch.dtypes.astype(str)), expected, source)
+    labels = batch[target]
+    if labels.isna().any():
+        raise ScoringInputError(f"{source}: {int(labels.isna().sum())} rows have no label in {target!r}")
+    unknown = sorted(set(labels.astype(str)) - set(classes))
+    if unknown:
+        raise ScoringInputError(f"{source}: labels {unknown} are unknown to the model, which knows {classes}")
+    duplicated = batch.duplicated()
+    if duplicated.any():
+        first = int(duplicated.to_numpy().nonzero()[0][0])
+        raise ScoringInputError(
+            f"{source}: {int(duplicated.sum())} rows repeat earlier ones (first: data row {first + 1})"
+        )
+    checked = batch[[*expected, target]].copy()
+    for name in casts:
+        checked[name] = checked[name].astype("float64")
+    return checked
+
+
+def score(model: Any, table: pd.DataFrame, target: str) -> dict[str, float]:
+    """Accuracy and macro F1 of `model` on a labelled table."""
+    from sklearn.metrics import accuracy_score, f1_score
+
+    predicted = model.predict(table.drop(columns=[target]))
+    truth = table[target]
+    return {
+        "accuracy": float(accuracy_score(truth, predicted)),
+        "f1_macro": float(f1_score(truth, predicted, average="macro")),
+    }
+
+
+def log_production_check(client: Any, config: Config, version: Any, batch_file: Path, metrics: dict[str, float]) -> str:
+    """Log the champion's metrics on the new batch as a run of its own; return its id."""
+    from mlflow.entities import Metric
+
+    tags = {
+        ROLE_TAG: "production_check",
+        "model.version": f"models:/{version.name}/{version.version}",
+        "batch.path": str(batch_file),
+        "batch.md5": hashlib.md5(batch_file.read_bytes()).hexdigest(),
+    }
+    run = client.create_run(
+        experiment_id_for(client, config.mlflow.experiment_name), run_name="production-check", tags=tags
+    )
+    client.log_batch(
+        run.info.run_id,
+        metrics=[Metric(f"batch.{key}", value, run.info.start_time, 0) for key, value in metrics.items()],
+    )
+    client.set_terminated(run.info.run_id)
+    return run.info.run_id
+
+
+def set_init_from(params_file: Path, uri: str) -> None:
+    """Point `train.init_from` at `uri` in params.yaml, keeping the file's comments and layout."""
+    text = params_file.read_text(encoding="utf-8")
+    updated, count = INIT_FROM_LINE.subn(
+        lambda match: f'{match[1]} "{uri}"' + (f"  {match[2]}" if match[2] else ""), text
+    )
+    if count != 1:
+        raise ValueError(f"{params_file}: expected one train.init_from line, found {count}")
+    params_file.write_text(updated, encoding="utf-8")
+
+
+def version_batch(batch: pd.DataFrame, name: str) -> Path:
+    """Write the batch to data/batches/<name>.parquet and track it with DVC; return the file."""
+    path = PATHS.batches / f"{name}.parquet"
+    if (PROJECT_ROOT / path).exists():
+        raise ScoringInputError(f"{path} exists: a batch of that name was added before; rename the file")
+    write_table(batch, PROJECT_ROOT / path)
+    added = dvc("add", "--quiet", str(path), quiet=True)
+    if added.returncode:
+        (PROJECT_ROOT / path).unlink(missing_ok=True)
+        raise RuntimeError(f"dvc add {path} failed: {(added.stderr.strip() or 'no message').splitlines()[-1]}")
+    git("add", f"{path}.dvc", str(PATHS.batches / ".gitignore"))
+    return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`make retrain BATCH=...`."""
+    parser = argparse.ArgumentParser(prog="python -m src.service.retrain", description=__doc__)
+    parser.add_argument("--batch", type=Path, required=True, help="the new labelled batch, CSV or Parquet")
+    arguments, config = parse_config(parser, argv)
+    target = config.data_load.target
+    name = config.registry.model_name
+    mlflow = import_mlflow()
+    client = mlflow.MlflowClient()
+    import mlflow.sklearn
+
+    from src.service.drift import read_any
+
+    try:
+        current = champion_version(client, name)
+        if current is None:
+            fail(f"{name} has no champion to retrain from; run `make pipeline` and `make promote` first")
+        champion_uri = f"models:/{name}/{current.version}"
+        champion = mlflow.sklearn.load_model(champion_uri)
+        classes = sorted(map(str, champion.classes_))
+        expected = input_columns(mlflow.pyfunc.load_model(champion_uri))
+        batch = validate_batch(read_any(arguments.batch), expected, target, classes, str(arguments.batch))
+        check = score(champion, batch, target)
+        check_run = log_production_check(client, config, current, arguments.batch, check)
+        logger.info(
+            "production check: %s scores accuracy %.4f on %s (run %s)",
+            champion_uri,
+            check["accuracy"],
+            arguments.batch,
+            check_run,
+        )
+        stored = version_batch(batch, arguments.batch.stem)
+        set_init_from(PROJECT_ROOT / "params.yaml", champion_uri)
+    except (ScoringInputError, FileNotFoundError) as error:
+        fail(str(error))
+    except Exception as error:
+        fail(f"retrain: {describe_tracking_error(error)}")
+    logger.info("versioned the batch as %s; training from %s", stored, champion_uri)
+    pipeline = subprocess.run(
+        [sys.executable, "-m", "src.utils.start_pipeline", "--force", "--run-name", f"retrain-{arguments.batch.stem}",
+         "--tag", f"retrain.champion={champion_uri}", "--tag", f"retrain.batch={stored}",
+         "--tag", f"retrain.production_check_run={check_run}"],
+        cwd=PROJECT_ROOT, stdout=subprocess.PIPE, text=True, check=False,
+    )  # fmt: skip
+    run_id, _, stage_output = pipeline.stdout.partition("\n")
+    run_id = run_id.strip()
+    sys.stdout.write(stage_output)
+    if pipeline.returncode or not run_id:
+        fail(f"the retraining pipeline failed (run {run_id or 'not opened'}); the champion stays {champion_uri}")
+    held_out = pd.read_parquet(PROJECT_ROOT / PATHS.test)
+    champion_metric = score(champion, held_out, target)[config.registry.metric]
+    client.log_metric(run_id, f"champion.{config.registry.metric}", champion_metric)
+    run = client.get_run(run_id)
+    candidate = Candidate(run, logged_model_uri(client, run), run.data.metrics[config.registry.metric])
+    message = promote(
+        client, name, candidate, config.registry.metric, config.registry.min_improvement, force=False,
+        champion_metric=champion_metric,
+    )  # fmt: skip
+    sys.stdout.write(f"{message} (both scored on the held-out set with the batch, {len(held_out)} rows)\n")
+
+
+if __name__ == "__main__":
+    main()
