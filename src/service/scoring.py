@@ -27,6 +27,7 @@ from src.utils.mlflow_run import describe_tracking_error, import_mlflow, one_lin
 logger = logging.getLogger(__name__)
 
 BATCH_ROWS = 100_000
+EXACT_FLOAT_INTEGERS = 2**53  # the largest integer range a float64 holds exactly
 FLOAT_TYPES = ("double", "float")
 INTEGER_TYPES = ("long", "integer")
 
@@ -140,9 +141,13 @@ def predict_file(model: Any, version: str, source: Path, output: Path) -> int:
     with atomic_path(output) as temporary:
         writer: Any = None
         try:
-            for frame in batches(source, list(expected)):
+            for frame in batches(source, list(expected), BATCH_ROWS):
                 problems = check_columns(dict(frame.dtypes.astype(str)), expected, str(source))
                 for name in {*casts, *problems}:
+                    if frame[name].abs().max() > EXACT_FLOAT_INTEGERS:
+                        raise ScoringInputError(
+                            f"{source}: column {name!r} holds integers beyond 2**53, which a float cannot hold exactly"
+                        )
                     frame[name] = frame[name].astype("float64")
                 try:
                     predictions = model.predict(frame[list(expected)])
