@@ -84,7 +84,7 @@ def main(config: Config) -> StageResult:
     write_table(test, PATHS.test)
     return StageResult(
         metrics={"n_train_rows": len(train), "n_test_rows": len(test), "n_batches": len(batches)},
-        params={"batches": ",".join(path.name for path in batch_files)},
+        tags={"data.batches": ",".join(path.name for path in batch_files)} if batch_files else {},
     )
 
 
