@@ -18,6 +18,7 @@
 #   JOBS            how many points of a sweep run at once, through DVC's experiment queue (default: 1)
 #   TEAM_ENV        the team-mode settings file (default: team.env; see team.env.example)
 #   NAME, ROLE      the user `make team-user` creates and its right on the experiment (read, edit, manage)
+#   DEST, NAME      where `make new` creates a project of your own, and its name
 #   MODEL           the model URI of serve, predict (default: models:/<registry.model_name>@champion)
 #   METRIC          the metric `make promote` compares (default: registry.metric in params.yaml)
 #   INPUT, OUTPUT   the file `make predict` scores and the file it writes (.csv or .parquet)
@@ -51,6 +52,7 @@ INPUT ?=
 OUTPUT ?=
 NEW ?=
 BATCH ?=
+DEST ?=
 REF ?=
 BENCH_ARGS ?=
 MSG ?=
@@ -96,7 +98,7 @@ RUNTIME_STAMP := $(VENV)/.installed-runtime-$(RUNTIME_HASH)
 TEAM_STAMP := $(VENV)/.installed-team-$(TEAM_HASH)
 DEV_STAMP := $(VENV)/.installed-dev-$(DEV_HASH)
 
-.PHONY: help pipeline ui report sweep bench tag verify checkout history pull docs docs-serve test lint format clean clean-mlflow venv venv-dev dvc-setup team-up team-down team-status team-user promote serve predict drift retrain
+.PHONY: help pipeline ui report sweep bench tag verify checkout history pull docs docs-serve test lint format clean clean-mlflow venv venv-dev dvc-setup team-up team-down team-status team-user promote serve predict drift retrain hooks new
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -169,6 +171,13 @@ docs-serve: $(DEV_STAMP) ## Serve the docs site live on http://127.0.0.1:8000 (D
 
 test: $(DEV_STAMP) ## Run the unit and integration tests (PYTEST_ARGS=...)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+new: $(RUNTIME_STAMP) ## Start your own project from this template, and run its quick tests (DEST=../my-project NAME="My project")
+	@[ -n "$$DEST" ] && [ -n "$$NAME" ] || { echo 'error: say where and what: make new DEST=../my-project NAME="My project"' >&2; exit 2; }
+	@$(PY) -m src.new_project --dest "$$DEST" --name "$$NAME"
+
+hooks: $(DEV_STAMP) ## Install the git hooks of .pre-commit-config.yaml: ruff, YAML and end-of-file checks, DVC's hooks
+	@"$(BIN)/pre-commit" install
 
 lint: $(DEV_STAMP) ## Check the code with ruff (lint and format)
 	"$(BIN)/ruff" check .

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 from src.config import PROJECT_ROOT
@@ -62,12 +64,23 @@ def tracked_changes() -> list[str]:
     return git("diff", "--name-only", "HEAD").splitlines()
 
 
-def copy_work_tree(destination: Path) -> Path:
+def copy_work_tree(
+    destination: Path,
+    skip: re.Pattern[str] | None = None,
+    prepare: Callable[[Path], None] | None = None,
+    message: str = "copy of the work tree",
+) -> Path:
     """Copy the project's tracked and unignored files into a fresh git repository at `destination`.
 
     The copy is committed, so it starts as a clean checkout of the work tree as it
     is now (uncommitted changes included). Used to benchmark and to test the
-    real pipeline without touching this checkout's runs and data.
+    real pipeline without touching this checkout's runs and data, and by `make new`.
+
+    Args:
+        destination: The new repository's folder.
+        skip: Paths (relative, with /) that match are left out.
+        prepare: Called with `destination` after the copy, before the commit.
+        message: The commit message.
     """
     listed = subprocess.run(
         ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
@@ -77,10 +90,15 @@ def copy_work_tree(destination: Path) -> Path:
     ).stdout.split(b"\0")
     for name in filter(None, (entry.decode() for entry in listed)):
         source = PROJECT_ROOT / name
-        if source.is_file():
+        if source.is_file() and not (skip and skip.match(name)):
             (destination / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, destination / name)
-    identity = ["-c", "user.name=ml-research-template", "-c", "user.email=template@localhost"]
-    for command in (["init", "-q", "-b", "main"], ["add", "-A"], [*identity, "commit", "-qm", "copy of the work tree"]):
+    if prepare is not None:
+        prepare(destination)
+    for command in (["init", "-q", "-b", "main"], ["add", "-A"]):
         subprocess.run(["git", *command], cwd=destination, check=True, capture_output=True)
+    # The user's git identity when there is one, else the template's.
+    has_identity = subprocess.run(["git", "config", "user.email"], cwd=destination, capture_output=True).returncode == 0
+    identity = [] if has_identity else ["-c", "user.name=ml-research-template", "-c", "user.email=template@localhost"]
+    subprocess.run(["git", *identity, "commit", "-qm", message], cwd=destination, check=True, capture_output=True)
     return destination
