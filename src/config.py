@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
@@ -18,8 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
-ESTIMATORS = ("logistic_regression", "random_forest")
-BUNDLED_DATASETS = ("iris", "wine", "breast_cancer")
+ESTIMATORS = ("logistic_regression", "random_forest", "mlp")
+BUNDLED_DATASETS = ("iris", "wine", "breast_cancer", "digits")
 SYNTHETIC = "synthetic"
 SOURCE_SUFFIXES = (".csv", ".parquet")
 
@@ -39,6 +40,7 @@ class Paths:
     batches: Path = Path("data/batches")
     model: Path = Path("models/model.joblib")
     metrics: Path = Path("reports/metrics.json")
+    learning_curve: Path = Path("reports/learning_curve.csv")
     confusion_matrix_png: Path = Path("reports/confusion_matrix.png")
     stage_metrics_dir: Path = Path("reports/stages")
 
@@ -64,6 +66,15 @@ def pipeline_stages() -> dict[str, dict[str, Any]]:
 def stage_param_keys(stage: str) -> list[str]:
     """Return the params.yaml keys dvc.yaml lists for `stage`, e.g. `train.C`."""
     return list(pipeline_stages()[stage].get("params", []))
+
+
+def stage_outputs(stage: dict[str, Any]) -> list[str]:
+    """Return the paths a dvc.yaml stage writes: its outs, metrics and plots (a plot may carry options)."""
+    paths: list[str] = []
+    for kind in ("outs", "metrics", "plots"):
+        for entry in stage.get(kind, []):
+            paths += list(entry) if isinstance(entry, dict) else [entry]
+    return paths
 
 
 class ConfigError(ValueError):
@@ -165,10 +176,18 @@ class TrainParams(Section):
     n_estimators: int = Field(ge=1, description="random_forest: number of trees.")
     max_depth: int | None = Field(ge=1, description="random_forest: tree depth (null: unlimited).")
     cv_folds: int = Field(ge=2, le=20, description="Folds of the k-fold cross-validation.")
+    hidden_units: int = Field(ge=1, le=10_000, description="mlp: units of its hidden layer.")
+    learning_rate: float = Field(gt=0, le=1, description="mlp: initial learning rate (adam).")
+    epochs: int = Field(
+        ge=1,
+        le=10_000,
+        description="mlp: passes over the training data; loss and validation accuracy logged per epoch.",
+    )
     init_from: str = Field(
         description=(
-            "A model URI (`models:/<name>/<version>`, `models:/<name>@champion`, `models:/m-...`) to start from; "
-            '`""`: from scratch. `make retrain` sets it to the champion.'
+            "The model to start from: a model URI (`models:/<name>/<version>`, `models:/<name>@champion`, "
+            "`models:/m-...`), an MLflow run id (the model that run trained), or an alias of "
+            '`registry.model_name` (`champion`); `""`: from scratch. `make retrain` sets it to the champion.'
         )
     )
     init_mode: Literal["warm_start", "refit"] = Field(
@@ -180,10 +199,12 @@ class TrainParams(Section):
 
     @field_validator("init_from")
     @classmethod
-    def _model_uri(cls, uri: str) -> str:
-        if uri and not uri.startswith(("models:/", "runs:/")):
-            raise ValueError('must be "" or a model URI such as models:/iris-classifier@champion')
-        return uri
+    def _model_reference(cls, reference: str) -> str:
+        if reference and not reference.startswith(("models:/", "runs:/")) and not re.fullmatch(r"[\w-]+", reference):
+            raise ValueError(
+                'must be "", a model URI (models:/iris-classifier@champion), a run id or an alias (champion)'
+            )
+        return reference
 
 
 class EvaluateParams(Section):

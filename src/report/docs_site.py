@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from src.config import PATHS, PROJECT_ROOT, Config, pipeline_stages
+from src.config import PATHS, PROJECT_ROOT, Config, pipeline_stages, stage_outputs
 from src.utils.data_versions import dvc, history
 from src.utils.io import atomic_path
 
@@ -81,7 +81,7 @@ def stage_table(stages: dict[str, Any]) -> str:
     lines = ["| stage | reads | writes | params |", "| --- | --- | --- | --- |"]
     for name, stage in stages.items():
         reads = [dep for dep in stage.get("deps", []) if not dep.startswith("src/")]
-        writes = [out for kind in ("outs", "metrics", "plots") for out in stage.get(kind, [])]
+        writes = stage_outputs(stage)
         lines.append(
             f"| `{name}` | {', '.join(f'`{path}`' for path in reads) or '-'} | "
             f"{', '.join(f'`{path}`' for path in writes)} | "
@@ -210,6 +210,17 @@ def generate() -> None:
         write("bench.md", "No benchmark yet: run `make bench`, then `make docs`.\n")
 
     write("history.md", history())
+    import pandas as pd
+
+    from src.report.plots import save_learning_curve
+
+    curve_file = PROJECT_ROOT / PATHS.learning_curve
+    curve = pd.read_csv(curve_file) if curve_file.exists() else None
+    if curve is not None and len(curve):
+        save_learning_curve(curve, GENERATED / "learning_curve.png")
+        write("learning_curve.md", "![Training loss and validation accuracy per epoch](generated/learning_curve.png)\n")
+    else:
+        write("learning_curve.md", "No learning curve: only `train.estimator: mlp` is trained in epochs.\n")
     write("drift.md", drift_summary())
     logger.info("wrote the generated docs pages to %s", GENERATED.relative_to(PROJECT_ROOT))
 

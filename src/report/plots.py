@@ -47,3 +47,29 @@ def save_confusion_matrix(matrix: pd.DataFrame, path: Path, normalize: bool = Fa
     with atomic_path(path) as temporary:
         figure.savefig(temporary, format="png")
     plt.close(figure)
+
+
+def save_learning_curve(curve: pd.DataFrame, path: Path) -> None:
+    """Draw the training loss and the validation accuracy per epoch and save them as a PNG, atomically.
+
+    Args:
+        curve: One row per epoch with `epoch`, `loss` and `val_accuracy` (reports/learning_curve.csv).
+        path: The PNG file to write.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, loss_axes = plt.subplots(figsize=(6, 3.5), dpi=100)
+    loss_axes.plot(curve["epoch"], curve["loss"], color="tab:red", label="training loss")
+    loss_axes.set_xlabel("epoch")
+    loss_axes.set_ylabel("training loss", color="tab:red")
+    accuracy_axes = loss_axes.twinx()
+    accuracy_axes.plot(curve["epoch"], curve["val_accuracy"], color="tab:blue", label="validation accuracy")
+    accuracy_axes.set_ylabel("validation accuracy", color="tab:blue")
+    loss_axes.set_title("Learning curve")
+    figure.tight_layout()
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, format="png")
+    plt.close(figure)

@@ -11,6 +11,8 @@ from src.utils.cli import run_stage
 from src.utils.io import read_table, write_table
 from src.utils.mlflow_run import StageResult, mlflow_stage
 
+MAX_PRODUCTS = 500
+
 
 def featurize(raw: pd.DataFrame, params: FeaturizeParams, target: str) -> pd.DataFrame:
     """Add the engineered features to the raw table.
@@ -38,6 +40,12 @@ def featurize(raw: pd.DataFrame, params: FeaturizeParams, target: str) -> pd.Dat
     features = raw[[name for name in feature_names if name not in params.drop_columns]]
     if params.pairwise_products:
         numeric = features.select_dtypes("number").columns
+        pairs = len(numeric) * (len(numeric) - 1) // 2
+        if pairs > MAX_PRODUCTS:
+            raise ValueError(
+                f"featurize.pairwise_products would add {pairs} columns for {len(numeric)} features; "
+                "set it to false for wide data such as images (digits)"
+            )
         products = {f"{a}_x_{b}": features[a] * features[b] for a, b in combinations(numeric, 2)}
         features = pd.concat([features, pd.DataFrame(products, index=features.index)], axis=1)
     return features.assign(**{target: raw[target]})

@@ -13,6 +13,8 @@ from src.utils.io import atomic_path, read_table
 from src.utils.mlflow_run import StageResult, mlflow_stage
 
 INPUT_EXAMPLE_ROWS = 5
+VALIDATION_FRACTION = 0.1
+CURVE_COLUMNS = ["epoch", "loss", "val_accuracy"]
 
 
 def cross_validate(
@@ -63,18 +65,20 @@ def fit(train: pd.DataFrame, params: TrainParams, target: str, random_state: int
     return estimator.fit(features, labels), scores
 
 
-def continue_from(source: Any, train: pd.DataFrame, params: TrainParams, target: str) -> Any:
-    """Fit a copy of `source` on `train`, starting from its weights (`init_mode: warm_start`).
+def start_from(source: Any, features: pd.DataFrame, labels: pd.Series, params: TrainParams) -> Any:
+    """An estimator that starts from `source`'s weights (`init_mode: warm_start`), ready to fit on new data.
 
     logistic_regression starts from the source's coefficients; random_forest
-    keeps the source's trees and grows `n_estimators` more.
+    keeps the source's trees and grows `n_estimators` more; mlp continues from
+    its weights, epoch by epoch.
 
     Raises:
-        ValueError: If the source's classes or input columns differ from the train table's.
+        ValueError: If the source's classes or input columns differ from the data's.
     """
+    import copy
+
     from sklearn.base import clone
 
-    features, labels = train.drop(columns=[target]), train[target]
     classes = sorted(map(str, getattr(source, "classes_", [])))
     if classes != sorted(map(str, labels.unique())):
         raise ValueError(
@@ -83,10 +87,12 @@ def continue_from(source: Any, train: pd.DataFrame, params: TrainParams, target:
     columns = list(getattr(source, "feature_names_in_", []))
     if columns != list(features.columns):
         raise ValueError(f"train.init_from's model takes columns {columns}, the data has {list(features.columns)}")
+    source_final = source.steps[-1][1] if hasattr(source, "steps") else source
+    if hasattr(source_final, "coefs_"):
+        return copy.deepcopy(source)
     model = clone(source)
     final = model.steps[-1][1] if hasattr(model, "steps") else model
-    source_final = source.steps[-1][1] if hasattr(source, "steps") else source
-    if hasattr(final, "coef_") or hasattr(source_final, "coef_"):
+    if hasattr(source_final, "coef_"):
         final.set_params(warm_start=True)
         final.coef_, final.intercept_ = source_final.coef_.copy(), source_final.intercept_.copy()
     elif hasattr(source_final, "estimators_"):
@@ -95,48 +101,128 @@ def continue_from(source: Any, train: pd.DataFrame, params: TrainParams, target:
         for attribute in ("classes_", "n_classes_", "n_outputs_", "n_features_in_", "feature_names_in_"):
             if hasattr(source_final, attribute):
                 setattr(final, attribute, getattr(source_final, attribute))
-    return model.fit(features, labels)
+    return model
 
 
-def load_source_model(uri: str) -> Any:
-    """The scikit-learn model at `uri` (train.init_from), through MLflow."""
+def continue_from(source: Any, train: pd.DataFrame, params: TrainParams, target: str) -> Any:
+    """Fit a copy of `source` on `train`, starting from its weights (see `start_from`)."""
+    features, labels = train.drop(columns=[target]), train[target]
+    return start_from(source, features, labels, params).fit(features, labels)
+
+
+def train_in_epochs(
+    model: Any, features: pd.DataFrame, labels: pd.Series, epochs: int, random_state: int
+) -> tuple[Any, pd.DataFrame]:
+    """Train `model` with `partial_fit`, one pass over the data per epoch.
+
+    A tenth of the rows is held out to measure the validation accuracy after
+    each epoch; the model learns from the rest.
+
+    Returns:
+        The model and its learning curve: one row per epoch with `epoch`, `loss`
+        (the training loss) and `val_accuracy`.
+    """
+    import warnings
+
+    import numpy as np
+    from sklearn.model_selection import train_test_split
+
+    try:
+        fit_x, val_x, fit_y, val_y = train_test_split(
+            features, labels, test_size=VALIDATION_FRACTION, stratify=labels, random_state=random_state
+        )
+    except ValueError:  # a class too small to stratify
+        fit_x, val_x, fit_y, val_y = train_test_split(
+            features, labels, test_size=VALIDATION_FRACTION, random_state=random_state
+        )
+    classes = np.unique(labels)
+    rows = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # partial_fit on a model that was fitted with fit
+        for epoch in range(1, epochs + 1):
+            model.partial_fit(fit_x, fit_y, classes=classes)
+            rows.append({"epoch": epoch, "loss": float(model.loss_), "val_accuracy": float(model.score(val_x, val_y))})
+    return model, pd.DataFrame(rows, columns=CURVE_COLUMNS)
+
+
+def resolve_init_from(reference: str, model_name: str) -> str:
+    """The model URI `train.init_from` names: a URI as it is, a run id's trained model, or an alias of `model_name`."""
+    import re
+
+    if reference.startswith(("models:/", "runs:/")):
+        return reference
+    if not re.fullmatch(r"[0-9a-f]{32}", reference):
+        return f"models:/{model_name}@{reference}"
+    from src.service.registry import PromoteError, logged_model_uri
+    from src.utils.mlflow_run import ROLE_TAG, import_mlflow
+
+    client = import_mlflow().MlflowClient()
+    run = client.get_run(reference)
+    if run.data.tags.get(ROLE_TAG) == "stage":
+        run = client.get_run(run.data.tags["mlflow.parentRunId"])
+    try:
+        return logged_model_uri(client, run)
+    except PromoteError as error:
+        raise ValueError(f"train.init_from={reference}: {error}") from None
+
+
+def load_source_model(reference: str, model_name: str) -> tuple[Any, str]:
+    """The scikit-learn model `train.init_from` names, through MLflow, and its URI."""
     import mlflow.sklearn
 
     from src.utils.mlflow_run import import_mlflow
 
     import_mlflow()
     try:
-        return mlflow.sklearn.load_model(uri)
+        uri = resolve_init_from(reference, model_name)
+        return mlflow.sklearn.load_model(uri), uri
+    except ValueError:
+        raise
     except Exception as error:
-        raise ValueError(
-            f"cannot load train.init_from={uri}: {type(error).__name__}: {str(error).splitlines()[0]}"
-        ) from None
+        message = str(error).splitlines()[0] if str(error) else ""
+        raise ValueError(f"cannot load train.init_from={reference}: {type(error).__name__}: {message}") from None
 
 
 @mlflow_stage("train")
 def main(config: Config) -> StageResult:
     """Fit the model on the train table and write models/model.joblib; the CV scores are its metrics.
 
-    With `train.init_from` and `init_mode: warm_start` the model continues from that model's weights.
+    With `train.init_from` and `init_mode: warm_start` the model continues from
+    that model's weights. An mlp is trained epoch by epoch: its loss and
+    validation accuracy per epoch become the run's metric history and
+    reports/learning_curve.csv (a DVC plot; only the header for other estimators).
     """
     import joblib
 
     target = config.data_load.target
     train = read_table(PATHS.train, made_by="data_split")
-    model, scores = fit(train, config.train, target, config.base.random_state)
-    tags = {}
+    features, labels = train.drop(columns=[target]), train[target]
+    random_state = config.base.random_state
+    estimator = build_estimator(config.train, random_state)
+    scores = cross_validate(estimator, features, labels, config.train, random_state)
+    tags: dict[str, str] = {}
+    start = estimator
     if config.train.init_from:
-        source = load_source_model(config.train.init_from)
-        tags = {"init_from": config.train.init_from, "init_mode": config.train.init_mode}
+        source, source_uri = load_source_model(config.train.init_from, config.registry.model_name)
+        tags = {"init_from": config.train.init_from, "init_from.model_uri": source_uri}
+        tags["init_mode"] = config.train.init_mode
         if config.train.init_mode == "warm_start":
-            model = continue_from(source, train, config.train, target)
+            start = start_from(source, features, labels, config.train)
+    curve = pd.DataFrame(columns=CURVE_COLUMNS)
+    if config.train.estimator == "mlp":
+        model, curve = train_in_epochs(start, features, labels, config.train.epochs, random_state)
+    else:
+        model = start.fit(features, labels)
     with atomic_path(PATHS.model) as temporary:
         joblib.dump(model, temporary)
+    with atomic_path(PATHS.learning_curve) as temporary:
+        curve.to_csv(temporary, index=False)
     return StageResult(
         metrics=scores,
         model=model,
-        model_input_example=train.drop(columns=[target]).head(INPUT_EXAMPLE_ROWS),
+        model_input_example=features.head(INPUT_EXAMPLE_ROWS),
         tags=tags,
+        history={name: curve[name].tolist() for name in ("loss", "val_accuracy")} if len(curve) else {},
     )
 
 

@@ -16,7 +16,8 @@ def build_estimator(params: TrainParams, random_state: int) -> Any:
 
     Returns:
         `logistic_regression`: standard scaling then LogisticRegression;
-        `random_forest`: a RandomForestClassifier.
+        `random_forest`: a RandomForestClassifier; `mlp`: an MLPClassifier with one
+        hidden layer (trained in epochs by the train stage).
     """
     if params.estimator == "logistic_regression":
         from sklearn.linear_model import LogisticRegression
@@ -26,6 +27,15 @@ def build_estimator(params: TrainParams, random_state: int) -> Any:
         return make_pipeline(
             StandardScaler(),
             LogisticRegression(C=params.C, max_iter=params.max_iter, random_state=random_state),
+        )
+    if params.estimator == "mlp":
+        from sklearn.neural_network import MLPClassifier
+
+        return MLPClassifier(
+            hidden_layer_sizes=(params.hidden_units,),
+            learning_rate_init=params.learning_rate,
+            max_iter=params.epochs,
+            random_state=random_state,
         )
     from sklearn.ensemble import RandomForestClassifier
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from src.config import PATHS, PROJECT_ROOT, pipeline_stages
+from src.config import PATHS, PROJECT_ROOT, pipeline_stages, stage_outputs
 from src.utils.cli import fail
 from src.utils.git import GitError, git, tag_exists, tracked_changes
 from src.utils.logs import setup_logging
@@ -78,12 +78,7 @@ def dvc(*arguments: str, quiet: bool = False) -> subprocess.CompletedProcess:
 
 def managed_gitignores() -> list[Path]:
     """Return the .gitignore files DVC writes beside the pipeline's outputs."""
-    folders = {
-        Path(output).parent
-        for stage in pipeline_stages().values()
-        for kind in ("outs", "metrics", "plots")
-        for output in stage.get(kind, [])
-    }
+    folders = {Path(output).parent for stage in pipeline_stages().values() for output in stage_outputs(stage)}
     return sorted(folder / ".gitignore" for folder in folders if (PROJECT_ROOT / folder / ".gitignore").exists())
 
 

@@ -55,6 +55,7 @@ class StageResult:
         tags: Extra tags for the run.
         model: A fitted scikit-learn estimator to log as the run's model.
         model_input_example: A few input rows of `model`, for its signature and example.
+        history: Metrics per step (an epoch), logged as MLflow metric history.
     """
 
     params: dict[str, Any] = field(default_factory=dict)
@@ -63,6 +64,7 @@ class StageResult:
     tags: dict[str, str] = field(default_factory=dict)
     model: Any = None
     model_input_example: pd.DataFrame | None = None
+    history: dict[str, list[float]] = field(default_factory=dict)
 
 
 def tracking_uri() -> str:
@@ -149,6 +151,7 @@ class StageRecord:
     tags: dict[str, str] = field(default_factory=dict)
     artifacts: list[str] = field(default_factory=list)
     has_model: bool = False
+    history: dict[str, list[float]] = field(default_factory=dict)
     error: str = ""
     traceback: str = ""
 
@@ -172,6 +175,7 @@ class StageRecord:
     def keep(self, folder: Path, result: StageResult) -> None:
         """Copy what the stage returned into the record and its folder (artifacts, model)."""
         self.metrics = {key: float(value) for key, value in result.metrics.items()}
+        self.history = {key: [float(value) for value in values] for key, values in result.history.items()}
         self.tags.update(result.tags)
         files = folder / self.stage
         files.mkdir(parents=True, exist_ok=True)
@@ -234,11 +238,18 @@ def log_record(
     run = client.create_run(experiment_id, start_time=record.start_ms, run_name=record.stage, tags=tags)
     run_id = run.info.run_id
     end_ms = record.end_ms or now_ms()
+    history = [
+        Metric(key, value, end_ms, step)
+        for key, values in record.history.items()
+        for step, value in enumerate(values, start=1)
+    ]
     client.log_batch(
         run_id,
         metrics=[Metric(key, value, end_ms, 0) for key, value in record.metrics.items()],
         params=[Param(key, value) for key, value in record.params.items()],
     )
+    for start in range(0, len(history), 1000):  # MLflow takes up to 1000 metrics per batch
+        client.log_batch(run_id, metrics=history[start : start + 1000])
     for artifact in record.artifacts:
         client.log_artifact(run_id, str(folder / record.stage / artifact))
     if record.traceback:

@@ -62,6 +62,15 @@ class Project:
         params[section][key] = value
         path.write_text(yaml.safe_dump(params, sort_keys=False))
 
+    def pipeline_with(self, section: str, key: str, value) -> subprocess.CompletedProcess:
+        """Run `make pipeline` with one param changed, then put the old value back."""
+        before = yaml.safe_load((self.root / "params.yaml").read_text())[section][key]
+        self.set_param(section, key, value)
+        try:
+            return self.make("pipeline")
+        finally:
+            self.set_param(section, key, before)
+
     def spawn(self, *targets: str, stderr: int = subprocess.PIPE, **env: str) -> subprocess.Popen:
         """Start make in the copy in its own session, as a terminal runs it; stdout is captured.
 
@@ -115,6 +124,11 @@ class Project:
 
     def children(self, parent_run_id: str) -> list:
         return self.runs(f"tags.mlflow.parentRunId = '{parent_run_id}'")
+
+
+def error_lines(result: subprocess.CompletedProcess) -> list[str]:
+    """The `error: ...` lines a command printed on stderr."""
+    return [line for line in result.stderr.splitlines() if line.startswith("error:")]
 
 
 def assert_outputs_match_lock(project: Project, revision: str) -> None:

@@ -12,7 +12,7 @@ import subprocess
 import pytest
 import yaml
 
-from tests.integration.conftest import Project, assert_outputs_match_lock, new_project
+from tests.integration.conftest import Project, assert_outputs_match_lock, error_lines, new_project
 
 pytestmark = pytest.mark.slow
 
@@ -21,10 +21,6 @@ pytestmark = pytest.mark.slow
 def project(tmp_path_factory: pytest.TempPathFactory) -> Project:
     base = tmp_path_factory.mktemp("versions")
     return new_project(base / "repo", base / "remote")
-
-
-def error_lines(result: subprocess.CompletedProcess) -> list[str]:
-    return [line for line in result.stderr.splitlines() if line.startswith("error:")]
 
 
 def dvc(project: Project, *arguments: str) -> subprocess.CompletedProcess:
@@ -111,9 +107,8 @@ def test_a_run_on_a_tagged_version_records_the_rev(project):
 
 
 def test_a_missing_rev_gives_one_line(project):
-    project.set_param("data_load", "rev", "v9")
-    result = project.make("pipeline")
     project.set_param("data_load", "rev", "v1")
+    result = project.pipeline_with("data_load", "rev", "v9")
     assert result.returncode != 0
     [line] = error_lines(result)
     assert line.startswith("error: stage data_load failed: FileNotFoundError: cannot read data/raw/dataset.parquet at")

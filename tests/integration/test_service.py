@@ -17,7 +17,7 @@ import urllib.request
 import pandas as pd
 import pytest
 
-from tests.integration.conftest import Project, new_project
+from tests.integration.conftest import Project, error_lines, new_project
 
 pytestmark = pytest.mark.slow
 
@@ -44,10 +44,6 @@ def run_named(project: Project, name: str):
 
 def champion(project: Project):
     return project.client().get_model_version_by_alias(MODEL, "champion")
-
-
-def error_lines(result: subprocess.CompletedProcess) -> list[str]:
-    return [line for line in result.stderr.splitlines() if line.startswith("error:")]
 
 
 def post(url: str, body: bytes) -> tuple[int, dict]:

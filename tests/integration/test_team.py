@@ -14,7 +14,6 @@ import os
 import shutil
 import socket
 import stat
-import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +22,7 @@ import pandas as pd
 import pytest
 
 from src.team import StackError, postgres_binaries
-from tests.integration.conftest import Project, assert_outputs_match_lock, new_project
+from tests.integration.conftest import Project, assert_outputs_match_lock, error_lines, new_project
 
 pytestmark = pytest.mark.slow
 
@@ -34,10 +33,6 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
-
-
-def error_lines(result: subprocess.CompletedProcess) -> list[str]:
-    return [line for line in result.stderr.splitlines() if line.startswith("error:")]
 
 
 def settings(project: Project) -> dict[str, str]:

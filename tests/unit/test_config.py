@@ -37,7 +37,7 @@ def test_flat_gives_every_param_as_a_dotted_key(params, write_params):
         (lambda p: p["train"].pop("cv_folds"), "missing key train.cv_folds"),
         (
             lambda p: p["train"].update(estimator="svm"),
-            "train.estimator must be one of 'logistic_regression' or 'random_forest', got 'svm'",
+            "train.estimator must be one of 'logistic_regression', 'random_forest' or 'mlp', got 'svm'",
         ),
         (lambda p: p["train"].update(cv_folds=1), "train.cv_folds must be between 2 and 20, got 1"),
         (lambda p: p["train"].update(cv_folds=2.5), "train.cv_folds must be an integer, got float 2.5"),
@@ -46,7 +46,7 @@ def test_flat_gives_every_param_as_a_dotted_key(params, write_params):
         (lambda p: p["data_split"].update(stratify="yes"), "data_split.stratify must be true or false, got str 'yes'"),
         (
             lambda p: p["data_load"].update(source="mnist"),
-            "data_load.source must be one of iris, wine, breast_cancer, synthetic or a .csv or .parquet "
+            "data_load.source must be one of iris, wine, breast_cancer, digits, synthetic or a .csv or .parquet "
             "file under data/external/, got 'mnist'",
         ),
         (lambda p: p["data_load"].update(source="data/external/../x.csv"), "data_load.source must be one of iris"),

@@ -4,7 +4,7 @@ from dataclasses import asdict
 
 import yaml
 
-from src.config import PATHS, load_config
+from src.config import PATHS, load_config, stage_outputs
 from tests.conftest import PROJECT_ROOT
 
 
@@ -19,10 +19,7 @@ def test_every_params_key_in_dvc_yaml_exists_in_the_config():
 
 
 def test_dvc_yaml_outputs_are_the_paths_the_stages_write():
-    declared = set()
-    for stage in stages().values():
-        for kind in ("outs", "metrics", "plots"):
-            declared.update(stage.get(kind, []))
+    declared = {path for stage in stages().values() for path in stage_outputs(stage)}
     inputs = ("stage_metrics_dir", "batches")  # a folder of metrics files; labelled batches that make retrain adds
     expected = {str(path) for name, path in asdict(PATHS).items() if name not in inputs}
     expected |= {str(PATHS.stage_metrics(stage)) for stage in stages()}

@@ -1,0 +1,84 @@
+"""Digits, a network trained in epochs, and continuing from an earlier model (`train.init_from`).
+
+One copy, in file order: an iris run first (a model with other classes), then digits with an mlp.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.integration.conftest import Project, error_lines, new_project
+
+pytestmark = pytest.mark.slow
+
+EPOCHS = 6
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Project:
+    base = tmp_path_factory.mktemp("epochs")
+    project = new_project(base / "repo", base / "remote")
+    assert project.make("pipeline", RUN_NAME="iris").returncode == 0
+    project.set_param("data_load", "source", "digits")
+    project.set_param("featurize", "pairwise_products", False)
+    project.set_param("train", "estimator", "mlp")
+    project.set_param("train", "epochs", EPOCHS)
+    result = project.make("pipeline", RUN_NAME="digits")
+    assert result.returncode == 0, result.stderr
+    return project
+
+
+def train_run(project: Project, parent_name: str):
+    [parent] = [run for run in project.parents() if run.info.run_name == parent_name]
+    [train] = [run for run in project.children(parent.info.run_id) if run.info.run_name == "train"]
+    return parent, train
+
+
+def test_digits_with_an_mlp_logs_loss_and_validation_accuracy_per_epoch(project):
+    parent, train = train_run(project, "digits")
+    assert parent.info.status == "FINISHED"
+    assert parent.data.metrics["accuracy"] > 0.5
+    client = project.client()
+    for metric in ("loss", "val_accuracy"):
+        history = client.get_metric_history(train.info.run_id, metric)
+        assert [point.step for point in history] == list(range(1, EPOCHS + 1)), metric
+    losses = [point.value for point in client.get_metric_history(train.info.run_id, "loss")]
+    assert losses[-1] < losses[0]
+    curve = (project.root / "reports/learning_curve.csv").read_text().splitlines()
+    assert curve[0] == "epoch,loss,val_accuracy" and len(curve) == EPOCHS + 1
+    shown = project.run(project.env()["VENV"] + "/bin/dvc", "plots", "show", "--json")
+    assert "reports/learning_curve.csv" in json.loads(shown.stdout)["data"]
+
+
+def test_wide_data_with_pairwise_products_stops_with_one_line(project):
+    result = project.pipeline_with("featurize", "pairwise_products", True)
+    assert result.returncode != 0
+    assert error_lines(result) == [
+        "error: stage featurize failed: ValueError: featurize.pairwise_products would add 2016 columns for "
+        "64 features; set it to false for wide data such as images (digits)"
+    ]
+
+
+def test_init_from_a_run_starts_from_its_weights_and_records_the_source(project):
+    first, first_train = train_run(project, "digits")
+    project.set_param("train", "init_from", first.info.run_id)
+    result = project.make("pipeline", RUN_NAME="continued")
+    assert result.returncode == 0, result.stderr
+    _, train = train_run(project, "continued")
+    assert train.data.tags["init_from"] == first.info.run_id
+    assert train.data.tags["init_from.model_uri"].startswith("models:/m-")
+    client = project.client()
+    fresh = client.get_metric_history(first_train.info.run_id, "loss")
+    continued = client.get_metric_history(train.info.run_id, "loss")
+    assert continued[0].value < fresh[0].value
+
+
+def test_init_from_a_model_with_other_classes_is_refused_with_one_line(project):
+    iris, _ = train_run(project, "iris")
+    result = project.pipeline_with("train", "init_from", iris.info.run_id)
+    assert result.returncode != 0
+    [line] = error_lines(result)
+    assert line.startswith("error: stage train failed: ValueError: train.init_from's model knows classes ['setosa', ")
+    assert project.runs("attributes.status = 'RUNNING'") == []
