@@ -157,14 +157,17 @@ New batch: {html.escape(document["new"])} ({document["new_rows"]} rows).</p>
 
 
 def read_any(path: Path) -> pd.DataFrame:
-    """A CSV or Parquet file as a DataFrame.
+    """A CSV or Parquet file as a DataFrame, read as data_load reads a user's file.
 
     Raises:
         FileNotFoundError: The file is not there.
+        ValueError: It is not a readable table (one line naming the file).
     """
+    from src.stages.data_load import parse_table
+
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
-    return pd.read_parquet(path) if path.suffix.lower() == ".parquet" else pd.read_csv(path)
+    return parse_table(path.read_bytes(), str(path))
 
 
 def reference_table(ref: str, config: Config) -> tuple[pd.DataFrame, str]:

@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> None:
         )
         stored = version_batch(batch, arguments.batch.stem)
         set_init_from(PROJECT_ROOT / "params.yaml", champion_uri)
-    except (ScoringInputError, FileNotFoundError) as error:
+    except (ValueError, FileNotFoundError) as error:  # a bad batch: ScoringInputError, an unreadable file
         fail(str(error))
     except Exception as error:
         fail(f"retrain: {describe_tracking_error(error)}")
