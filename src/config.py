@@ -42,6 +42,7 @@ class Paths:
     metrics: Path = Path("reports/metrics.json")
     learning_curve: Path = Path("reports/learning_curve.csv")
     confusion_matrix_png: Path = Path("reports/confusion_matrix.png")
+    samples_png: Path = Path("reports/samples.png")
     stage_metrics_dir: Path = Path("reports/stages")
 
     def stage_metrics(self, stage: str) -> Path:
@@ -111,14 +112,17 @@ class DataLoadParams(Section):
     source: str = Field(
         min_length=1,
         description=(
-            "A dataset bundled with scikit-learn (`iris`, `wine`, `breast_cancer`), `synthetic` "
-            "(generated, see below), or a CSV or Parquet file under `data/external/`, tracked with DVC."
+            "A dataset bundled with scikit-learn (`iris`, `wine`, `breast_cancer`, `digits`: 8x8 images), "
+            "`synthetic` (generated, see below), a CSV or Parquet file under `data/external/`, or a folder "
+            "of PNG images under `data/external/` with one folder per class (`<folder>/<class>/<file>.png`); "
+            "files and folders tracked with DVC."
         ),
     )
     rev: str = Field(
         description=(
             "A git tag or commit: read the data as it was at that data version (the source file, "
-            'or for a bundled dataset the raw table the pipeline wrote). `""`: the working tree.'
+            "or for a bundled dataset or an image folder the raw table the pipeline wrote). "
+            '`""`: the working tree.'
         ),
     )
     target: str = Field(min_length=1, description="Name of the label column.")
@@ -131,17 +135,28 @@ class DataLoadParams(Section):
         if source in (*BUNDLED_DATASETS, SYNTHETIC):
             return source
         path = PurePosixPath(source)
-        if path.suffix.lower() not in SOURCE_SUFFIXES or path.parts[:2] != ("data", "external") or ".." in path.parts:
+        known_kind = path.suffix.lower() in SOURCE_SUFFIXES or not path.suffix
+        if not known_kind or path.parts[:2] != ("data", "external") or len(path.parts) < 3 or ".." in path.parts:
             raise ValueError(
-                f"must be one of {', '.join(BUNDLED_DATASETS)}, {SYNTHETIC} "
-                "or a .csv or .parquet file under data/external/"
+                f"must be one of {', '.join(BUNDLED_DATASETS)}, {SYNTHETIC}, "
+                "or a .csv or .parquet file or a folder of PNG images under data/external/"
             )
-        return source
+        return source.rstrip("/")
 
     @property
     def generated(self) -> bool:
         """Whether the source is made in code (a bundled or synthetic dataset), not read from a file."""
         return self.source in (*BUNDLED_DATASETS, SYNTHETIC)
+
+    @property
+    def image_folder(self) -> bool:
+        """Whether the source is a user's folder of images, one folder per class."""
+        return not self.generated and not PurePosixPath(self.source).suffix
+
+    @property
+    def pixel_max(self) -> int:
+        """The largest value a pixel of this source takes: 16 for digits, 255 for 8-bit images."""
+        return 16 if self.source == "digits" else 255
 
 
 class FeaturizeParams(Section):
@@ -149,6 +164,20 @@ class FeaturizeParams(Section):
 
     pairwise_products: bool = Field(description="Add `<a>_x_<b>` for every pair of numeric features.")
     drop_columns: list[str] = Field(description="Raw feature columns to leave out.")
+    scale_pixels: bool = Field(
+        description=(
+            "Images: divide the pixels by their largest possible value (16 for `digits`, 255 for "
+            "8-bit PNG images), so every pixel feature lies between 0 and 1."
+        ),
+    )
+    pixel_pooling: int = Field(
+        ge=1,
+        le=64,
+        description=(
+            "Images: average each k x k block of pixels into one feature, which divides the "
+            "feature count by k squared; 1 keeps every pixel. k must divide the image's height and width."
+        ),
+    )
 
 
 class DataSplitParams(Section):

@@ -171,6 +171,24 @@ def drift_summary() -> str:
     return "\n".join(lines) + "\n"
 
 
+def sample_images() -> str:
+    """Copy the latest run's grid of test images into the docs and return the markdown that shows it.
+
+    The grid is shown only when the latest test table's features are image pixels.
+    """
+    import pyarrow.parquet
+
+    from src.utils.images import image_shape
+
+    grid, test = PROJECT_ROOT / PATHS.samples_png, PROJECT_ROOT / PATHS.test
+    if not (grid.exists() and test.exists()):
+        return NO_RESULTS
+    if image_shape(pyarrow.parquet.read_schema(test).names) is None:
+        return "No sample images: the latest run's data is not images (`digits` or a folder of PNGs).\n"
+    shutil.copyfile(grid, GENERATED / "samples.png")
+    return "![Test images, true and predicted labels; misclassified ones framed in red](generated/samples.png)\n"
+
+
 def generate() -> None:
     """Write every generated page fragment and image under docs/generated/."""
     GENERATED.mkdir(parents=True, exist_ok=True)
@@ -221,6 +239,7 @@ def generate() -> None:
         write("learning_curve.md", "![Training loss and validation accuracy per epoch](generated/learning_curve.png)\n")
     else:
         write("learning_curve.md", "No learning curve: only `train.estimator: mlp` is trained in epochs.\n")
+    write("samples.md", sample_images())
     write("drift.md", drift_summary())
     logger.info("wrote the generated docs pages to %s", GENERATED.relative_to(PROJECT_ROOT))
 

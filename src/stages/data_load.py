@@ -1,8 +1,9 @@
 """Stage data_load: write the source data to data/raw as one labelled table.
 
 The source is a dataset bundled with scikit-learn, a synthetic table generated
-deterministically (for benchmarks at scale), or a user's CSV or Parquet file
-under data/external/ (tracked with DVC). With `data_load.rev` set, the data is
+deterministically (for benchmarks at scale), a user's CSV or Parquet file under
+data/external/, or a user's folder of PNG images there, one folder per class
+(files and folders tracked with DVC). With `data_load.rev` set, the data is
 read as it was at that git tag or commit, through `dvc.api`, from the DVC cache
 or the remote.
 """
@@ -11,15 +12,24 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import re
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from src.config import PATHS, PROJECT_ROOT, SYNTHETIC, Config, DataLoadParams
 from src.utils.cli import run_stage
+from src.utils.images import pixel_names
 from src.utils.io import read_at_revision, write_table
 from src.utils.mlflow_run import StageResult, mlflow_stage
+
+if TYPE_CHECKING:
+    import numpy as np
+
+IMAGE_SUFFIX = ".png"
+IMAGE_MODES = {"L": 1, "RGB": 3}  # 8-bit grayscale and RGB: the pixel columns' channel count
 
 
 class DataSchemaError(ValueError):
@@ -153,7 +163,9 @@ def load_source(params: DataLoadParams, random_state: int) -> tuple[pd.DataFrame
 
     Returns:
         The labelled table and where it came from: `data.source`, `data.rev`,
-        `data.path` and `data.md5` (the MD5 of the bytes read, as DVC hashes files).
+        `data.path` and `data.md5` (the MD5 of the bytes read, as DVC hashes files;
+        for an image folder, DVC's hash of the folder). At a revision, a bundled
+        dataset or an image folder is read as the raw table the pipeline wrote then.
     """
     origin = {"data.source": params.source, "data.rev": params.rev}
     if params.source == SYNTHETIC and not params.rev:
@@ -161,11 +173,145 @@ def load_source(params: DataLoadParams, random_state: int) -> tuple[pd.DataFrame
         return table, origin
     if params.generated and not params.rev:
         return load_bundled(params.source, params.target), origin
-    path = str(PATHS.raw) if params.generated else params.source
+    if params.image_folder and not params.rev:
+        table, md5 = load_image_folder(params.source, params.target)
+        return table, {**origin, "data.path": params.source, "data.md5": md5}
+    path = str(PATHS.raw) if params.generated or params.image_folder else params.source
     content = read_bytes(path, params.rev)
     name = f"{path}@{params.rev}" if params.rev else path
     table = check_schema(parse_table(content, path), params.target, name)
     return table, {**origin, "data.path": path, "data.md5": hashlib.md5(content).hexdigest()}
+
+
+def decode_png(content: bytes, name: str) -> np.ndarray:
+    """Decode the bytes of a PNG file into its pixels: (height, width) for grayscale, (height, width, 3) for RGB.
+
+    Raises:
+        DataSchemaError: One line naming the file: not a readable PNG, or a mode other than L or RGB.
+    """
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(content), formats=["PNG"]) as image:
+            image.load()
+            mode, pixels = image.mode, np.asarray(image)
+    except UnidentifiedImageError:
+        raise DataSchemaError(f"{name}: not a readable PNG image (its bytes are not a PNG)") from None
+    except Exception as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise DataSchemaError(f"{name}: not a readable PNG image ({reason})") from None
+    if mode not in IMAGE_MODES:
+        raise DataSchemaError(f"{name}: image mode {mode}; save the images as 8-bit grayscale (L) or RGB")
+    return pixels
+
+
+def dvc_directory_md5(file_md5s: dict[str, str]) -> str:
+    """Return the hash DVC records for a directory (`<md5>.dir` in its .dvc file).
+
+    Args:
+        file_md5s: The MD5 of every file in the directory, by path relative to it (with `/`).
+    """
+    listing = [{"md5": md5, "relpath": relpath} for relpath, md5 in sorted(file_md5s.items())]
+    return hashlib.md5(json.dumps(listing, sort_keys=True).encode("utf-8")).hexdigest() + ".dir"
+
+
+def image_files_by_class(folder: Path, name: str) -> dict[str, list[Path]]:
+    """List the PNG files of an image folder by class: `<folder>/<class>/<file>.png`.
+
+    Hidden files and folders (`.DS_Store`, say) are passed over.
+
+    Args:
+        folder: The image folder.
+        name: The folder as the user names it, for the error messages.
+
+    Raises:
+        DataSchemaError: One line naming the file or folder: a file outside a class
+            folder, a file that is not a .png, a class folder with no image, fewer
+            than two classes.
+    """
+    by_class: dict[str, list[Path]] = {
+        entry.name: [] for entry in sorted(folder.iterdir()) if entry.is_dir() and not entry.name.startswith(".")
+    }
+    for file in sorted(path for path in folder.rglob("*") if path.is_file()):
+        relative = file.relative_to(folder)
+        if any(part.startswith(".") for part in relative.parts):
+            continue
+        shown = f"{name}/{relative.as_posix()}"
+        if len(relative.parts) != 2:
+            raise DataSchemaError(f"{shown}: not directly in a class folder; the layout is {name}/<class>/<file>.png")
+        if relative.suffix.lower() != IMAGE_SUFFIX:
+            raise DataSchemaError(f"{shown}: not a .png file; a class folder holds only PNG images")
+        by_class[relative.parts[0]].append(file)
+    for label, files in by_class.items():
+        if not files:
+            raise DataSchemaError(f"{name}/{label}: class folder with no .png image; add images or remove the folder")
+    if len(by_class) < 2:
+        raise DataSchemaError(
+            f"{name}: {len(by_class)} class folder(s); a classifier needs at least two: {name}/<class>/<file>.png"
+        )
+    return by_class
+
+
+def load_image_folder(name: str, target: str, root: Path = PROJECT_ROOT) -> tuple[pd.DataFrame, str]:
+    """Read a folder of PNG images, one folder per class, into one labelled table.
+
+    Args:
+        name: The folder, relative to `root` (`data_load.source`).
+        target: The name of the label column, which holds the class folders' names.
+        root: The project root.
+
+    Returns:
+        One row per image (the pixel columns of `pixel_names`, 0-255, then the
+        label), and the folder's hash as DVC computes it, which `dvc add` records
+        in the folder's .dvc file.
+
+    Raises:
+        FileNotFoundError: If the folder does not exist.
+        DataSchemaError: One line naming the file: see `image_files_by_class` and
+            `decode_png`, or an image whose size or mode differs from the first image's.
+    """
+    import numpy as np
+
+    folder = root / name
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"{name} not found; put one folder of PNG images per class there and track it with `dvc add {name}`"
+        )
+    by_class = image_files_by_class(folder, name)
+    file_md5s = {
+        file.relative_to(folder).as_posix(): hashlib.md5(file.read_bytes()).hexdigest()
+        for file in folder.rglob("*")
+        if file.is_file() and any(part.startswith(".") for part in file.relative_to(folder).parts)
+    }
+    images: list[np.ndarray] = []
+    labels: list[str] = []
+    first: tuple[str, tuple[int, ...]] | None = None
+    for label, files in by_class.items():
+        for file in files:
+            relative = file.relative_to(folder).as_posix()
+            content = file.read_bytes()
+            file_md5s[relative] = hashlib.md5(content).hexdigest()
+            pixels = decode_png(content, f"{name}/{relative}")
+            if first is None:
+                first = (f"{name}/{relative}", pixels.shape)
+            elif pixels.shape != first[1]:
+                raise DataSchemaError(
+                    f"{name}/{relative}: {describe_image(pixels.shape)}, unlike {first[0]}: "
+                    f"{describe_image(first[1])}; every image must have the same size and mode"
+                )
+            images.append(pixels)
+            labels.append(label)
+    height, width = first[1][:2]
+    channels = first[1][2] if len(first[1]) == 3 else 1
+    values = np.stack(images).reshape(len(images), -1)
+    table = pd.DataFrame(values, columns=pixel_names(height, width, channels))
+    return table.assign(**{target: labels}), dvc_directory_md5(file_md5s)
+
+
+def describe_image(shape: tuple[int, ...]) -> str:
+    """Describe a decoded image's shape as a user sees it: `8x8 pixels, grayscale (L)`."""
+    return f"{shape[1]}x{shape[0]} pixels, " + ("RGB" if len(shape) == 3 else "grayscale (L)")
 
 
 def describe(table: pd.DataFrame, target: str) -> dict[str, float]:

@@ -6,10 +6,13 @@ One copy, in file order: an iris run first (a model with other classes), then di
 from __future__ import annotations
 
 import json
+from urllib.parse import urljoin
 
+import numpy as np
 import pytest
+from PIL import Image
 
-from tests.integration.conftest import Project, error_lines, new_project
+from tests.integration.conftest import Project, error_lines, new_project, open_page, serve
 
 pytestmark = pytest.mark.slow
 
@@ -50,6 +53,20 @@ def test_digits_with_an_mlp_logs_loss_and_validation_accuracy_per_epoch(project)
     assert curve[0] == "epoch,loss,val_accuracy" and len(curve) == EPOCHS + 1
     shown = project.run(project.env()["VENV"] + "/bin/dvc", "plots", "show", "--json")
     assert "reports/learning_curve.csv" in json.loads(shown.stdout)["data"]
+
+
+def test_results_page_shows_sample_images_with_the_misclassified_ones_in_red(project, browser):
+    result = project.make("docs")
+    assert result.returncode == 0, result.stderr
+    with serve(project.root / "site") as base:
+        page, problems = open_page(browser, urljoin(base, "results.html"))
+        width = page.eval_on_selector("img[alt^='Test images']", "image => image.naturalWidth")
+        page.close()
+    assert width > 500 and problems == []
+    accuracy = json.loads((project.root / "reports/metrics.json").read_text())["accuracy"]
+    pixels = np.asarray(Image.open(project.root / "reports/samples.png").convert("RGB")).reshape(-1, 3)
+    red_frames = int((pixels == (214, 39, 40)).all(axis=1).sum())  # matplotlib's tab:red
+    assert accuracy < 1 and red_frames > 100
 
 
 def test_wide_data_with_pairwise_products_stops_with_one_line(project):

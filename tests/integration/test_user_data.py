@@ -1,4 +1,4 @@
-"""A user's own CSV file under data/external/, tracked with DVC, as the pipeline's source."""
+"""A user's own data under data/external/, tracked with DVC, as the pipeline's source: a CSV file, a folder of PNGs."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import hashlib
 
 import pytest
 import yaml
+
+from tests.integration.conftest import error_lines
 
 pytestmark = pytest.mark.slow
 
@@ -44,6 +46,52 @@ def test_a_users_csv_is_checked_and_trained_on(project):
     assert errors == [
         "error: stage data_load failed: DataSchemaError: data/external/flowers.csv: "
         "column 'species' has 1 empty labels; label every row"
+    ]
+    assert (project.root / "dvc.lock").read_bytes() == lock_before
+    assert project.runs("attributes.status = 'RUNNING'") == []
+
+
+def write_digit_pngs(folder, count: int) -> None:
+    """Save the first `count` of scikit-learn's digits as 8-bit grayscale PNGs, one folder per digit."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    for index, (pixels, label) in enumerate(zip(digits.images[:count], digits.target[:count], strict=True)):
+        path = folder / str(label) / f"{index:04d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray((pixels * 15).astype("uint8"), mode="L").save(path)
+
+
+def test_a_folder_of_pngs_is_trained_on_and_a_corrupt_png_is_one_line(project):
+    folder = project.root / "data/external/digits"
+    write_digit_pngs(folder, 600)
+    dvc = project.env()["VENV"] + "/bin/dvc"
+    assert project.run(dvc, "add", "data/external/digits").returncode == 0
+    use_source(project, "data/external/digits", "digit")
+    project.set_param("featurize", "pairwise_products", False)
+
+    result = project.make("pipeline")
+    assert result.returncode == 0, result.stderr
+    parent = project.parents()[0]
+    assert parent.data.metrics["accuracy"] > 0.8
+    runs = {run.info.run_name: run for run in project.children(parent.info.run_id)}
+    tracked = yaml.safe_load((project.root / "data/external/digits.dvc").read_text())["outs"][0]["md5"]
+    assert runs["data_load"].data.tags["data.path"] == "data/external/digits"
+    assert runs["data_load"].data.tags["data.md5"] == tracked
+    metrics = runs["data_load"].data.metrics
+    assert (metrics["n_rows"], metrics["n_features"], metrics["n_classes"]) == (600, 64, 10)
+    artifacts = [entry.path for entry in project.client().list_artifacts(runs["evaluate"].info.run_id)]
+    assert "samples.png" in artifacts
+
+    lock_before = (project.root / "dvc.lock").read_bytes()
+    broken = folder / "7" / "0007.png"
+    broken.write_bytes(broken.read_bytes()[:-30])
+    result = project.make("pipeline")
+    assert result.returncode != 0
+    assert error_lines(result) == [
+        "error: stage data_load failed: DataSchemaError: data/external/digits/7/0007.png: "
+        "not a readable PNG image (image file is truncated)"
     ]
     assert (project.root / "dvc.lock").read_bytes() == lock_before
     assert project.runs("attributes.status = 'RUNNING'") == []

@@ -46,9 +46,11 @@ def test_flat_gives_every_param_as_a_dotted_key(params, write_params):
         (lambda p: p["data_split"].update(stratify="yes"), "data_split.stratify must be true or false, got str 'yes'"),
         (
             lambda p: p["data_load"].update(source="mnist"),
-            "data_load.source must be one of iris, wine, breast_cancer, digits, synthetic or a .csv or .parquet "
-            "file under data/external/, got 'mnist'",
+            "data_load.source must be one of iris, wine, breast_cancer, digits, synthetic, or a .csv or .parquet "
+            "file or a folder of PNG images under data/external/, got 'mnist'",
         ),
+        (lambda p: p["data_load"].update(source="data/external"), "data_load.source must be one of iris"),
+        (lambda p: p["featurize"].update(pixel_pooling=0), "featurize.pixel_pooling must be between 1 and 64, got 0"),
         (lambda p: p["data_load"].update(source="data/external/../x.csv"), "data_load.source must be one of iris"),
         (lambda p: p["data_load"].update(source="data/external/x.json"), "data_load.source must be one of iris"),
         (lambda p: p["featurize"].update(drop_columns="a"), "featurize.drop_columns must be a list, got str 'a'"),

@@ -114,7 +114,7 @@ def test_fit_learns_iris_with_either_estimator(estimator):
     model, scores = fit(table, params, "target", random_state=0)
     assert scores["cv_accuracy_mean"] > 0.85
     assert 0 <= scores["cv_accuracy_std"] < 0.2
-    metrics, _ = evaluate(model, table, "target")
+    metrics, _, _ = evaluate(model, table, "target")
     assert metrics["accuracy"] > 0.9
 
 
