@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     import numpy as np
 
 IMAGE_SUFFIX = ".png"
-IMAGE_MODES = {"L": 1, "RGB": 3}  # 8-bit grayscale and RGB: the pixel columns' channel count
+IMAGE_MODES = ("L", "RGB")  # 8-bit grayscale and RGB
 
 
 class DataSchemaError(ValueError):
