@@ -57,9 +57,9 @@ def floor(config_path: Path) -> None:
     config = load_config(config_path)
     target = config.data_load.target
     raw, _ = load_source(config.data_load, config.base.random_state)
-    features = featurize(raw, config.featurize, target)
+    features = featurize(raw, config.featurize, target, config.data_load.pixel_max)
     train, test = split(features, config.data_split, target, config.base.random_state)
-    model, _ = fit(train, config.train, target, config.base.random_state)
+    model, _, _ = fit(train, config.train, target, config.base.random_state)
     evaluate(model, test, target)
 
 

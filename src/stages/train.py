@@ -47,24 +47,6 @@ def cross_validate(
     return {"cv_accuracy_mean": float(scores.mean()), "cv_accuracy_std": float(scores.std())}
 
 
-def fit(train: pd.DataFrame, params: TrainParams, target: str, random_state: int) -> tuple[Any, dict[str, float]]:
-    """Cross-validate the configured estimator, then fit it on all training rows.
-
-    Args:
-        train: The training table, with the label column `target`.
-        params: The `train` section of params.yaml.
-        target: The label column.
-        random_state: The seed for the estimator and the folds.
-
-    Returns:
-        The fitted estimator and its cross-validation scores.
-    """
-    features, labels = train.drop(columns=[target]), train[target]
-    estimator = build_estimator(params, random_state)
-    scores = cross_validate(estimator, features, labels, params, random_state)
-    return estimator.fit(features, labels), scores
-
-
 def start_from(source: Any, features: pd.DataFrame, labels: pd.Series, params: TrainParams) -> Any:
     """An estimator that starts from `source`'s weights (`init_mode: warm_start`), ready to fit on new data.
 
@@ -102,12 +84,6 @@ def start_from(source: Any, features: pd.DataFrame, labels: pd.Series, params: T
             if hasattr(source_final, attribute):
                 setattr(final, attribute, getattr(source_final, attribute))
     return model
-
-
-def continue_from(source: Any, train: pd.DataFrame, params: TrainParams, target: str) -> Any:
-    """Fit a copy of `source` on `train`, starting from its weights (see `start_from`)."""
-    features, labels = train.drop(columns=[target]), train[target]
-    return start_from(source, features, labels, params).fit(features, labels)
 
 
 def train_in_epochs(
@@ -183,6 +159,39 @@ def load_source_model(reference: str, model_name: str) -> tuple[Any, str]:
         raise ValueError(f"cannot load train.init_from={reference}: {type(error).__name__}: {message}") from None
 
 
+def fit(
+    train: pd.DataFrame, params: TrainParams, target: str, random_state: int, source: Any = None
+) -> tuple[Any, dict[str, float], pd.DataFrame]:
+    """Cross-validate the configured estimator, then fit it on all training rows.
+
+    Args:
+        train: The training table, with the label column `target`.
+        params: The `train` section of params.yaml.
+        target: The label column.
+        random_state: The seed for the estimator and the folds.
+        source: The model `train.init_from` names, or None. With `init_mode:
+            warm_start` the fit starts from its weights (see `start_from`).
+
+    Returns:
+        The fitted estimator, its cross-validation scores and its learning curve
+        (one row per epoch for an mlp, trained with `train_in_epochs`; no rows otherwise).
+
+    Raises:
+        ValueError: If `source`'s classes or input columns differ from the data's,
+            or a class has fewer rows than `train.cv_folds`.
+    """
+    features, labels = train.drop(columns=[target]), train[target]
+    estimator = build_estimator(params, random_state)
+    warm = source is not None and params.init_mode == "warm_start"
+    start = start_from(source, features, labels, params) if warm else estimator
+    scores = cross_validate(estimator, features, labels, params, random_state)
+    if params.estimator == "mlp":
+        model, curve = train_in_epochs(start, features, labels, params.epochs, random_state)
+    else:
+        model, curve = start.fit(features, labels), pd.DataFrame(columns=CURVE_COLUMNS)
+    return model, scores, curve
+
+
 @mlflow_stage("train")
 def main(config: Config) -> StageResult:
     """Fit the model on the train table and write models/model.joblib; the CV scores are its metrics.
@@ -196,23 +205,12 @@ def main(config: Config) -> StageResult:
 
     target = config.data_load.target
     train = read_table(PATHS.train, made_by="data_split")
-    features, labels = train.drop(columns=[target]), train[target]
-    random_state = config.base.random_state
-    estimator = build_estimator(config.train, random_state)
-    scores = cross_validate(estimator, features, labels, config.train, random_state)
-    tags: dict[str, str] = {}
-    start = estimator
+    source, tags = None, {}
     if config.train.init_from:
         source, source_uri = load_source_model(config.train.init_from, config.registry.model_name)
         tags = {"init_from": config.train.init_from, "init_from.model_uri": source_uri}
         tags["init_mode"] = config.train.init_mode
-        if config.train.init_mode == "warm_start":
-            start = start_from(source, features, labels, config.train)
-    curve = pd.DataFrame(columns=CURVE_COLUMNS)
-    if config.train.estimator == "mlp":
-        model, curve = train_in_epochs(start, features, labels, config.train.epochs, random_state)
-    else:
-        model = start.fit(features, labels)
+    model, scores, curve = fit(train, config.train, target, config.base.random_state, source)
     with atomic_path(PATHS.model) as temporary:
         joblib.dump(model, temporary)
     with atomic_path(PATHS.learning_curve) as temporary:
@@ -220,7 +218,7 @@ def main(config: Config) -> StageResult:
     return StageResult(
         metrics=scores,
         model=model,
-        model_input_example=features.head(INPUT_EXAMPLE_ROWS),
+        model_input_example=train.drop(columns=[target]).head(INPUT_EXAMPLE_ROWS),
         tags=tags,
         history={name: curve[name].tolist() for name in ("loss", "val_accuracy")} if len(curve) else {},
     )

@@ -14,7 +14,7 @@ from src.stages.data_load import (
 from src.stages.data_split import add_batches, split
 from src.stages.evaluate import confusion_matrix, evaluate, score
 from src.stages.featurize import featurize
-from src.stages.train import continue_from, fit
+from src.stages.train import fit
 from src.train.models import build_estimator
 from tests.conftest import PROJECT_ROOT
 
@@ -111,7 +111,7 @@ def test_split_explains_an_impossible_stratified_split():
 def test_fit_learns_iris_with_either_estimator(estimator):
     table = load_bundled("iris", "target")
     params = with_values(TEMPLATE.train, estimator=estimator, n_estimators=20, cv_folds=3)
-    model, scores = fit(table, params, "target", random_state=0)
+    model, scores, _ = fit(table, params, "target", random_state=0)
     assert scores["cv_accuracy_mean"] > 0.85
     assert 0 <= scores["cv_accuracy_std"] < 0.2
     metrics, _, _ = evaluate(model, table, "target")
@@ -234,9 +234,9 @@ def test_add_batches_holds_out_a_fraction_of_each_batch_for_test():
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")  # max_iter=1 on purpose
 def test_warm_start_logistic_regression_starts_from_the_source_weights():
     table, params = iris_split("logistic_regression")
-    source, _ = fit(table, params, "target", 0)
+    source, _, _ = fit(table, params, "target", 0)
     few_steps = with_values(params, max_iter=1)
-    continued = continue_from(source, table, few_steps, "target")
+    continued, _, _ = fit(table, few_steps, "target", 0, source)
     fresh = build_estimator(few_steps, 0).fit(table.drop(columns=["target"]), table["target"])
     features = table.drop(columns=["target"])
     assert (continued.predict(features) == table["target"]).mean() > (fresh.predict(features) == table["target"]).mean()
@@ -245,16 +245,16 @@ def test_warm_start_logistic_regression_starts_from_the_source_weights():
 def test_warm_start_random_forest_keeps_the_trees_and_grows_more():
     table, params = iris_split("random_forest")
     params = with_values(params, n_estimators=5)
-    source, _ = fit(table, params, "target", 0)
-    continued = continue_from(source, table, params, "target")
+    source, _, _ = fit(table, params, "target", 0)
+    continued, _, _ = fit(table, params, "target", 0, source)
     assert len(continued.estimators_) == 10
     assert continued.estimators_[:5] == source.estimators_
 
 
-def test_continue_from_refuses_other_classes_or_columns():
+def test_fit_from_a_source_refuses_other_classes_or_columns():
     table, params = iris_split("logistic_regression")
-    source, _ = fit(table, params, "target", 0)
+    source, _, _ = fit(table, params, "target", 0)
     with pytest.raises(ValueError, match="knows classes"):
-        continue_from(source, table.assign(target="other"), params, "target")
+        fit(table.assign(target="other"), params, "target", 0, source)
     with pytest.raises(ValueError, match="takes columns"):
-        continue_from(source, table.rename(columns={"sepal_length_cm": "length"}), params, "target")
+        fit(table.rename(columns={"sepal_length_cm": "length"}), params, "target", 0, source)
