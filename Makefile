@@ -7,6 +7,7 @@
 #   VENV            the virtualenv to use (default: .venv here; a path without spaces)
 #   DVC_REMOTE_URL  the default DVC remote, a local folder (default: ~/.dvc-remotes/$(PROJECT_NAME))
 #   DVC_CACHE_DIR   a DVC cache shared between clones (default: .dvc/cache)
+#   UPGRADE=1       `make lock` moves the locks to the newest releases the .in files allow
 #   PYTEST_ARGS     extra arguments for pytest, e.g. PYTEST_ARGS="-m 'not slow'"
 #   PORT            the port of `make ui` (default: 5000); DOCS_PORT: of `make docs-serve` (8000)
 #   TAG, MSG        the data version `make tag` pins, and what it is; PUSH=1 also pushes the tag
@@ -90,15 +91,18 @@ ifneq ($(wildcard $(TEAM_ENV)),)
 export MLFLOW_TRACKING_USERNAME MLFLOW_TRACKING_PASSWORD DVC_S3_ENDPOINT_URL AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY
 endif
 
-# The venv is reinstalled only when a requirements file's content changes.
+# The venv is synced to a lock only when that lock's content changes. Each lock pins every
+# package with hashes: requirements.txt what requirements.in asks for, requirements-team.txt
+# that and requirements-team.in at the same versions, requirements-dev.txt all three .in
+# files, so a venv synced to a bigger lock satisfies the smaller ones too.
 RUNTIME_HASH := $(shell cat requirements.txt | sha256sum | cut -c1-16)
-TEAM_HASH := $(shell cat requirements.txt requirements-team.txt | sha256sum | cut -c1-16)
-DEV_HASH := $(shell cat requirements.txt requirements-team.txt requirements-dev.txt | sha256sum | cut -c1-16)
+TEAM_HASH := $(shell cat requirements-team.txt | sha256sum | cut -c1-16)
+DEV_HASH := $(shell cat requirements-dev.txt | sha256sum | cut -c1-16)
 RUNTIME_STAMP := $(VENV)/.installed-runtime-$(RUNTIME_HASH)
 TEAM_STAMP := $(VENV)/.installed-team-$(TEAM_HASH)
 DEV_STAMP := $(VENV)/.installed-dev-$(DEV_HASH)
 
-.PHONY: help pipeline ui report sweep bench tag verify checkout history pull docs docs-serve test lint format clean clean-mlflow venv venv-dev dvc-setup team-up team-down team-status team-user promote serve predict drift retrain hooks new
+.PHONY: lock help pipeline ui report sweep bench tag verify checkout history pull docs docs-serve test lint format clean clean-mlflow venv venv-dev dvc-setup team-up team-down team-status team-user promote serve predict drift retrain hooks new
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -179,9 +183,10 @@ new: $(RUNTIME_STAMP) ## Start your own project from this template, and run its 
 hooks: $(DEV_STAMP) ## Install the git hooks of .pre-commit-config.yaml: ruff, YAML and end-of-file checks, DVC's hooks
 	@"$(BIN)/pre-commit" install
 
-lint: $(DEV_STAMP) ## Check the code with ruff (lint and format)
+lint: $(DEV_STAMP) ## Check the code: ruff (lint and format), deptry (every import declared, nothing unused)
 	"$(BIN)/ruff" check .
 	"$(BIN)/ruff" format --check .
+	"$(BIN)/deptry" .
 
 format: $(DEV_STAMP) ## Format the code and fix what ruff can
 	"$(BIN)/ruff" format .
@@ -201,29 +206,46 @@ venv: $(RUNTIME_STAMP) ## Create .venv with the pinned runtime requirements
 
 venv-dev: $(DEV_STAMP) ## Create .venv with the runtime, test, lint and docs requirements
 
-$(RUNTIME_STAMP):
+# uv installs a lock in seconds: make bootstraps the version requirements.txt pins with pip
+# (one small wheel), then `uv pip sync` makes the venv hold exactly the lock, nothing left
+# over. If uv cannot be installed, pip installs the same lock, hashes checked.
+UV_VERSION := $(shell sed -n 's/^uv==\([0-9.]*\).*/\1/p' requirements.txt)
+define sync_lock
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or run 'make PYTHON=/path/to/python3.11 ...'" >&2; exit 2; }
 	@test -x $(PY) || $(PYTHON) -m venv "$(VENV_DIR)"
-	@echo "Installing the pinned requirements into $(VENV_DIR) (about a minute, once)..."
-	@$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
-	@rm -f "$(VENV_DIR)"/.installed-runtime-*
+	@echo "Installing $(1) into $(VENV_DIR)..."
+	@if "$(BIN)/uv" --version 2>/dev/null | grep -qx "uv $(UV_VERSION)" \
+	    || $(PY) -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"; then \
+	  "$(BIN)/uv" pip sync --quiet --python $(PY) --require-hashes $(1); \
+	else \
+	  echo "uv $(UV_VERSION) could not be installed; installing $(1) with pip instead (slower)" >&2; \
+	  $(PY) -m pip install --quiet --disable-pip-version-check --require-hashes -r $(1); \
+	fi
+endef
+
+$(RUNTIME_STAMP):
+	$(call sync_lock,requirements.txt)
+	@rm -f "$(VENV_DIR)"/.installed-*
 	@touch $@
 
+$(TEAM_STAMP):
+	$(call sync_lock,requirements-team.txt)
+	@rm -f "$(VENV_DIR)"/.installed-*
+	@touch $(RUNTIME_STAMP) $@
+
 $(DEV_STAMP):
-	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or run 'make PYTHON=/path/to/python3.11 ...'" >&2; exit 2; }
-	@test -x $(PY) || $(PYTHON) -m venv "$(VENV_DIR)"
-	@echo "Installing the pinned requirements and dev tools into $(VENV_DIR) (about a minute, once)..."
-	@$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	$(call sync_lock,requirements-dev.txt)
 	@rm -f "$(VENV_DIR)"/.installed-*
 	@touch $(RUNTIME_STAMP) $(TEAM_STAMP) $@
 
-$(TEAM_STAMP):
-	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or run 'make PYTHON=/path/to/python3.11 ...'" >&2; exit 2; }
-	@test -x $(PY) || $(PYTHON) -m venv "$(VENV_DIR)"
-	@echo "Installing the pinned requirements and the team stack's servers into $(VENV_DIR)..."
-	@$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-team.txt
-	@rm -f "$(VENV_DIR)"/.installed-runtime-* "$(VENV_DIR)"/.installed-team-*
-	@touch $(RUNTIME_STAMP) $@
+lock: $(RUNTIME_STAMP) ## Pin every package of the .in files into the .txt locks, with hashes (UPGRADE=1: newer releases)
+	@inputs=; constraint=; for name in requirements requirements-team requirements-dev; do \
+	  inputs="$$inputs $$name.in"; \
+	  "$(BIN)/uv" pip compile --quiet --universal --python-version 3.11 --generate-hashes \
+	    --custom-compile-command "make lock" $(if $(UPGRADE),--upgrade) $$constraint $$inputs -o $$name.txt || exit 1; \
+	  echo "locked$$inputs -> $$name.txt ($$(grep -c '^[A-Za-z]' $$name.txt) packages)"; \
+	  constraint="--constraint $$name.txt"; \
+	done
 
 # The default DVC remote (a local folder, or team.env's S3 bucket) and an optional shared cache, in .dvc/config.local.
 dvc-setup: $(RUNTIME_STAMP)

@@ -50,30 +50,29 @@ def test_pre_commit_is_clean_on_the_template_and_make_hooks_installs_the_hooks(t
     assert "F401" in sloppy.stdout
 
 
-def test_the_source_installs_with_pip_install_e(tmp_path):
+def test_the_source_installs_from_the_lock_with_pip_install_e(tmp_path):
     project = new_project(tmp_path / "repo", tmp_path / "remote")
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    # The build backend pyproject names, installed first so that the build needs no isolation.
-    subprocess.run([venv / "bin" / "pip", "install", "--quiet", "setuptools>=64", "wheel"], check=True)
+    python = str(venv / "bin" / "python")
+    # The lock first, hashes checked (the build backend, setuptools, is in it), then the package alone.
+    sync = subprocess.run(
+        [VENV / "bin" / "uv", "pip", "sync", "--python", python, "--require-hashes", project.root / "requirements.txt"],
+        capture_output=True,
+        text=True,
+    )
+    assert sync.returncode == 0, sync.stderr
     install = subprocess.run(
-        [
-            venv / "bin" / "python",
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--no-deps",
-            "--no-build-isolation",
-            "-e",
-            project.root,
-        ],
+        [python, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "-e", project.root],
         capture_output=True,
         text=True,
     )
     assert install.returncode == 0, install.stderr
+    # The package's dependencies (requirements.in's ranges) are met by the lock's versions.
+    checked = subprocess.run([python, "-m", "pip", "check"], capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout
     where = subprocess.run(
-        [venv / "bin" / "python", "-c", "import importlib.util; print(importlib.util.find_spec('src.config').origin)"],
+        [python, "-c", "import importlib.util; print(importlib.util.find_spec('src.config').origin)"],
         cwd=tmp_path,
         capture_output=True,
         text=True,

@@ -49,8 +49,13 @@ def test_a_non_root_user_runs_an_existing_make_target():
             assert target in make_targets(), target
 
 
-def test_pyproject_names_the_package_and_takes_its_dependencies_from_requirements():
+def test_pyproject_names_the_package_and_takes_its_dependencies_from_the_in_files():
     project = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())
     assert project["project"]["name"] == "ml-research-template"
-    assert project["project"]["dynamic"] == ["dependencies"]
-    assert project["tool"]["setuptools"]["dynamic"]["dependencies"]["file"] == ["requirements.txt"]
+    assert project["project"]["dynamic"] == ["dependencies", "optional-dependencies"]
+    dynamic = project["tool"]["setuptools"]["dynamic"]
+    assert dynamic["dependencies"]["file"] == ["requirements.in"]
+    assert {extra: files["file"] for extra, files in dynamic["optional-dependencies"].items()} == {
+        "team": ["requirements-team.in"],
+        "dev": ["requirements-dev.in"],
+    }
