@@ -17,7 +17,7 @@ ENV PYTHON=python3.11 \
     MLFLOW_DISABLE_TELEMETRY=true \
     DO_NOT_TRACK=1
 
-# The pinned requirements first, in a layer of their own: code changes do not reinstall them.
+# The locks first, in a layer of their own: code changes do not reinstall them.
 COPY --chown=researcher:researcher Makefile requirements.txt requirements-team.txt requirements-dev.txt ./
 RUN make venv
 

@@ -202,9 +202,9 @@ clean-mlflow: ## Delete the MLflow store, every run in it (CONFIRM=1)
 	@if [ "$(CONFIRM)" != 1 ]; then echo "error: this deletes mlflow.db and mlruns/ with every run; run 'make clean-mlflow CONFIRM=1'" >&2; exit 2; fi
 	rm -rf mlflow.db mlruns
 
-venv: $(RUNTIME_STAMP) ## Create .venv with the pinned runtime requirements
+venv: $(RUNTIME_STAMP) ## Create .venv holding exactly requirements.txt (the runtime lock)
 
-venv-dev: $(DEV_STAMP) ## Create .venv with the runtime, test, lint and docs requirements
+venv-dev: $(DEV_STAMP) ## Create .venv holding exactly requirements-dev.txt (runtime, team stack, tests, lint, docs)
 
 # uv installs a lock in seconds: make bootstraps the version requirements.txt pins with pip
 # (one small wheel), then `uv pip sync` makes the venv hold exactly the lock, nothing left
