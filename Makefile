@@ -215,10 +215,10 @@ define sync_lock
 	@test -x $(PY) || $(PYTHON) -m venv "$(VENV_DIR)"
 	@echo "Installing $(1) into $(VENV_DIR)..."
 	@if "$(BIN)/uv" --version 2>/dev/null | grep -qx "uv $(UV_VERSION)" \
-	    || $(PY) -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"; then \
+	    || $(PY) -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)" >/dev/null 2>&1; then \
 	  "$(BIN)/uv" pip sync --quiet --python $(PY) --require-hashes $(1); \
 	else \
-	  echo "uv $(UV_VERSION) could not be installed; installing $(1) with pip instead (slower)" >&2; \
+	  echo "pip could not install uv==$(UV_VERSION); installing $(1) with pip instead, hashes checked (slower)" >&2; \
 	  $(PY) -m pip install --quiet --disable-pip-version-check --require-hashes -r $(1); \
 	fi
 endef
