@@ -15,7 +15,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -23,6 +23,12 @@ ESTIMATORS = ("logistic_regression", "random_forest", "mlp")
 BUNDLED_DATASETS = ("iris", "wine", "breast_cancer", "digits")
 SYNTHETIC = "synthetic"
 SOURCE_SUFFIXES = (".csv", ".parquet")
+TABULAR_SOURCES = ("iris", "wine", "breast_cancer", SYNTHETIC)
+DIGITS_SIDE = 8
+MAX_PRODUCTS = 500
+"""The most `<a>_x_<b>` columns featurize's pairwise products may add."""
+METRICS = ("accuracy", "f1_macro", "precision_macro", "recall_macro")
+"""The held-out metrics `src.ml.metrics.score` computes; higher is better for each."""
 
 
 @dataclass(frozen=True)
@@ -96,7 +102,7 @@ class Section(BaseModel):
 class BaseParams(Section):
     """The `base` section: settings shared by every stage."""
 
-    random_state: int = Field(ge=0, description="Seed for every random step.")
+    random_state: int = Field(ge=0, le=2**32 - 1, description="Seed for every random step (scikit-learn's range).")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(description="Log level of every entry point.")
 
 
@@ -248,8 +254,11 @@ class RegistryParams(Section):
     """The `registry` section: the registered model that promote, serve, predict and drift use."""
 
     model_name: str = Field(min_length=1, description="Name of the model in MLflow's model registry.")
-    metric: str = Field(
-        min_length=1, description="Held-out metric (reports/metrics.json) that decides the champion; higher wins."
+    metric: Literal[METRICS] = Field(  # type: ignore[valid-type]
+        description=(
+            "The held-out metric that decides the champion (higher wins): both models are scored on the "
+            "candidate's test rows."
+        )
     )
     min_improvement: float = Field(ge=0, description="How much a candidate must beat the champion's metric by.")
 
@@ -271,7 +280,7 @@ class DriftParams(Section):
 
 
 class Config(Section):
-    """The whole of params.yaml, validated."""
+    """The whole of params.yaml, validated, knob combinations included."""
 
     base: BaseParams
     mlflow: MlflowParams
@@ -286,6 +295,30 @@ class Config(Section):
     def flat(self) -> dict[str, Any]:
         """Return every parameter as `section.key -> value`, as MLflow params are logged."""
         return flatten(self.model_dump())
+
+    @model_validator(mode="after")
+    def _knobs_that_work_together(self) -> Config:
+        """Refuse the combinations of knobs that cannot work with a source whose shape is known from params alone."""
+        source, featurize = self.data_load.source, self.featurize
+        if featurize.pixel_pooling > 1 and source in TABULAR_SOURCES:
+            raise ValueError(
+                f"featurize.pixel_pooling is {featurize.pixel_pooling}, but data_load.source {source} is not images; "
+                "set it to 1"
+            )
+        if featurize.pixel_pooling > 1 and source == "digits" and DIGITS_SIDE % featurize.pixel_pooling:
+            divisors = [str(k) for k in range(1, DIGITS_SIDE + 1) if DIGITS_SIDE % k == 0]
+            raise ValueError(
+                f"featurize.pixel_pooling is {featurize.pixel_pooling}, which does not divide the 8x8 digits; "
+                f"use one of {', '.join(divisors)}"
+            )
+        width = self.data_load.synthetic_features - len(featurize.drop_columns)
+        if source == SYNTHETIC and featurize.pairwise_products and width * (width - 1) // 2 > MAX_PRODUCTS:
+            raise ValueError(
+                f"featurize.pairwise_products would add {width * (width - 1) // 2} columns for the "
+                f"{width} synthetic features (at most {MAX_PRODUCTS}); set it to false or lower "
+                "data_load.synthetic_features"
+            )
+        return self
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -321,10 +354,37 @@ def load_config(path: str | Path = "params.yaml") -> Config:
     except OSError as error:
         raise ConfigError(f"{path}: cannot read it ({error.strerror})") from None
     try:
+        _refuse_duplicate_keys(yaml.compose(text))
         document = yaml.safe_load(text)
     except yaml.YAMLError as error:
         raise ConfigError(f"{path}: invalid YAML{_yaml_position(error)}") from None
+    except _DuplicateKeyError as error:
+        raise ConfigError(f"{path}: {error}") from None
     return validate(document, str(path))
+
+
+class _DuplicateKeyError(ValueError):
+    """A key appears twice in one mapping; YAML would silently keep the last."""
+
+
+def _refuse_duplicate_keys(node: yaml.Node | None, path: tuple[str, ...] = ()) -> None:
+    """Walk a composed YAML document and raise on the first key that appears twice in one mapping."""
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            key = str(key_node.value)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                what = "section" if not path else "key"
+                raise _DuplicateKeyError(
+                    f"{what} {'.'.join((*path, _printable(key)))} appears twice (lines {seen[key]} and {line}); "
+                    "keep one"
+                )
+            seen[key] = line
+            _refuse_duplicate_keys(value_node, (*path, _printable(key)))
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            _refuse_duplicate_keys(item, path)
 
 
 def validate(document: Any, source: str) -> Config:
@@ -387,6 +447,8 @@ def _first_problem(error: ValidationError) -> str:
     context = problem.get("ctx") or {}
     if kind == "extra_forbidden":
         return _unknown_key(location)
+    if kind == "value_error" and not location:  # a combination of knobs (Config's own check)
+        return problem["msg"].removeprefix("Value error, ")
     if kind == "missing":
         what = "section" if len(location) == 1 else "key"
         return f"missing {what} {key}; add it (see the template's params.yaml)"

@@ -10,13 +10,14 @@ or the remote.
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import io
 import json
 import re
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING
 
+import numpy as np
 import pandas as pd
 
 from src.config import PATHS, PROJECT_ROOT, SYNTHETIC, Config, DataLoadParams
@@ -24,9 +25,6 @@ from src.utils.cli import run_stage
 from src.utils.images import pixel_names
 from src.utils.io import read_at_revision, write_table
 from src.utils.mlflow_run import StageResult, mlflow_stage
-
-if TYPE_CHECKING:
-    import numpy as np
 
 IMAGE_SUFFIX = ".png"
 IMAGE_MODES = ("L", "RGB")  # 8-bit grayscale and RGB
@@ -89,15 +87,52 @@ def make_synthetic(rows: int, features: int, target: str, random_state: int) -> 
 def parse_table(content: bytes, name: str) -> pd.DataFrame:
     """Parse the bytes of a CSV or Parquet file, chosen by the suffix of `name`.
 
+    A CSV must be UTF-8 text (a byte-order mark is allowed); in either kind every
+    column needs a name of its own.
+
     Raises:
-        DataSchemaError: If the bytes are not a readable table.
+        DataSchemaError: One line naming the file: empty, not UTF-8 (and how to
+            convert it), not a readable table, or a column name used twice.
     """
-    reader = pd.read_parquet if PurePosixPath(name).suffix.lower() == ".parquet" else pd.read_csv
+    kind = PurePosixPath(name).suffix.lower()
+    if not content.strip():
+        raise DataSchemaError(f"{name}: the file is empty; it needs a header row and data rows")
+    if kind == ".parquet":
+        names = _parquet_column_names(content, name)
+        reader = pd.read_parquet
+    else:
+        try:
+            text = content.decode("utf-8-sig")
+        except UnicodeDecodeError as error:
+            raise DataSchemaError(
+                f"{name}: not UTF-8 text (byte 0x{content[error.start]:02x} at position {error.start}); "
+                f"save it as UTF-8, e.g. `iconv -f latin1 -t utf-8 {name} > converted.csv`"
+            ) from None
+        names = next(csv.reader(io.StringIO(text)), [])
+        content = text.encode("utf-8")
+        reader = pd.read_csv
+    repeated = sorted({column for column in names if names.count(column) > 1})
+    if repeated:
+        positions = [str(position + 1) for position, column in enumerate(names) if column == repeated[0]]
+        raise DataSchemaError(
+            f"{name}: column {repeated[0]!r} appears {len(positions)} times (columns {', '.join(positions)}); "
+            "give every column a name of its own"
+        )
     try:
         return reader(io.BytesIO(content))
     except Exception as error:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise DataSchemaError(f"{name}: not a readable {PurePosixPath(name).suffix[1:]} table ({reason})") from None
+        raise DataSchemaError(f"{name}: not a readable {kind[1:]} table ({reason})") from None
+
+
+def _parquet_column_names(content: bytes, name: str) -> list[str]:
+    import pyarrow.parquet as pq
+
+    try:
+        return list(pq.read_schema(io.BytesIO(content)).names)
+    except Exception as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise DataSchemaError(f"{name}: not a readable parquet table ({reason})") from None
 
 
 def check_schema(table: pd.DataFrame, target: str, name: str) -> pd.DataFrame:
@@ -112,9 +147,9 @@ def check_schema(table: pd.DataFrame, target: str, name: str) -> pd.DataFrame:
         The table with the label column last.
 
     Raises:
-        DataSchemaError: One line naming the file and the column: no label
-            column, an empty label, a feature that is not numeric or has
-            empty values, fewer than two classes.
+        DataSchemaError: One line naming the file and the column: no rows, no label
+            column, an empty label, a feature that is not numeric or has empty or
+            infinite values, fewer than two classes.
     """
     if target not in table.columns:
         raise DataSchemaError(
@@ -123,18 +158,31 @@ def check_schema(table: pd.DataFrame, target: str, name: str) -> pd.DataFrame:
     features = [column for column in table.columns if column != target]
     if not features:
         raise DataSchemaError(f"{name}: no feature columns besides {target!r}")
+    if table.empty:
+        raise DataSchemaError(f"{name}: no data rows, only the header; add rows")
     empty_labels = table[target].isna() | (table[target].astype(str).str.strip() == "")
     if empty_labels.any():
         raise DataSchemaError(f"{name}: column {target!r} has {int(empty_labels.sum())} empty labels; label every row")
     for column in features:
-        if not pd.api.types.is_numeric_dtype(table[column]) or pd.api.types.is_bool_dtype(table[column]):
-            example = table[column].dropna().iloc[0] if table[column].notna().any() else None
+        values = table[column]
+        if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+            example = values.dropna().iloc[0] if values.notna().any() else None
             raise DataSchemaError(
-                f"{name}: column {column!r} is {table[column].dtype} (e.g. {example!r}); features must be numeric"
+                f"{name}: column {column!r} is {values.dtype} (e.g. {example!r}); features must be numeric"
             )
-        missing = int(table[column].isna().sum())
+        missing = int(values.isna().sum())
         if missing:
-            raise DataSchemaError(f"{name}: column {column!r} has {missing} empty values; fill or drop them")
+            first = int(values.isna().to_numpy().nonzero()[0][0]) + 1
+            raise DataSchemaError(
+                f"{name}: column {column!r} has {missing} empty values (first in data row {first}); fill or drop them"
+            )
+        infinite = ~np.isfinite(values.to_numpy(dtype="float64"))
+        if infinite.any():
+            first = int(infinite.nonzero()[0][0]) + 1
+            raise DataSchemaError(
+                f"{name}: column {column!r} has {int(infinite.sum())} infinite values (first in data row {first}); "
+                "replace them with finite numbers or drop the rows"
+            )
     if table[target].nunique() < 2:
         raise DataSchemaError(f"{name}: column {target!r} has fewer than two classes")
     return table[[*features, target]].assign(**{target: table[target].astype(str)})
@@ -189,7 +237,6 @@ def decode_png(content: bytes, name: str) -> np.ndarray:
     Raises:
         DataSchemaError: One line naming the file: not a readable PNG, or a mode other than L or RGB.
     """
-    import numpy as np
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -271,8 +318,6 @@ def load_image_folder(name: str, target: str, root: Path = PROJECT_ROOT) -> tupl
         DataSchemaError: One line naming the file: see `image_files_by_class` and
             `decode_png`, or an image whose size or mode differs from the first image's.
     """
-    import numpy as np
-
     folder = root / name
     if not folder.is_dir():
         raise FileNotFoundError(

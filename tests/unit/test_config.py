@@ -6,6 +6,10 @@ import pytest
 from src.config import Config, ConfigError, load_config
 from tests.conftest import PROJECT_ROOT
 
+TEMPLATE_TEXT = (PROJECT_ROOT / "params.yaml").read_text()
+TEMPLATE_LINES = len(TEMPLATE_TEXT.splitlines())
+TRAIN_LINE = TEMPLATE_TEXT.splitlines().index("train:") + 1
+
 
 def test_template_params_are_valid():
     config = load_config(PROJECT_ROOT / "params.yaml")
@@ -57,6 +61,24 @@ def test_flat_gives_every_param_as_a_dotted_key(params, write_params):
         (lambda p: p.update(base=None), "base must be a mapping of keys, got nothing"),
         (lambda p: p["mlflow"].update(experiment_name=""), "mlflow.experiment_name must not be empty"),
         (lambda p: p["base"].update(log_level="LOUD"), "base.log_level must be one of"),
+        (
+            lambda p: p["base"].update(random_state=2**32),
+            "base.random_state must be between 0 and 4294967295, got 4294967296",
+        ),
+        (
+            lambda p: p["featurize"].update(pixel_pooling=2),
+            "featurize.pixel_pooling is 2, but data_load.source iris is not images; set it to 1",
+        ),
+        (
+            lambda p: (p["featurize"].update(pixel_pooling=3), p["data_load"].update(source="digits")),
+            "featurize.pixel_pooling is 3, which does not divide the 8x8 digits; use one of 1, 2, 4, 8",
+        ),
+        (
+            lambda p: p["data_load"].update(source="synthetic", synthetic_features=40),
+            "featurize.pairwise_products would add 780 columns for the 40 synthetic features (at most 500); "
+            "set it to false or lower data_load.synthetic_features",
+        ),
+        (lambda p: p["registry"].update(metric="auc"), "registry.metric must be one of 'accuracy', 'f1_macro'"),
     ],
 )
 def test_bad_value_gives_one_line_naming_the_key(params, write_params, mutate, message):
@@ -85,6 +107,36 @@ def test_unreadable_yaml_gives_one_line(write_params, text, message):
         load_config(path)
     assert message in str(caught.value)
     assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (
+            lambda text: text.replace("  C: 1.0 ", "  C: 0.5\n  C: 1.0 "),
+            f"params.yaml: key train.C appears twice (lines {TRAIN_LINE + 2} and {TRAIN_LINE + 3}); keep one",
+        ),
+        (
+            lambda text: text + "train:\n  C: 3\n",
+            "params.yaml: section train appears twice (lines 28 and 55); keep one",
+        ),
+        (
+            lambda text: text.replace("drop_columns: []", "drop_columns: []\n  drop_columns: [a]"),
+            "params.yaml: key featurize.drop_columns appears twice",
+        ),
+    ],
+)
+def test_a_key_given_twice_is_refused_naming_both_lines(write_params, edit, message):
+    """YAML keeps the last of two equal keys without a word; params.yaml refuses them."""
+    path = write_params(edit((PROJECT_ROOT / "params.yaml").read_text()))
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert str(caught.value).startswith(str(path.parent / message))
+
+
+def test_digits_runs_on_the_default_featurize_params(params, write_params):
+    params["data_load"]["source"] = "digits"
+    assert load_config(write_params(params)).featurize.pairwise_products  # products skip image pixels
 
 
 def test_every_key_of_the_template_is_required(params, write_params):
