@@ -48,8 +48,9 @@ SCORING_ROWS, QUICK_SCORING_ROWS = 1_000_000, 10_000
 
 def floor(config_path: Path) -> None:
     """Run the pipeline's science in this one process: the floor the pipeline is measured against."""
+    from src.ml.features import Featurizer, with_features
     from src.stages.data_load import load_source
-    from src.stages.data_split import split
+    from src.stages.data_split import split_positions
     from src.stages.evaluate import evaluate
     from src.stages.featurize import featurize
     from src.stages.train import fit
@@ -58,9 +59,11 @@ def floor(config_path: Path) -> None:
     target = config.data_load.target
     raw, _ = load_source(config.data_load, config.base.random_state)
     features = featurize(raw, config.featurize, target, config.data_load.pixel_max)
-    train, test = split(features, config.data_split, target, config.base.random_state)
-    model, _, _ = fit(train, config.train, target, config.base.random_state)
-    evaluate(model, test, target)
+    train_rows, test_rows = split_positions(features[target], config.data_split, config.base.random_state)
+    estimator, _, _ = fit(features.iloc[train_rows], config.train, target, config.base.random_state)
+    featurizer = Featurizer.from_params(config.featurize, config.data_load.pixel_max)
+    model = with_features(featurizer.fit(raw.drop(columns=[target]).head(5)), estimator)
+    evaluate(model, raw.iloc[test_rows], target)
 
 
 def measure(command: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, int, str]:

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from src.config import PATHS, PROJECT_ROOT, Config, DriftParams
+from src.config import PATHS, Config, DriftParams
 from src.utils.cli import fail, parse_config
 from src.utils.io import atomic_path, write_json
 from src.utils.mlflow_run import ROLE_TAG, describe_tracking_error, import_mlflow
@@ -171,26 +171,27 @@ def read_any(path: Path) -> pd.DataFrame:
 
 
 def reference_table(ref: str, config: Config) -> tuple[pd.DataFrame, str]:
-    """The reference table and its description: a file, the training table at a git tag, or the champion's."""
-    from src.service.registry import CHAMPION, TRAIN_DATA_HASH_TAG
+    """The reference table and its description: a file, the raw table at a git tag, or the champion's raw table.
+
+    The champion takes raw rows (its featurize step is inside it), so its
+    reference is the raw table its pipeline run started from.
+    """
+    from src.service.registry import CHAMPION, RAW_DATA_HASH_TAG
+    from src.utils.data_versions import VersionError, cached_output
     from src.utils.io import read_at_revision
 
     if ref and Path(ref).suffix.lower() in (".csv", ".parquet"):
         return read_any(Path(ref)), ref
     if ref:
-        content = read_at_revision(PATHS.train, ref)
-        return pd.read_parquet(io.BytesIO(content)), f"{PATHS.train} at {ref}"
+        content = read_at_revision(PATHS.raw, ref)
+        return pd.read_parquet(io.BytesIO(content)), f"{PATHS.raw} at {ref}"
     client = import_mlflow().MlflowClient()
     version = client.get_model_version_by_alias(config.registry.model_name, CHAMPION)
-    commit = version.tags.get("git.commit", "")
-    train_hash = version.tags.get(TRAIN_DATA_HASH_TAG, "")
-    cached = PROJECT_ROOT / ".dvc/cache/files/md5" / train_hash[:2] / train_hash[2:]
-    described = f"the training table of {config.registry.model_name} version {version.version} ({CHAMPION})"
-    if train_hash and cached.is_file():
-        return pd.read_parquet(cached), described
-    if commit:
-        return pd.read_parquet(io.BytesIO(read_at_revision(PATHS.train, commit))), described
-    raise FileNotFoundError(f"{described} is not in the DVC cache; run `make pull`, or give REF=<tag or file>")
+    described = f"the raw table of {config.registry.model_name} version {version.version} ({CHAMPION})"
+    try:
+        return pd.read_parquet(cached_output(version.tags.get(RAW_DATA_HASH_TAG, ""), PATHS.raw)), described
+    except VersionError as error:
+        raise FileNotFoundError(f"{described}: {error}, or give REF=<tag or file>") from None
 
 
 def log_report(document: dict[str, Any], results: list[FeatureDrift], config: Config) -> str:

@@ -30,7 +30,8 @@ from typing import Any
 import pandas as pd
 
 from src.config import PATHS, PROJECT_ROOT, Config
-from src.service.registry import Candidate, champion_version, logged_model_uri, promote
+from src.ml.metrics import score_model
+from src.service.registry import Candidate, PromoteError, champion_version, logged_model_uri, promote
 from src.service.scoring import ScoringInputError, check_columns, input_columns
 from src.utils.cli import fail, parse_config
 from src.utils.data_versions import dvc
@@ -71,18 +72,6 @@ def validate_batch(
     for name in casts:
         checked[name] = checked[name].astype("float64")
     return checked
-
-
-def score(model: Any, table: pd.DataFrame, target: str) -> dict[str, float]:
-    """Accuracy and macro F1 of `model` on a labelled table."""
-    from sklearn.metrics import accuracy_score, f1_score
-
-    predicted = model.predict(table.drop(columns=[target]))
-    truth = table[target]
-    return {
-        "accuracy": float(accuracy_score(truth, predicted)),
-        "f1_macro": float(f1_score(truth, predicted, average="macro")),
-    }
 
 
 def log_production_check(client: Any, config: Config, version: Any, batch_file: Path, metrics: dict[str, float]) -> str:
@@ -153,7 +142,7 @@ def main(argv: list[str] | None = None) -> None:
         classes = sorted(map(str, champion.classes_))
         expected = input_columns(mlflow.pyfunc.load_model(champion_uri))
         batch = validate_batch(read_any(arguments.batch), expected, target, classes, str(arguments.batch))
-        check = score(champion, batch, target)
+        check = score_model(champion, batch, target)
         check_run = log_production_check(client, config, current, arguments.batch, check)
         logger.info(
             "production check: %s scores accuracy %.4f on %s (run %s)",
@@ -180,16 +169,17 @@ def main(argv: list[str] | None = None) -> None:
     sys.stdout.write(stage_output)
     if pipeline.returncode or not run_id:
         fail(f"the retraining pipeline failed (run {run_id or 'not opened'}); the champion stays {champion_uri}")
-    held_out = pd.read_parquet(PROJECT_ROOT / PATHS.test)
-    champion_metric = score(champion, held_out, target)[config.registry.metric]
-    client.log_metric(run_id, f"champion.{config.registry.metric}", champion_metric)
     run = client.get_run(run_id)
-    candidate = Candidate(run, logged_model_uri(client, run), run.data.metrics[config.registry.metric])
-    message = promote(
-        client, name, candidate, config.registry.metric, config.registry.min_improvement, force=False,
-        champion_metric=champion_metric,
-    )  # fmt: skip
-    sys.stdout.write(f"{message} (both scored on the held-out set with the batch, {len(held_out)} rows)\n")
+    candidate = Candidate(run, logged_model_uri(client, run))
+    try:
+        promotion = promote(
+            client, name, candidate, config.registry.metric, config.registry.min_improvement, False, target
+        )
+    except PromoteError as error:
+        fail(f"retrained in run {run_id}, but {error}")
+    if promotion.champion_metric is not None:
+        client.log_metric(run_id, f"champion.{config.registry.metric}", promotion.champion_metric)
+    sys.stdout.write(f"{promotion.message}; the held-out rows include part of the batch\n")
 
 
 if __name__ == "__main__":

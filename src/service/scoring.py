@@ -1,11 +1,14 @@
 """Scoring with a registered model: which model, its input schema, and `make predict` on a file in batches.
 
-`make predict INPUT=new.parquet OUTPUT=scored.parquet [MODEL=...]` checks the
-file's columns against the model's signature before anything is written (one
-line naming the file and the column on a mismatch), casts integer columns to
-the float the model expects (exact up to 2**53), then streams the file in
-batches: the input is never held whole, and the output (one `prediction` per
-row, and the `model` that made it) appears only when complete.
+`make predict INPUT=new.parquet OUTPUT=scored.parquet [MODEL=...] [KEEP=id,...]`
+checks the file's columns against the model's signature (the raw columns data_load
+writes) before anything is written, one line naming the file and the column on a
+mismatch, and casts integer columns to the float the model expects (exact up to
+2**53). It then streams the file in batches: the input is never held whole, and
+the output appears only when complete. The output keeps the input's columns (or
+those KEEP names) beside `prediction`, one `probability_<class>` per class when
+the model has probabilities, and the `model` that made them. OUTPUT may not be the
+INPUT file or a file the project tracks.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from typing import Any
 from src.config import Config
 from src.service.registry import CHAMPION
 from src.utils.cli import fail, parse_config
-from src.utils.io import atomic_path
+from src.utils.io import OverwriteError, atomic_path, check_output_path
 from src.utils.mlflow_run import describe_tracking_error, import_mlflow, one_line
 
 logger = logging.getLogger(__name__)
@@ -30,6 +33,7 @@ BATCH_ROWS = 100_000
 EXACT_FLOAT_INTEGERS = 2**53  # the largest integer range a float64 holds exactly
 FLOAT_TYPES = ("double", "float")
 INTEGER_TYPES = ("long", "integer")
+TABLE_SUFFIXES = (".csv", ".parquet")
 
 
 class ScoringInputError(ValueError):
@@ -95,35 +99,56 @@ def check_columns(columns: dict[str, str], expected: dict[str, str], source: str
     return casts
 
 
-def batches(path: Path, columns: list[str], rows: int = BATCH_ROWS) -> Iterator[Any]:
-    """Read the file's `columns` in DataFrames of up to `rows` rows (CSV or Parquet)."""
-    import pandas as pd
-
-    if path.suffix.lower() == ".parquet":
-        import pyarrow.parquet as pq
-
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=rows, columns=columns):
-            yield batch.to_pandas()
-    else:
-        yield from pd.read_csv(path, usecols=columns, chunksize=rows)
-
-
 def file_columns(path: Path) -> dict[str, str]:
-    """The columns of a CSV or Parquet file and their types, read from its schema or first rows."""
-    import pandas as pd
+    """The columns of a CSV or Parquet file and their Arrow types, read from its schema or first block."""
+    import pyarrow.csv as pa_csv
+    import pyarrow.parquet as pq
 
     if path.suffix.lower() == ".parquet":
-        import pyarrow.parquet as pq
-
         schema = pq.read_schema(path)
-        return {name: str(schema.field(name).type) for name in schema.names}
-    return {name: str(dtype) for name, dtype in pd.read_csv(path, nrows=1000).dtypes.items()}
+    else:
+        with pa_csv.open_csv(path) as reader:
+            schema = reader.schema
+    return {name: str(schema.field(name).type) for name in schema.names}
 
 
-def predict_file(model: Any, version: str, source: Path, output: Path) -> int:
+def batches(path: Path, columns: list[str], text_columns: list[str], rows: int = BATCH_ROWS) -> Iterator[Any]:
+    """Read `columns` of a CSV or Parquet file as Arrow record batches of about `rows` rows.
+
+    `text_columns` of a CSV are read as text, so identifiers such as `007` stay as they are.
+    """
+    import pyarrow.csv as pa_csv
+    import pyarrow.parquet as pq
+
+    if path.suffix.lower() == ".parquet":
+        yield from pq.ParquetFile(path).iter_batches(batch_size=rows, columns=columns)
+        return
+    import pyarrow as pa
+
+    options = pa_csv.ConvertOptions(include_columns=columns, column_types=dict.fromkeys(text_columns, pa.string()))
+    # Blocks of about 64 bytes a row, so a batch holds about `rows` rows.
+    reading = pa_csv.ReadOptions(block_size=max(rows * 64, 1 << 16))
+    with pa_csv.open_csv(path, reading, convert_options=options) as reader:
+        yield from reader
+
+
+def output_columns(classes: list[str]) -> list[str]:
+    """The columns `make predict` adds beside the kept ones: the prediction, a probability per class, the model."""
+    return ["prediction", *(f"probability_{label}" for label in classes), "model"]
+
+
+def predict_file(model: Any, version: str, source: Path, output: Path, keep: list[str] | None = None) -> int:
     """Score `source` into `output` batch by batch; return the number of rows.
 
+    Args:
+        model: The pyfunc model (its signature is checked; its scikit-learn model predicts).
+        version: The exact model, written in the `model` column.
+        source: The CSV or Parquet file to score.
+        output: The CSV or Parquet file to write.
+        keep: The input columns to keep beside the predictions; every column when None.
+
     Raises:
+        OverwriteError: If `output` is `source` or a file the project tracks.
         ScoringInputError: Before anything is written, if the columns do not fit;
             or, with nothing written, if a later batch holds values that do not.
     """
@@ -131,26 +156,45 @@ def predict_file(model: Any, version: str, source: Path, output: Path) -> int:
     import pyarrow.csv as pa_csv
     import pyarrow.parquet as pq
 
-    if source.suffix.lower() not in (".csv", ".parquet") or output.suffix.lower() not in (".csv", ".parquet"):
+    if source.suffix.lower() not in TABLE_SUFFIXES or output.suffix.lower() not in TABLE_SUFFIXES:
         raise ScoringInputError(f"{source} -> {output}: INPUT and OUTPUT must be .csv or .parquet files")
     if not source.is_file():
         raise ScoringInputError(f"{source}: no such file")
+    check_output_path(output, {"INPUT": source})
     expected = input_columns(model)
-    casts = check_columns(file_columns(source), expected, str(source))
+    columns = file_columns(source)
+    casts = check_columns(columns, expected, str(source))
+    kept = list(columns) if keep is None else keep
+    unknown = [name for name in kept if name not in columns]
+    if unknown:
+        raise ScoringInputError(f"{source}: KEEP names {', '.join(unknown)}, which is not a column of it")
+    estimator = model.get_raw_model()
+    classes = [str(label) for label in estimator.classes_] if hasattr(estimator, "predict_proba") else []
+    added = output_columns(classes)
+    clashes = [name for name in added if name in kept]
+    if clashes:
+        raise ScoringInputError(
+            f"{source}: it has a column {clashes[0]!r}, which the output adds; rename it or leave it out with KEEP="
+        )
+    wanted = list(dict.fromkeys([*kept, *expected]))
+    text = [name for name in wanted if name not in expected]
     total = 0
     with atomic_path(output) as temporary:
         writer: Any = None
         try:
-            for frame in batches(source, list(expected), BATCH_ROWS):
-                problems = check_columns(dict(frame.dtypes.astype(str)), expected, str(source))
-                for name in {*casts, *problems}:
+            for batch in batches(source, wanted, text, BATCH_ROWS):
+                frame = batch.select(list(expected)).to_pandas()
+                for name in casts:
                     if frame[name].abs().max() > EXACT_FLOAT_INTEGERS:
                         raise ScoringInputError(
                             f"{source}: column {name!r} holds integers beyond 2**53, which a float cannot hold exactly"
                         )
                     frame[name] = frame[name].astype("float64")
                 try:
-                    predictions = model.predict(frame[list(expected)])
+                    predictions = estimator.predict(frame)
+                    probabilities = estimator.predict_proba(frame) if classes else None
+                except ValueError as error:
+                    raise ScoringInputError(f"{source}, rows {total + 1}-{total + len(frame)}: {error}") from None
                 except Exception as error:
                     raise ScoringInputError(
                         f"{source}: the model refused rows {total + 1}-{total + len(frame)}: {one_line(error)}"
@@ -158,7 +202,12 @@ def predict_file(model: Any, version: str, source: Path, output: Path) -> int:
                 model_column = pa.array([version] * len(frame))
                 if output.suffix.lower() == ".parquet":
                     model_column = model_column.dictionary_encode()
-                table = pa.table({"prediction": predictions, "model": model_column})
+                scored = {name: batch.column(name) for name in kept}
+                scored["prediction"] = pa.array(predictions)
+                for position, label in enumerate(classes):
+                    scored[f"probability_{label}"] = pa.array(probabilities[:, position])
+                scored["model"] = model_column
+                table = pa.table(scored)
                 if writer is None:
                     writer = (
                         pq.ParquetWriter(temporary, table.schema)
@@ -167,6 +216,8 @@ def predict_file(model: Any, version: str, source: Path, output: Path) -> int:
                     )
                 writer.write_table(table)
                 total += len(frame)
+        except pa.ArrowInvalid as error:
+            raise ScoringInputError(f"{source}: cannot read it past row {total}: {one_line(error)}") from None
         finally:
             if writer is not None:
                 writer.close()
@@ -174,17 +225,23 @@ def predict_file(model: Any, version: str, source: Path, output: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """`make predict INPUT=... OUTPUT=... [MODEL=...]`."""
+    """`make predict INPUT=... OUTPUT=... [MODEL=...] [KEEP=...]`."""
     parser = argparse.ArgumentParser(prog="python -m src.service.scoring", description=__doc__)
     parser.add_argument("--input", type=Path, required=True)
     parser.add_argument("--output", type=Path, required=True)
     parser.add_argument("--model", default="", help="a model URI (default: the champion)")
+    parser.add_argument("--keep", default="", help="input columns to keep, comma-separated (default: every column)")
     arguments, config = parse_config(parser, argv)
+    keep = [name.strip() for name in arguments.keep.split(",") if name.strip()] or None
+    try:
+        check_output_path(arguments.output, {"INPUT": arguments.input})
+    except OverwriteError as error:
+        fail(str(error))
     model, version = load_model(model_uri_for(arguments.model, config))
     started = time.perf_counter()
     try:
-        rows = predict_file(model, version, arguments.input, arguments.output)
-    except ScoringInputError as error:
+        rows = predict_file(model, version, arguments.input, arguments.output, keep)
+    except (ScoringInputError, OverwriteError) as error:
         fail(str(error))
     seconds = time.perf_counter() - started
     sys.stdout.write(

@@ -2,8 +2,10 @@
 
 The app is MLflow's scoring server (`mlflow.pyfunc.scoring_server`, what
 `mlflow models serve` runs), in this one process under uvicorn, so Ctrl-C stops
-everything it started. One layer is added: an error answer carries a short
-message (what was wrong with the request) and never a stack trace.
+everything it started. The model takes raw rows, as data_load writes them: its
+featurize step runs inside it. One layer is added: an error answer carries a
+short message (what was wrong with the request, naming the column) and never a
+stack trace.
 """
 
 from __future__ import annotations
@@ -50,6 +52,28 @@ def add_short_errors(app: Any) -> None:
         return JSONResponse({"error_code": error_code, "message": short_message(body)}, response.status_code)
 
 
+def bad_rows_as_bad_requests(model: Any) -> None:
+    """Answer a row the model refuses (a null, a word in a number column) with a 400 that says why.
+
+    The model's featurize step checks every row and raises a one-line ValueError
+    naming the column; MLflow's server would turn it into "an unexpected error"
+    with a stack trace. Raised as an MlflowException with BAD_REQUEST instead, its
+    own line reaches the caller.
+    """
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import BAD_REQUEST
+
+    predict = model.predict
+
+    def checked_predict(data: Any, params: dict[str, Any] | None = None) -> Any:
+        try:
+            return predict(data, params=params)
+        except ValueError as error:
+            raise MlflowException(str(error).splitlines()[0], error_code=BAD_REQUEST) from None
+
+    model.predict = checked_predict
+
+
 def example_request(model: Any, port: int) -> str:
     """A curl command that scores the model's input example (one row)."""
     example = model.input_example
@@ -72,6 +96,7 @@ def main(argv: list[str] | None = None) -> None:
     import uvicorn
     from mlflow.pyfunc import scoring_server
 
+    bad_rows_as_bad_requests(model)
     app = scoring_server.init(model)
     add_short_errors(app)
     sys.stdout.write(

@@ -7,53 +7,14 @@ from typing import Any
 import pandas as pd
 
 from src.config import PATHS, Config
+from src.ml.features import features_of
+from src.ml.metrics import confusion_matrix, score
 from src.utils.cli import run_stage
 from src.utils.images import as_images, image_shape
 from src.utils.io import read_table, require
 from src.utils.mlflow_run import StageResult, mlflow_stage
 
 SAMPLE_COUNT = 24
-
-
-def score(labels: pd.Series, predictions: pd.Series) -> dict[str, float]:
-    """Compute accuracy and the macro-averaged F1, precision and recall.
-
-    Args:
-        labels: The true labels.
-        predictions: The predicted labels, in the same order.
-
-    Returns:
-        `accuracy`, `f1_macro`, `precision_macro` and `recall_macro`.
-    """
-    from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score
-
-    return {
-        "accuracy": float(accuracy_score(labels, predictions)),
-        "f1_macro": float(f1_score(labels, predictions, average="macro", zero_division=0)),
-        "precision_macro": float(precision_score(labels, predictions, average="macro", zero_division=0)),
-        "recall_macro": float(recall_score(labels, predictions, average="macro", zero_division=0)),
-    }
-
-
-def confusion_matrix(labels: pd.Series, predictions: pd.Series) -> pd.DataFrame:
-    """Count predictions per true class.
-
-    Args:
-        labels: The true labels.
-        predictions: The predicted labels, in the same order.
-
-    Returns:
-        A square table of counts: one row per true label, one column per
-        predicted label, both over every label seen in either.
-    """
-    classes = sorted(set(labels) | set(predictions))
-    counts = pd.crosstab(
-        pd.Categorical(labels, categories=classes),
-        pd.Categorical(predictions, categories=classes),
-        dropna=False,
-    )
-    counts.index.name, counts.columns.name = "true", "predicted"
-    return counts.reindex(index=classes, columns=classes, fill_value=0)
 
 
 def evaluate(model: Any, test: pd.DataFrame, target: str) -> tuple[dict[str, float], pd.DataFrame, pd.Series]:
@@ -92,10 +53,12 @@ def choose_samples(labels: pd.Series, predictions: pd.Series, count: int = SAMPL
 
 @mlflow_stage("evaluate")
 def main(config: Config) -> StageResult:
-    """Score models/model.joblib on the test table, draw the confusion matrix and, for images, sample images.
+    """Score models/model.joblib on the test rows, draw the confusion matrix and, for images, sample images.
 
-    The metrics it returns are written to reports/metrics.json by the decorator.
-    For data that is not images, reports/samples.png says so instead.
+    The model takes the raw test rows as a caller would send them (its featurize
+    step included). The metrics it returns are written to reports/metrics.json by
+    the decorator. The sample images show what the model saw (scaled and pooled
+    pixels); for data that is not images, reports/samples.png says so instead.
     """
     import joblib
 
@@ -106,13 +69,14 @@ def main(config: Config) -> StageResult:
     target = config.data_load.target
     metrics, matrix, predictions = evaluate(model, test, target)
     save_confusion_matrix(matrix, PATHS.confusion_matrix_png, config.evaluate.normalize_confusion_matrix)
-    shape = image_shape(test.columns)
+    rows = choose_samples(test[target], predictions)
+    seen = features_of(model, test.iloc[rows].drop(columns=[target]))
+    shape = image_shape(seen.columns)
     if shape is None:
         save_sample_images(None, [], [], PATHS.samples_png)
         artifacts = [PATHS.metrics, PATHS.confusion_matrix_png]
     else:
-        rows = choose_samples(test[target], predictions)
-        images = as_images(test.iloc[rows], shape)
+        images = as_images(seen, shape)
         save_sample_images(images, test[target].iloc[rows].tolist(), predictions.iloc[rows].tolist(), PATHS.samples_png)
         artifacts = [PATHS.metrics, PATHS.confusion_matrix_png, PATHS.samples_png]
     return StageResult(

@@ -7,9 +7,10 @@ from typing import Any
 import pandas as pd
 
 from src.config import PATHS, Config, TrainParams
+from src.ml.features import Featurizer, estimator_of, with_features
 from src.train.models import build_estimator
 from src.utils.cli import run_stage
-from src.utils.io import atomic_path, read_table
+from src.utils.io import atomic_path, read_table, require
 from src.utils.mlflow_run import StageResult, mlflow_stage
 
 INPUT_EXAMPLE_ROWS = 5
@@ -143,7 +144,7 @@ def resolve_init_from(reference: str, model_name: str) -> str:
 
 
 def load_source_model(reference: str, model_name: str) -> tuple[Any, str]:
-    """The scikit-learn model `train.init_from` names, through MLflow, and its URI."""
+    """The scikit-learn estimator of the model `train.init_from` names (its featurize step left out), and its URI."""
     import mlflow.sklearn
 
     from src.utils.mlflow_run import import_mlflow
@@ -151,7 +152,7 @@ def load_source_model(reference: str, model_name: str) -> tuple[Any, str]:
     import_mlflow()
     try:
         uri = resolve_init_from(reference, model_name)
-        return mlflow.sklearn.load_model(uri), uri
+        return estimator_of(mlflow.sklearn.load_model(uri)), uri
     except ValueError:
         raise
     except Exception as error:
@@ -192,25 +193,39 @@ def fit(
     return model, scores, curve
 
 
+def raw_example(rows: int = INPUT_EXAMPLE_ROWS) -> pd.DataFrame:
+    """The first rows of the raw table, read without reading the rest: the model's input example."""
+    import pyarrow.parquet as pq
+
+    batch = next(pq.ParquetFile(require(PATHS.raw, made_by="data_load")).iter_batches(batch_size=rows))
+    return batch.to_pandas()
+
+
 @mlflow_stage("train")
 def main(config: Config) -> StageResult:
-    """Fit the model on the train table and write models/model.joblib; the CV scores are its metrics.
+    """Fit the estimator on the train table and write models/model.joblib; the CV scores are its metrics.
 
-    With `train.init_from` and `init_mode: warm_start` the model continues from
-    that model's weights. An mlp is trained epoch by epoch: its loss and
-    validation accuracy per epoch become the run's metric history and
-    reports/learning_curve.csv (a DVC plot; only the header for other estimators).
+    The model written and logged is featurize's transformer followed by the
+    estimator, so it takes the raw columns data_load writes (its signature and
+    input example are raw rows). With `train.init_from` and `init_mode:
+    warm_start` the estimator continues from that model's weights. An mlp is
+    trained epoch by epoch: its loss and validation accuracy per epoch become the
+    run's metric history and reports/learning_curve.csv (a DVC plot; only the
+    header for other estimators).
     """
     import joblib
 
     target = config.data_load.target
     train = read_table(PATHS.train, made_by="data_split")
+    example = raw_example().drop(columns=[target])
+    featurizer = Featurizer.from_params(config.featurize, config.data_load.pixel_max).fit(example)
     source, tags = None, {}
     if config.train.init_from:
         source, source_uri = load_source_model(config.train.init_from, config.registry.model_name)
         tags = {"init_from": config.train.init_from, "init_from.model_uri": source_uri}
         tags["init_mode"] = config.train.init_mode
-    model, scores, curve = fit(train, config.train, target, config.base.random_state, source)
+    estimator, scores, curve = fit(train, config.train, target, config.base.random_state, source)
+    model = with_features(featurizer, estimator)
     with atomic_path(PATHS.model) as temporary:
         joblib.dump(model, temporary)
     with atomic_path(PATHS.learning_curve) as temporary:
@@ -218,7 +233,8 @@ def main(config: Config) -> StageResult:
     return StageResult(
         metrics=scores,
         model=model,
-        model_input_example=train.drop(columns=[target]).head(INPUT_EXAMPLE_ROWS),
+        # Numbers as floats in the signature, so a caller's integers are taken too.
+        model_input_example=example.astype({name: "float64" for name in example.select_dtypes("number").columns}),
         tags=tags,
         history={name: curve[name].tolist() for name in ("loss", "val_accuracy")} if len(curve) else {},
     )

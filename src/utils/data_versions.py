@@ -50,6 +50,11 @@ def output_hashes(lock: dict[str, Any]) -> dict[str, str]:
     return hashes
 
 
+def output_tag(path: str | Path) -> str:
+    """The MLflow tag that holds the hash of a DVC-tracked output, e.g. `dvc.out.models/model.joblib`."""
+    return f"dvc.out.{Path(path).as_posix()}"
+
+
 def lineage_tags(lock: dict[str, Any]) -> dict[str, str]:
     """MLflow tags that tie a run to its data: one `dvc.out.<path>` per output, and `data.md5`.
 
@@ -60,7 +65,7 @@ def lineage_tags(lock: dict[str, Any]) -> dict[str, str]:
         lock: dvc.lock, parsed.
     """
     hashes = output_hashes(lock)
-    tags = {f"dvc.out.{path}": md5 for path, md5 in hashes.items()}
+    tags = {output_tag(path): md5 for path, md5 in hashes.items()}
     tags[DATA_HASH_TAG] = hashes.get(str(PATHS.raw), "")
     return tags
 
@@ -123,6 +128,24 @@ def cache_file(cache: Path, md5: str) -> Path:
     return cache / "files" / "md5" / md5[:2] / md5[2:]
 
 
+def cache_dir() -> Path:
+    """The DVC cache of this project, as DVC itself reports it (`DVC_CACHE_DIR` and config included)."""
+    completed = dvc("cache", "dir", quiet=True)
+    return Path(completed.stdout.strip() or PROJECT_ROOT / ".dvc" / "cache")
+
+
+def cached_output(md5: str, path: str | Path) -> Path:
+    """The cache file of an output with this hash.
+
+    Raises:
+        VersionError: If the cache does not hold it, saying how to get it.
+    """
+    stored = cache_file(cache_dir(), md5) if md5 else None
+    if stored is None or not stored.is_file():
+        raise VersionError(f"{path} (md5 {md5 or 'unknown'}) is not in the DVC cache; run `make pull` to fetch it")
+    return stored
+
+
 def file_md5(path: Path) -> str:
     """The MD5 of a file's bytes, as DVC 3 hashes files."""
     digest = hashlib.md5()
@@ -142,8 +165,7 @@ def corrupted_objects(revision: str = "") -> tuple[list[str], int, list[str]]:
         One line per object whose content no longer matches its hash, the number
         of objects checked, and the outputs whose objects are not in the cache.
     """
-    completed = dvc("cache", "dir", quiet=True)
-    cache = Path(completed.stdout.strip() or PROJECT_ROOT / ".dvc" / "cache")
+    cache = cache_dir()
     corrupted, missing, checked = [], [], 0
     for path, md5 in sorted(recorded_outputs(revision).items()):
         objects = [(path, md5)]

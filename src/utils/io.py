@@ -18,6 +18,48 @@ class MissingInputError(FileNotFoundError):
     """A stage's input file does not exist; the message says which stage makes it."""
 
 
+class OverwriteError(ValueError):
+    """An output path would overwrite a file the user gave as input, or one the project tracks."""
+
+
+def check_output_path(output: Path, inputs: dict[str, Path], name: str = "OUTPUT") -> None:
+    """Refuse an output that would destroy something: an input of the same command or a tracked file.
+
+    Args:
+        output: The file the command is about to write.
+        inputs: The command's input files by the name the user gave them (`INPUT`).
+        name: The output's name for the user (`OUTPUT`).
+
+    Raises:
+        OverwriteError: One line: the output is an input (the same path, a symlink or a hard
+            link to it), a file the pipeline writes (dvc.yaml's outputs), a file tracked with
+            `dvc add`, or a file tracked by git.
+    """
+    from src.config import PROJECT_ROOT, pipeline_stages, stage_outputs
+
+    for input_name, source in inputs.items():
+        same = output.resolve() == source.resolve() or (
+            output.exists() and source.exists() and os.path.samefile(output, source)
+        )
+        if same:
+            raise OverwriteError(f"{name} {output} is the {input_name} file {source}; write to another file")
+    resolved = output.resolve()
+    if PROJECT_ROOT not in resolved.parents:
+        return
+    relative = resolved.relative_to(PROJECT_ROOT)
+    pipeline_outputs = {Path(path) for stage in pipeline_stages().values() for path in stage_outputs(stage)}
+    tracked_folders = [path.with_suffix("") for path in PROJECT_ROOT.glob("data/**/*.dvc")]
+    if relative in pipeline_outputs or any(folder in (resolved, *resolved.parents) for folder in tracked_folders):
+        raise OverwriteError(f"{name} {output} is data DVC tracks for the pipeline; write to another file")
+    import subprocess
+
+    tracked = subprocess.run(
+        ["git", "ls-files", "--error-unmatch", str(relative)], cwd=PROJECT_ROOT, capture_output=True, check=False
+    )
+    if tracked.returncode == 0:
+        raise OverwriteError(f"{name} {output} is a file git tracks in this project; write to another file")
+
+
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temporary path beside `path` and move it onto `path` only on success.

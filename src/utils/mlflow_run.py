@@ -42,6 +42,8 @@ STAGE_TAG = "pipeline.stage"
 ROLE_TAG = "pipeline.role"
 CACHED_TAG = "pipeline.cached"
 MODEL_REQUIREMENTS = ("mlflow", "scikit-learn", "skops", "pandas", "numpy", "scipy")
+TRUSTED_TYPES = ("src.ml.features.Featurizer",)
+"""The project's own classes a logged model may hold, trusted on purpose when skops loads it."""
 
 
 @dataclass
@@ -345,8 +347,11 @@ def _log_model(files: Path) -> None:
 
     Explicit requirements skip MLflow's inference, which costs seconds. MLflow
     saves scikit-learn models with skops, which refuses to load types it does
-    not know; scikit-learn's own (a random forest's `Tree`) are trusted here on
-    purpose, anything else stays refused.
+    not know; scikit-learn's own (a random forest's `Tree`) and the project's
+    Featurizer are trusted here on purpose, anything else stays refused. The
+    project's `src` package travels with the model (`code_paths`), so it loads
+    anywhere, `mlflow models serve` included. The model's classes and input
+    columns are in its metadata, where `make promote` compares them.
     """
     import joblib
     import mlflow.sklearn
@@ -360,11 +365,17 @@ def _log_model(files: Path) -> None:
     signature = infer_signature(input_example, model.predict(input_example)) if input_example is not None else None
     requirements = [f"{name}=={importlib.metadata.version(name)}" for name in MODEL_REQUIREMENTS]
     untrusted = skops.io.get_untrusted_types(data=skops.io.dumps(model))
+    trusted = [name for name in untrusted if name.startswith("sklearn.") or name in TRUSTED_TYPES]
+    metadata = {"classes": [str(label) for label in getattr(model, "classes_", [])]}
+    if input_example is not None:
+        metadata["input_columns"] = [str(name) for name in input_example.columns]
     mlflow.sklearn.log_model(
         model,
         name="model",
         signature=signature,
         input_example=input_example,
         pip_requirements=requirements,
-        skops_trusted_types=[name for name in untrusted if name.startswith("sklearn.")] or None,
+        code_paths=[str(PROJECT_ROOT / "src")],
+        metadata=metadata,
+        skops_trusted_types=trusted or None,
     )

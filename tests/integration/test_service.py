@@ -17,7 +17,7 @@ import urllib.request
 import pandas as pd
 import pytest
 
-from tests.integration.conftest import Project, error_lines, new_project
+from tests.integration.conftest import VENV, Project, error_lines, new_project
 
 pytestmark = pytest.mark.slow
 
@@ -60,8 +60,7 @@ def test_promote_picks_the_best_run_and_the_version_leads_back_to_it(project):
     result = project.make("promote")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == (
-        f"moved champion of {MODEL} to version 1 (run {strong.info.run_id}, accuracy "
-        f"{strong.data.metrics['accuracy']:.4f}): there was no champion"
+        f"moved champion of {MODEL} to version 1 (run {strong.info.run_id}): there was no champion"
     )
     version = champion(project)
     assert str(version.version) == "1"
@@ -70,41 +69,66 @@ def test_promote_picks_the_best_run_and_the_version_leads_back_to_it(project):
     assert version.tags["data.md5"] == strong.data.tags["data.md5"]
 
 
-def test_promote_keeps_the_champion_unless_the_candidate_is_better_or_forced(project):
-    weak = run_named(project, "weak")
+def test_promote_scores_both_models_on_the_same_held_out_rows(project):
+    weak, strong = run_named(project, "weak"), run_named(project, "strong")
     kept = project.make("promote", RUN_ID=weak.info.run_id)
     assert kept.returncode == 0, kept.stderr
-    assert kept.stdout.startswith(f"kept version 1 of {MODEL} as champion (accuracy ")
-    assert "FORCE=1 moves the alias anyway" in kept.stdout
+    # Both on the weak run's 30 test rows: the strong model's score there is its run's own (the same split).
+    assert kept.stdout.strip() == (
+        f"kept version 1 of {MODEL} as champion: version 2 (run {weak.info.run_id}) does not beat it by more "
+        f"than 0.0 (accuracy {weak.data.metrics['accuracy']:.4f} against {strong.data.metrics['accuracy']:.4f} "
+        f"on run {weak.info.run_id}'s 30 held-out rows; FORCE=1 moves the alias anyway)"
+    )
     assert str(champion(project).version) == "1"
     forced = project.make("promote", RUN_ID=weak.info.run_id, FORCE="1")
-    assert forced.stdout.startswith(f"moved champion of {MODEL} to version 2 ")
+    assert forced.stdout.startswith(f"moved champion of {MODEL} to version 2 (run {weak.info.run_id}): forced; ")
     assert str(champion(project).version) == "2"
     back = project.make("promote")
-    assert "it beats version 2" in back.stdout
+    assert "it beats version 2 (accuracy " in back.stdout
     assert str(champion(project).version) == "1"
 
 
-def test_serve_answers_predictions_and_a_short_4xx_for_bad_requests(project):
+def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+        return probe.getsockname()[1]
+
+
+def wait_for_answer(url: str, body: bytes, seconds: float = 120) -> tuple[int, dict]:
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            return post(url, body)
+        except (ConnectionError, urllib.error.URLError):
+            assert time.monotonic() < deadline, "the server did not answer"
+            time.sleep(0.5)
+
+
+def test_serve_takes_raw_rows_and_answers_a_bad_row_with_a_short_4xx_naming_the_column(project):
+    port = free_port()
     server = project.spawn("serve", f"PORT={port}", stderr=subprocess.DEVNULL)
     try:
         banner = server.stdout.readline()
         assert banner.startswith(f"Serving models:/{MODEL}/1 on http://127.0.0.1:{port}/invocations")
         example = server.stdout.readline().split("-d '", 1)[1].rstrip("'\n")
+        raw_columns = list(pd.read_parquet(project.root / "data/raw/dataset.parquet").columns.drop("target"))
+        assert json.loads(example)["dataframe_split"]["columns"] == raw_columns  # featurize runs inside the model
         url = f"http://127.0.0.1:{port}/invocations"
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                status, answer = post(url, example.encode())
-                break
-            except (ConnectionError, urllib.error.URLError):
-                assert time.monotonic() < deadline, "the server did not answer"
-                time.sleep(0.5)
+        status, answer = wait_for_answer(url, example.encode())
         assert status == 200
         assert answer["predictions"] in (["setosa"], ["versicolor"], ["virginica"])
+        rows = {
+            "dataframe_records": [
+                dict.fromkeys(raw_columns, 5.0),
+                {**dict.fromkeys(raw_columns, 5.0), "petal_width_cm": None},
+            ]
+        }
+        status, answer = post(url, json.dumps(rows).encode())
+        assert status == 400
+        assert answer["message"] == (
+            "column 'petal_width_cm' has 1 null or infinite values (row 2: null); "
+            "the model takes a finite number in every column"
+        )
         payload = json.loads(example)
         payload["dataframe_split"]["columns"] = payload["dataframe_split"]["columns"][1:]
         payload["dataframe_split"]["data"] = [row[1:] for row in payload["dataframe_split"]["data"]]
@@ -121,17 +145,65 @@ def test_serve_answers_predictions_and_a_short_4xx_for_bad_requests(project):
         post(url, example.encode())
 
 
-def test_predict_writes_one_prediction_per_row_and_refuses_a_missing_column(project):
+def test_the_registered_model_takes_raw_rows_anywhere_with_mlflow_alone(project, tmp_path):
+    """Outside the project, `mlflow.pyfunc.load_model` and `mlflow models serve` take the raw columns."""
+    raw = pd.read_parquet(project.root / "data/raw/dataset.parquet").head(3)
+    rows = raw.drop(columns=["target"])
+    rows.to_json(tmp_path / "rows.json", orient="split", index=False)
+    env = project.env(MLFLOW_TRACKING_URI=project.tracking_uri, MLFLOW_DISABLE_TELEMETRY="true")
+    loaded = subprocess.run(
+        [str(VENV / "bin" / "python"), "-c",
+         "import mlflow.pyfunc, pandas as pd; "
+         f"model = mlflow.pyfunc.load_model('models:/{MODEL}@champion'); "
+         "print(list(model.predict(pd.read_json('rows.json', orient='split'))))"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert loaded.returncode == 0, loaded.stderr
+    assert loaded.stdout.strip() == str(raw["target"].tolist())
+    port = free_port()
+    server = subprocess.Popen(
+        [str(VENV / "bin" / "mlflow"), "models", "serve", "-m", f"models:/{MODEL}@champion", "--env-manager",
+         "local", "-h", "127.0.0.1", "-p", str(port)],
+        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    try:
+        body = json.dumps({"dataframe_split": json.loads(rows.to_json(orient="split", index=False))}).encode()
+        status, answer = wait_for_answer(f"http://127.0.0.1:{port}/invocations", body, seconds=180)
+        assert status == 200 and answer["predictions"] == raw["target"].tolist()
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=60)
+
+
+def test_predict_keeps_the_rows_identity_and_never_overwrites_its_input(project):
     test = pd.read_parquet(project.root / "data/processed/test.parquet").drop(columns=["target"])
     rows = test.sample(n=2500, replace=True, random_state=0).reset_index(drop=True)
     rows["sepal_length_cm"] = (rows["sepal_length_cm"] * 10).round().astype("int64")  # an integer column
+    rows.insert(0, "id", [f"row-{number:05d}" for number in range(len(rows))])
     rows.to_parquet(project.root / "new.parquet", index=False)
     result = project.make("predict", INPUT="new.parquet", OUTPUT="scored.csv")
     assert result.returncode == 0, result.stderr
     scored = pd.read_csv(project.root / "scored.csv")
-    assert len(scored) == 2500
+    assert list(scored.columns) == [
+        *rows.columns, "prediction", "probability_setosa", "probability_versicolor", "probability_virginica", "model",
+    ]  # fmt: skip
+    assert scored["id"].tolist() == rows["id"].tolist()
     assert set(scored["prediction"]) <= {"setosa", "versicolor", "virginica"}
     assert set(scored["model"]) == {f"models:/{MODEL}/1"}
+    kept = project.make("predict", INPUT="new.parquet", OUTPUT="ids.parquet", KEEP="id")
+    assert kept.returncode == 0, kept.stderr
+    assert list(pd.read_parquet(project.root / "ids.parquet").columns)[:2] == ["id", "prediction"]
+
+    before = (project.root / "new.parquet").read_bytes()
+    for output in ("new.parquet", "./new.parquet", str(project.root / "new.parquet")):
+        same = project.make("predict", INPUT="new.parquet", OUTPUT=output)
+        assert same.returncode != 0
+        assert error_lines(same) == [f"error: OUTPUT {output} is the INPUT file new.parquet; write to another file"]
+    assert (project.root / "new.parquet").read_bytes() == before
+    tracked = project.make("predict", INPUT="new.parquet", OUTPUT="data/raw/dataset.parquet")
+    assert error_lines(tracked) == [
+        "error: OUTPUT data/raw/dataset.parquet is data DVC tracks for the pipeline; write to another file"
+    ]
 
     rows.drop(columns=["petal_width_cm"]).to_csv(project.root / "missing.csv", index=False)
     refused = project.make("predict", INPUT="missing.csv", OUTPUT="refused.parquet")
@@ -142,8 +214,8 @@ def test_predict_writes_one_prediction_per_row_and_refuses_a_missing_column(proj
 
 
 def test_drift_flags_a_shifted_feature_and_nothing_from_the_same_distribution(project):
-    train = pd.read_parquet(project.root / "data/processed/train.parquet").drop(columns=["target"])
-    same = train.sample(n=600, replace=True, random_state=1)
+    raw = pd.read_parquet(project.root / "data/raw/dataset.parquet").drop(columns=["target"])
+    same = raw.sample(n=600, replace=True, random_state=1)
     same.to_parquet(project.root / "same.parquet", index=False)
     shifted = same.assign(petal_length_cm=same["petal_length_cm"] + 1.5)
     shifted.to_csv(project.root / "shifted.csv", index=False)
@@ -166,8 +238,8 @@ def test_drift_flags_a_shifted_feature_and_nothing_from_the_same_distribution(pr
 
 
 def test_a_batch_with_an_unknown_label_is_refused_and_nothing_is_written(project):
-    features = pd.read_parquet(project.root / "data/processed/features.parquet")
-    bad = features.sample(n=20, random_state=3).assign(target="daisy")
+    raw = pd.read_parquet(project.root / "data/raw/dataset.parquet")
+    bad = raw.sample(n=20, random_state=3).assign(target="daisy")
     bad.to_csv(project.root / "bad-batch.csv", index=False)
     params_before = (project.root / "params.yaml").read_text()
     result = project.make("retrain", BATCH="bad-batch.csv")
@@ -185,12 +257,12 @@ def test_retrain_learns_from_the_batch_and_moves_the_alias_only_on_improvement(p
     weak = run_named(project, "weak")
     assert project.make("promote", RUN_ID=weak.info.run_id, FORCE="1").returncode == 0
     weak_version = champion(project).version
-    features = pd.read_parquet(project.root / "data/processed/features.parquet")
-    features.sample(n=60, random_state=7).to_csv(project.root / "batch-1.csv", index=False)
+    raw = pd.read_parquet(project.root / "data/raw/dataset.parquet")  # labelled rows, as a user has them
+    raw.sample(n=60, random_state=7).to_csv(project.root / "batch-1.csv", index=False)
 
     result = project.make("retrain", BATCH="batch-1.csv")
     assert result.returncode == 0, result.stderr
-    assert "it beats version" in result.stdout and "held-out set with the batch" in result.stdout
+    assert "it beats version" in result.stdout and "the held-out rows include part of the batch" in result.stdout
     new_champion = champion(project)
     assert new_champion.version != weak_version
     retrained = project.parents()[0]
@@ -207,7 +279,7 @@ def test_retrain_learns_from_the_batch_and_moves_the_alias_only_on_improvement(p
 
     # A new model that does not beat the champion by registry.min_improvement leaves the alias where it is.
     project.set_param("registry", "min_improvement", 0.5)
-    features.sample(n=60, random_state=8).to_csv(project.root / "batch-2.csv", index=False)
+    raw.sample(n=60, random_state=8).to_csv(project.root / "batch-2.csv", index=False)
     second = project.make("retrain", BATCH="batch-2.csv")
     assert second.returncode == 0, second.stderr
     verdict = second.stdout.splitlines()[-1]
@@ -215,3 +287,31 @@ def test_retrain_learns_from_the_batch_and_moves_the_alias_only_on_improvement(p
     assert "does not beat it by more than 0.5" in verdict
     assert champion(project).version == new_champion.version
     assert project.parents()[0].data.tags["retrain.champion"] == f"models:/{MODEL}/{new_champion.version}"
+
+
+def test_promote_refuses_a_model_that_takes_other_columns_or_classes_unless_forced(project):
+    """After a pipeline on another CSV, the champion's callers would break: refused, or FORCE=1 says what changes."""
+    rows = pd.DataFrame({"width": [1.0, 2.0, 3.0, 4.0] * 10, "height": [4.0, 3.0, 2.0, 1.0] * 10})
+    rows["target"] = ["tall", "tall", "flat", "flat"] * 10
+    (project.root / "data/external").mkdir(exist_ok=True)
+    rows.to_csv(project.root / "data/external/boxes.csv", index=False)
+    project.set_param("data_load", "source", "data/external/boxes.csv")
+    assert project.make("pipeline", RUN_NAME="boxes").returncode == 0
+    boxes = run_named(project, "boxes")
+    assert boxes.data.metrics["accuracy"] == 1.0  # better than the champion on its own test set
+    current = champion(project).version
+    refused = project.make("promote")  # the best run on accuracy is the boxes run
+    assert refused.returncode != 0
+    assert error_lines(refused) == [
+        f"error: run {boxes.info.run_id}'s model does not take what {MODEL} version {current} (champion) takes "
+        "(input columns: adds width, height; lacks sepal_length_cm, sepal_width_cm, petal_length_cm, petal_width_cm; "
+        "classes: adds flat, tall; lacks setosa, versicolor, virginica), so callers of the champion would break; "
+        "FORCE=1 replaces it anyway"
+    ]
+    assert champion(project).version == current
+    forced = project.make("promote", FORCE="1")
+    assert forced.returncode == 0, forced.stderr
+    assert forced.stdout.startswith(f"moved champion of {MODEL} to version ")
+    assert (
+        f"forced; what callers send and get changes from version {current}: input columns: adds width" in forced.stdout
+    )

@@ -1,25 +1,31 @@
-"""The schema check of `make predict` and `make retrain`, before anything is written."""
+"""`make predict` with a real MLflow model in a folder: the schema check, what the output keeps and refuses."""
 
 from __future__ import annotations
+
+import os
 
 import pandas as pd
 import pytest
 
+from src.ml.features import Featurizer, with_features
 from src.service.scoring import ScoringInputError, check_columns, predict_file
+from src.utils.io import OverwriteError, check_output_path
+from src.utils.mlflow_run import TRUSTED_TYPES
+from tests.conftest import PROJECT_ROOT
 
 EXPECTED = {"length": "double", "width": "double"}
 
 
 def test_integer_columns_are_cast_and_floats_pass():
-    assert check_columns({"length": "int64", "width": "float64", "extra": "str"}, EXPECTED, "new.csv") == ["length"]
+    assert check_columns({"length": "int64", "width": "double", "extra": "string"}, EXPECTED, "new.csv") == ["length"]
 
 
 @pytest.mark.parametrize(
     ("columns", "message"),
     [
-        ({"length": "float64"}, "new.csv: column 'width' is missing; the model needs length, width"),
+        ({"length": "double"}, "new.csv: column 'width' is missing; the model needs length, width"),
         ({}, "new.csv: column 'length' is missing (and 1 more); the model needs length, width"),
-        ({"length": "float64", "width": "str"}, "new.csv: column 'width' holds str values; the model needs numbers"),
+        ({"length": "double", "width": "string"}, "new.csv: column 'width' holds string values; the model needs"),
     ],
 )
 def test_a_mismatch_names_the_file_and_the_column(columns, message):
@@ -27,39 +33,123 @@ def test_a_mismatch_names_the_file_and_the_column(columns, message):
         check_columns(columns, EXPECTED, "new.csv")
 
 
-class Model:
-    """A stand-in with the two things predict_file uses: a signature and predict."""
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    """A real pyfunc model, as the train stage logs one: featurize, then a classifier; taking raw columns."""
+    import mlflow.pyfunc
+    import mlflow.sklearn
+    import skops.io
+    from mlflow.models import infer_signature
+    from sklearn.linear_model import LogisticRegression
 
-    class metadata:  # noqa: N801 - mirrors mlflow's attribute name
-        @staticmethod
-        def get_input_schema():
-            from mlflow.types import ColSpec, Schema
+    raw = pd.DataFrame({"length": [1.0, 2.0, 5.0, 6.0] * 5, "width": [5.0, 6.0, 1.0, 2.0] * 5})
+    labels = ["wide", "wide", "long", "long"] * 5
+    featurizer = Featurizer(pairwise_products=True).fit(raw)
+    estimator = LogisticRegression().fit(featurizer.transform(raw), labels)
+    sklearn_model = with_features(featurizer, estimator)
+    untrusted = skops.io.get_untrusted_types(data=skops.io.dumps(sklearn_model))
+    folder = tmp_path_factory.mktemp("model") / "model"
+    mlflow.sklearn.save_model(
+        sklearn_model,
+        folder,
+        signature=infer_signature(raw, sklearn_model.predict(raw)),
+        skops_trusted_types=[name for name in untrusted if name.startswith("sklearn.") or name in TRUSTED_TYPES],
+    )
+    return mlflow.pyfunc.load_model(str(folder))
 
-            return Schema([ColSpec("double", name) for name in EXPECTED])
 
-    def __init__(self) -> None:
-        self.batch_sizes: list[int] = []
+def rows(count: int = 8) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "id": [f"{number:03d}" for number in range(count)],
+            "width": [1.0, 5.0] * (count // 2),
+            "length": [6, 1] * (count // 2),  # integers: cast to the float the model takes
+            "note": ["a", "b"] * (count // 2),
+        }
+    )
 
-    def predict(self, frame: pd.DataFrame):
-        self.batch_sizes.append(len(frame))
-        return (frame["length"] > frame["width"]).map({True: "long", False: "wide"})
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_the_output_keeps_every_input_column_beside_the_prediction_and_probabilities(
+    model, tmp_path, suffix, monkeypatch
+):
+    monkeypatch.setattr("src.service.scoring.BATCH_ROWS", 3)
+    source, output = tmp_path / f"rows{suffix}", tmp_path / f"scored{suffix}"
+    if suffix == ".csv":
+        rows().to_csv(source, index=False)
+    else:
+        rows().to_parquet(source, index=False)
+    assert predict_file(model, "models:/m/1", source, output) == 8
+    scored = pd.read_csv(output, dtype={"id": str}) if suffix == ".csv" else pd.read_parquet(output)
+    assert list(scored.columns) == [
+        "id", "width", "length", "note", "prediction", "probability_long", "probability_wide", "model",
+    ]  # fmt: skip
+    assert scored["id"].tolist() == [f"{number:03d}" for number in range(8)]  # identifiers as they were: 007 stays
+    assert scored["prediction"].tolist() == ["long", "wide"] * 4
+    assert ((scored["probability_long"] + scored["probability_wide"]) - 1).abs().max() < 1e-9
+    assert (scored["probability_long"] > 0.5).tolist() == (scored["prediction"] == "long").tolist()
+    assert set(scored["model"]) == {"models:/m/1"}
 
 
-def test_integers_too_large_for_a_float_are_refused_and_nothing_is_written(tmp_path):
-    source, output = tmp_path / "big.parquet", tmp_path / "scored.parquet"
-    pd.DataFrame({"length": [1, 2**60], "width": [1.0, 2.0]}).to_parquet(source)
-    with pytest.raises(ScoringInputError, match="holds integers beyond 2\\*\\*53"):
-        predict_file(Model(), "models:/m/1", source, output)
+def test_keep_names_the_columns_the_output_keeps(model, tmp_path):
+    source, output = tmp_path / "rows.parquet", tmp_path / "scored.parquet"
+    rows().to_parquet(source, index=False)
+    predict_file(model, "models:/m/1", source, output, keep=["id"])
+    assert list(pd.read_parquet(output).columns) == [
+        "id",
+        "prediction",
+        "probability_long",
+        "probability_wide",
+        "model",
+    ]
+    with pytest.raises(ScoringInputError, match="KEEP names ident, which is not a column of it"):
+        predict_file(model, "models:/m/1", source, tmp_path / "other.parquet", keep=["ident"])
+
+
+@pytest.mark.parametrize(
+    ("spoil", "message"),
+    [
+        (lambda table: table.assign(prediction="x"), "it has a column 'prediction', which the output adds"),
+        (lambda table: table.assign(length=[1, 2**60] * 4), "column 'length' holds integers beyond 2\\*\\*53"),
+        (
+            lambda table: table.assign(width=[1.0, None] * 4),
+            "rows 1-8: column 'width' has 4 null or infinite values \\(row 2: null\\)",
+        ),
+    ],
+)
+def test_bad_input_is_one_line_and_nothing_is_written(model, tmp_path, spoil, message):
+    source, output = tmp_path / "rows.parquet", tmp_path / "scored.parquet"
+    spoil(rows()).to_parquet(source, index=False)
+    with pytest.raises(ScoringInputError, match=message):
+        predict_file(model, "models:/m/1", source, output)
     assert list(tmp_path.iterdir()) == [source]
 
 
-def test_predict_file_writes_one_prediction_per_row_in_batches(tmp_path, monkeypatch):
-    monkeypatch.setattr("src.service.scoring.BATCH_ROWS", 3)
-    source, output = tmp_path / "rows.csv", tmp_path / "scored.csv"
-    pd.DataFrame({"width": [1.0, 5.0] * 4, "length": [2, 3] * 4}).to_csv(source, index=False)
-    model = Model()
-    assert predict_file(model, "models:/m/1", source, output) == 8
-    assert model.batch_sizes == [3, 3, 2]
-    scored = pd.read_csv(output)
-    assert scored["prediction"].tolist() == ["long", "wide"] * 4
-    assert set(scored["model"]) == {"models:/m/1"}
+@pytest.mark.parametrize("link", ["same", "spelt-differently", "symlink", "hardlink"])
+def test_the_input_is_never_the_output(model, tmp_path, link, monkeypatch):
+    source = tmp_path / "rows.parquet"
+    rows().to_parquet(source, index=False)
+    before = source.read_bytes()
+    monkeypatch.chdir(tmp_path)
+    output = {"same": source, "spelt-differently": tmp_path / "." / "rows.parquet"}.get(link, tmp_path / "out.parquet")
+    if link == "symlink":
+        output.symlink_to(source)
+    elif link == "hardlink":
+        os.link(source, output)
+    with pytest.raises(OverwriteError, match=f"OUTPUT {output} is the INPUT file {source}; write to another file"):
+        predict_file(model, "models:/m/1", source, output)
+    assert source.read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        ("data/processed/test.parquet", "is data DVC tracks for the pipeline"),
+        ("reports/metrics.json", "is data DVC tracks for the pipeline"),
+        ("README.md", "is a file git tracks in this project"),
+    ],
+)
+def test_an_output_may_not_overwrite_what_the_project_tracks(path, message, tmp_path):
+    with pytest.raises(OverwriteError, match=message):
+        check_output_path(PROJECT_ROOT / path, {"INPUT": tmp_path / "new.csv"})
+    check_output_path(tmp_path / "scored.csv", {"INPUT": tmp_path / "new.csv"})  # anywhere else is fine

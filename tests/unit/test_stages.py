@@ -2,6 +2,8 @@ import pandas as pd
 import pytest
 
 from src.config import load_config
+from src.ml.features import Featurizer
+from src.ml.metrics import confusion_matrix, score
 from src.stages.data_load import (
     DataSchemaError,
     check_schema,
@@ -12,7 +14,7 @@ from src.stages.data_load import (
     snake_case,
 )
 from src.stages.data_split import add_batches, split
-from src.stages.evaluate import confusion_matrix, evaluate, score
+from src.stages.evaluate import evaluate
 from src.stages.featurize import featurize
 from src.stages.train import fit
 from src.train.models import build_estimator
@@ -103,7 +105,7 @@ def test_split_is_reproducible_for_a_seed():
 
 def test_split_explains_an_impossible_stratified_split():
     table = pd.DataFrame({"x": range(10), "label": ["a"] * 9 + ["b"]})
-    with pytest.raises(ValueError, match="cannot split with data_split.test_size=0.2: .*stratify: false"):
+    with pytest.raises(ValueError, match="class 'b' has 1 row; a stratified split needs at least 2 rows of every"):
         split(table, with_values(TEMPLATE.data_split, test_size=0.2, stratify=True), "label", random_state=0)
 
 
@@ -205,6 +207,44 @@ def test_parse_table_reads_csv_and_parquet_and_names_a_broken_file(tmp_path):
         parse_table(b"not parquet", "data/external/d.parquet")
 
 
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"a,b,label\n", "d.csv: no data rows, only the header; add rows"),
+        (b"", "d.csv: the file is empty; it needs a header row and data rows"),
+        (b"  \n", "d.csv: the file is empty"),
+        (b"a,b,label\n1,2,x\ninf,3,y\n", "d.csv: column 'a' has 1 infinite values (first in data row 2); replace"),
+        (b"a,b,label\n1,2,x\n2,-inf,y\n", "d.csv: column 'b' has 1 infinite values (first in data row 2)"),
+        (b"a,b,a,label\n1,2,3,x\n", "d.csv: column 'a' appears 2 times (columns 1, 3); give every column a name"),
+        (
+            "a,b,label\n1,2,caf\u00e9\n".encode("latin-1"),
+            "d.csv: not UTF-8 text (byte 0xe9 at position 17); save it as UTF-8, e.g. `iconv -f latin1 -t utf-8 d.csv",
+        ),
+        (b"a,b,label\n1,2,x\n3,,y\n", "d.csv: column 'b' has 1 empty values (first in data row 2)"),
+        (b"a,b,label\n1,2,x\n3,4,y,5\n", "d.csv: not a readable csv table (Error tokenizing data."),
+    ],
+)
+def test_a_data_problem_names_the_file_the_column_and_the_real_cause(content, message):
+    with pytest.raises(DataSchemaError) as caught:
+        check_schema(parse_table(content, "d.csv"), "label", "d.csv")
+    assert str(caught.value).startswith(message)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_utf8_file_with_a_byte_order_mark_reads_as_any_other():
+    table = parse_table("\ufeffa,b,label\n1,2,caf\u00e9\n".encode(), "d.csv")
+    assert list(table.columns) == ["a", "b", "label"] and table["label"].tolist() == ["caf\u00e9"]
+
+
+def test_a_parquet_file_with_a_repeated_column_is_refused(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table([[1.0], [2.0], ["x"]], names=["a", "a", "label"]), tmp_path / "d.parquet")
+    with pytest.raises(DataSchemaError, match="d.parquet: column 'a' appears 2 times"):
+        parse_table((tmp_path / "d.parquet").read_bytes(), "d.parquet")
+
+
 def test_synthetic_source_is_deterministic_and_labelled():
     first = make_synthetic(300, 5, "label", random_state=1)
     assert list(first.columns) == ["f00", "f01", "f02", "f03", "f04", "label"]
@@ -221,14 +261,18 @@ def iris_split(estimator: str):
     )
 
 
-def test_add_batches_holds_out_a_fraction_of_each_batch_for_test():
-    train = pd.DataFrame({"a": range(20), "target": ["x", "y"] * 10})
-    test = train.head(4)
-    batches = [train.head(10), train.tail(10)]
-    new_train, new_test = add_batches(train, test, batches, holdout=0.3, random_state=0)
+def test_add_batches_holds_out_raw_rows_and_featurizes_the_rest_for_train():
+    raw = pd.DataFrame({"a": [float(value) for value in range(20)], "b": 2.0, "target": ["x", "y"] * 10})
+    featurizer = Featurizer(pairwise_products=True).fit(raw.drop(columns=["target"]))
+    train = featurize(raw, TEMPLATE.featurize, "target")
+    test = raw.head(4)
+    batches = [raw.head(10), raw.tail(10)]
+    new_train, new_test = add_batches(train, test, batches, 0.3, 0, featurizer, "target")
     assert (len(new_train), len(new_test)) == (20 + 14, 4 + 6)
+    assert list(new_train.columns) == ["a", "b", "a_x_b", "target"] and list(new_test.columns) == ["a", "b", "target"]
+    assert new_train["a_x_b"].tolist() == (new_train["a"] * 2.0).tolist()
     with pytest.raises(ValueError, match="batch 1 in data/batches has columns"):
-        add_batches(train, test, [train.rename(columns={"a": "b"})], holdout=0.3, random_state=0)
+        add_batches(train, test, [raw.rename(columns={"a": "c"})], 0.3, 0, featurizer, "target")
 
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")  # max_iter=1 on purpose

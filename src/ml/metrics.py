@@ -1,0 +1,56 @@
+"""The held-out metrics: one computation for evaluate, `make promote`, `make retrain` and the sweep ranking."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from src.config import METRICS
+
+
+def score(labels: pd.Series, predictions: Any) -> dict[str, float]:
+    """Compute accuracy and the macro-averaged F1, precision and recall.
+
+    Args:
+        labels: The true labels.
+        predictions: The predicted labels, in the same order.
+
+    Returns:
+        One value per name of `src.config.METRICS`.
+    """
+    from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score
+
+    scores = {
+        "accuracy": float(accuracy_score(labels, predictions)),
+        "f1_macro": float(f1_score(labels, predictions, average="macro", zero_division=0)),
+        "precision_macro": float(precision_score(labels, predictions, average="macro", zero_division=0)),
+        "recall_macro": float(recall_score(labels, predictions, average="macro", zero_division=0)),
+    }
+    return {name: scores[name] for name in METRICS}
+
+
+def score_model(model: Any, table: pd.DataFrame, target: str) -> dict[str, float]:
+    """Score a model on a labelled table of the rows it takes (see `score`)."""
+    return score(table[target], model.predict(table.drop(columns=[target])))
+
+
+def confusion_matrix(labels: pd.Series, predictions: pd.Series) -> pd.DataFrame:
+    """Count predictions per true class.
+
+    Args:
+        labels: The true labels.
+        predictions: The predicted labels, in the same order.
+
+    Returns:
+        A square table of counts: one row per true label, one column per
+        predicted label, both over every label seen in either.
+    """
+    classes = sorted(set(labels) | set(predictions))
+    counts = pd.crosstab(
+        pd.Categorical(labels, categories=classes),
+        pd.Categorical(predictions, categories=classes),
+        dropna=False,
+    )
+    counts.index.name, counts.columns.name = "true", "predicted"
+    return counts.reindex(index=classes, columns=classes, fill_value=0)
