@@ -158,7 +158,9 @@ def test_drift_flags_a_shifted_feature_and_nothing_from_the_same_distribution(pr
     assert moved.stdout.startswith("drifted: petal_length_cm (10 features")
     report = json.loads((project.root / "reports/drift.json").read_text())
     [feature] = [item for item in report["features"] if item["feature"] == "petal_length_cm"]
-    assert feature["test"] == "ks" and feature["p_value"] < 0.01 and feature["psi"] > 0.25
+    assert feature["test"] == "ks" and feature["distance"] is None  # the 120 training rows: a test decides
+    assert feature["p_value"] < feature["threshold"] == pytest.approx(0.05 / 10)
+    assert "Kolmogorov-Smirnov p=" in feature["reason"] and "(0.05 / 10 features, Bonferroni)" in feature["reason"]
     page = (project.root / "reports/drift.html").read_text()
     assert "src=" not in page and "href=" not in page  # self-contained: nothing to fetch
     runs = project.runs("tags.`pipeline.role` = 'drift'")

@@ -57,6 +57,16 @@ def test_flat_gives_every_param_as_a_dotted_key(params, write_params):
         (lambda p: p.update(base=None), "base must be a mapping of keys, got nothing"),
         (lambda p: p["mlflow"].update(experiment_name=""), "mlflow.experiment_name must not be empty"),
         (lambda p: p["base"].update(log_level="LOUD"), "base.log_level must be one of"),
+        (lambda p: p["drift"].update(p_value=0), "drift.p_value must be between 0 and 1 (exclusive), got 0"),
+        (
+            lambda p: p["drift"].update(large_sample=10),
+            "drift.large_sample must be between 100 and 100000000, got 10",
+        ),
+        (
+            lambda p: p["drift"].update(psi=0.25),
+            "unknown key drift.psi; allowed: p_value, numeric_distance, categorical_distance, large_sample, "
+            "max_categories",
+        ),
     ],
 )
 def test_bad_value_gives_one_line_naming_the_key(params, write_params, mutate, message):
