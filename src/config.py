@@ -264,18 +264,53 @@ class RegistryParams(Section):
 
 
 class DriftParams(Section):
-    """The `drift` section: when a feature of a new batch counts as drifted from the reference."""
+    """The `drift` section: when a feature of a new batch counts as drifted from the reference.
 
-    ks_pvalue: float = Field(
-        gt=0, lt=1, description="Numeric feature: drifted when the Kolmogorov-Smirnov p-value is below this."
+    Every feature is tested (Kolmogorov-Smirnov, chi-squared or a z-test); once
+    the smaller of its two samples has `large_sample` rows it must also have
+    moved by a distance, as in Evidently's data drift report.
+    """
+
+    p_value: float = Field(
+        gt=0,
+        lt=1,
+        description=(
+            "The false-alarm rate of the whole report: how often a batch drawn from the reference's "
+            "distribution may be reported drifted. Each feature's p-value is compared with this divided by "
+            "the number of features (Bonferroni)."
+        ),
     )
-    chi2_pvalue: float = Field(
-        gt=0, lt=1, description="Categorical feature: drifted when the chi-squared p-value is below this."
+    numeric_distance: float = Field(
+        gt=0,
+        description=(
+            "Numeric feature, large samples: a significant change counts as drift only when the Wasserstein "
+            "distance divided by the reference's standard deviation reaches this (0.1: the values moved by a "
+            "tenth of a standard deviation on average)."
+        ),
     )
-    psi: float = Field(gt=0, description="Any feature: drifted when its population stability index is above this.")
-    bins: int = Field(ge=2, le=100, description="Bins of the PSI, at the reference's quantiles.")
+    categorical_distance: float = Field(
+        gt=0,
+        le=1,
+        description=(
+            "Categorical feature, large samples: a significant change counts as drift only when the "
+            "Jensen-Shannon distance (base 2, between 0 and 1) of the category shares reaches this."
+        ),
+    )
+    large_sample: int = Field(
+        ge=100,
+        le=100_000_000,
+        description=(
+            "Rows in the smaller of the two samples (reference and new batch, missing values dropped) from "
+            "which a feature must also move by its distance; below, where a distance is mostly sampling "
+            "noise, the test alone decides."
+        ),
+    )
     max_categories: int = Field(
-        ge=1, le=1000, description="An integer or text column with at most this many values is categorical."
+        ge=1,
+        le=1000,
+        description=(
+            "An integer column with at most this many distinct values is categorical; text and booleans always are."
+        ),
     )
 
 

@@ -150,6 +150,8 @@ def drift_summary() -> str:
     if not (PROJECT_ROOT / REPORT_JSON).exists():
         return "No drift report yet: run `make drift NEW=<a new batch>`, then `make docs`.\n"
     document = json.loads((PROJECT_ROOT / REPORT_JSON).read_text(encoding="utf-8"))
+    if "method" not in document:
+        return "The drift report predates the current method: run `make drift NEW=<a new batch>` again.\n"
     if (PROJECT_ROOT / REPORT_HTML).exists():
         shutil.copyfile(PROJECT_ROOT / REPORT_HTML, GENERATED / "drift.html")
     drifted = document["drifted"]
@@ -159,14 +161,20 @@ def drift_summary() -> str:
         f"new batch: `{document['new']}` ({document['new_rows']} rows). "
         "[The full report](generated/drift.html).",
         "",
-        "| feature | test | statistic | p-value | PSI | verdict |",
-        "| --- | --- | --- | --- | --- | --- |",
+        document["method"],
+        "",
+        "| feature | kind | test | statistic | p-value | threshold | distance | verdict | reason |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for item in document["features"]:
+        distance = "—"
+        if item["distance"] is not None:
+            distance = f"{item['distance']} {item['distance_value']:.3g} (from {item['distance_threshold']:g})"
         verdict_word = "drifted" if item["drifted"] else "not drifted"
+        reason = item["reason"].replace("|", "\\|")
         lines.append(
-            f"| {item['feature']} | {item['test']} | {item['statistic']:.4f} | {item['p_value']:.4g} "
-            f"| {item['psi']:.4f} | {verdict_word} |"
+            f"| {item['feature']} | {item['kind']} | {item['test']} | {item['statistic']:.4g} | {item['p_value']:.3g} "
+            f"| {item['threshold']:.3g} | {distance} | {verdict_word} | {reason} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -1,14 +1,22 @@
 """`make drift NEW=... [REF=<tag or file>]`: has a new batch drifted from the data the model learnt from?
 
-Each feature of the model is compared between the reference (by default the
-training table of the champion, else the training table at a git tag, or any
-CSV or Parquet file) and the new batch: the Kolmogorov-Smirnov test for a
-numeric feature, the chi-squared test for a categorical one (few distinct
-values), and the population stability index (PSI) for both. A feature is
-drifted when its test's p-value is below the threshold or its PSI above it,
-all in params.yaml's `drift` section. The report is written as
-reports/drift.json and as reports/drift.html (one self-contained page), logged
-to MLflow as a run of its own, and shown on the docs site.
+Each column the model takes is compared between the reference (by default the
+raw table the champion's pipeline run started from, else the raw table at a git
+tag, or any CSV or Parquet file) and the new batch, with the tests Evidently's data drift
+report chooses by default: two-sample Kolmogorov-Smirnov for a numeric feature,
+chi-squared on the category counts for a categorical one, the two-proportion
+z-test for one with two values. Every p-value is compared with `drift.p_value`
+divided by the number of features (Bonferroni), so a batch drawn from the
+reference's distribution is reported drifted at most that often. Once the
+smaller of the two samples has `drift.large_sample` rows, where a test finds
+differences too small to matter, a feature must also have moved by the
+distance Evidently uses alone there: the Wasserstein distance in reference
+standard deviations (numeric), the Jensen-Shannon distance of the category
+shares (categorical). The batch has drifted when any feature has.
+
+The report says which test and distance judged each feature and why; it is
+written as reports/drift.json and as reports/drift.html (one self-contained
+page), logged to MLflow as a run of its own, and shown on the docs site.
 """
 
 from __future__ import annotations
@@ -34,104 +42,334 @@ logger = logging.getLogger(__name__)
 
 REPORT_JSON = Path("reports/drift.json")
 REPORT_HTML = Path("reports/drift.html")
-PSI_FLOOR = 1e-4  # an empty bin counts as this share, so the PSI stays finite
+# Evidently's floor: a constant reference column still gives a finite distance.
+STD_FLOOR = 1e-3
+
+# What each test and distance is called in the report's reasons.
+NAMES = {
+    "ks": "Kolmogorov-Smirnov",
+    "chi2": "chi-squared",
+    "z": "two-proportion z-test",
+    "wasserstein": "Wasserstein distance / reference std",
+    "jensen_shannon": "Jensen-Shannon distance",
+}
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """What was measured of one feature, before the verdict."""
+
+    feature: str
+    kind: str  # numeric | categorical
+    values: int | None  # distinct values of a categorical feature in both samples
+    rows: int  # the smaller of the two samples
+    test: str  # ks | chi2 | z
+    statistic: float  # KS D, chi-squared or z
+    p_value: float
+    distance: str | None  # wasserstein | jensen_shannon on large samples, else None
+    distance_value: float | None
+    reference_mean: float | None
+    new_mean: float | None
 
 
 @dataclass
 class FeatureDrift:
-    """The verdict on one feature."""
+    """The verdict on one feature, and what decided it."""
 
     feature: str
     kind: str  # numeric | categorical
-    test: str  # ks | chi2
-    statistic: float
+    rows: int  # the smaller of the two samples, which decides whether a distance counts
+    test: str  # ks | chi2 | z
+    statistic: float  # the test's statistic: KS D, chi-squared or z
     p_value: float
-    psi: float
+    threshold: float  # what the p-value is compared with: drift.p_value / features (Bonferroni)
+    distance: str | None  # wasserstein | jensen_shannon from drift.large_sample rows on, else None
+    distance_value: float | None
+    distance_threshold: float | None  # drift.numeric_distance or drift.categorical_distance
     drifted: bool
+    reason: str  # one line: which test and distance, why those, and how they compared
     reference_mean: float | None
     new_mean: float | None
 
 
 def is_categorical(values: pd.Series, params: DriftParams) -> bool:
-    """Text, booleans, and integers with at most `max_categories` distinct values are categories."""
+    """Whether a column is categorical.
+
+    Args:
+        values: The column in the reference, missing values dropped.
+        params: The `drift` section of params.yaml.
+
+    Returns:
+        True for text and booleans, and for integers with at most
+        `params.max_categories` distinct values.
+    """
     if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
         return True
     return pd.api.types.is_integer_dtype(values) and values.nunique() <= params.max_categories
 
 
-def population_stability_index(reference: np.ndarray, new: np.ndarray) -> float:
-    """PSI of two histograms over the same bins: sum((new - ref) * ln(new / ref)) of the bin shares."""
-    reference_share = np.maximum(reference / max(reference.sum(), 1), PSI_FLOOR)
-    new_share = np.maximum(new / max(new.sum(), 1), PSI_FLOOR)
-    return float(np.sum((new_share - reference_share) * np.log(new_share / reference_share)))
+def is_large(reference_rows: int, new_rows: int, params: DriftParams) -> bool:
+    """Whether a feature's samples are large enough for a distance to count.
+
+    The smaller sample decides, not the reference alone as in Evidently. A
+    test's p-value already accounts for both sizes; a distance does not, and
+    its sampling noise is set by the smaller sample: 30 new rows against a
+    reference of 100,000 move the Wasserstein distance by about a fifth of a
+    standard deviation by chance alone, twice its default threshold.
+
+    Args:
+        reference_rows: Values of the feature in the reference, missing ones dropped.
+        new_rows: Values of the feature in the new batch, missing ones dropped.
+        params: The `drift` section of params.yaml.
+
+    Returns:
+        True when the smaller sample has at least `params.large_sample` rows.
+    """
+    return min(reference_rows, new_rows) >= params.large_sample
 
 
-def numeric_drift(name: str, reference: pd.Series, new: pd.Series, params: DriftParams) -> FeatureDrift:
-    """Kolmogorov-Smirnov test and PSI over the reference's quantile bins."""
-    from scipy.stats import ks_2samp
+def measure_numeric(name: str, reference: np.ndarray, new: np.ndarray, params: DriftParams) -> Measurement:
+    """Compare a numeric feature: the Kolmogorov-Smirnov test, and on large samples the Wasserstein distance.
 
-    result = ks_2samp(reference, new)
-    edges = np.unique(np.quantile(reference, np.linspace(0, 1, params.bins + 1)))
-    edges[0], edges[-1] = -np.inf, np.inf
-    psi = population_stability_index(np.histogram(reference, edges)[0], np.histogram(new, edges)[0])
-    drifted = bool(result.pvalue < params.ks_pvalue or psi > params.psi)
-    return FeatureDrift(
-        name, "numeric", "ks", float(result.statistic), float(result.pvalue), psi, drifted,
-        float(reference.mean()), float(new.mean()),
+    Args:
+        name: The feature.
+        reference: Its values in the reference as floats, missing ones dropped.
+        new: Its values in the new batch as floats, missing ones dropped.
+        params: The `drift` section of params.yaml.
+
+    Returns:
+        The two-sample Kolmogorov-Smirnov statistic and p-value; when
+        `is_large`, also the Wasserstein distance divided by the reference's
+        standard deviation.
+    """
+    from scipy.stats import ks_2samp, wasserstein_distance
+
+    large = is_large(len(reference), len(new), params)
+    # The exact p-value costs rows x rows; with a thousand rows in each sample the asymptotic one is as good.
+    result = ks_2samp(reference, new, method="asymp" if large else "auto")
+    distance = None
+    if large:
+        distance = float(wasserstein_distance(reference, new)) / max(float(np.std(reference)), STD_FLOOR)
+    return Measurement(
+        name, "numeric", None, min(len(reference), len(new)), "ks", float(result.statistic), float(result.pvalue),
+        "wasserstein" if large else None, distance, float(np.mean(reference)), float(np.mean(new)),
     )  # fmt: skip
 
 
-def categorical_drift(name: str, reference: pd.Series, new: pd.Series, params: DriftParams) -> FeatureDrift:
-    """Chi-squared test of the category counts, and PSI over the categories."""
+def two_proportion_z_test(counts: np.ndarray) -> tuple[float, float]:
+    """The two-sided z-test that two samples share one proportion (the pooled two-proportion test).
+
+    Args:
+        counts: A 2 x 2 table: one row per sample, one column per value.
+
+    Returns:
+        The z statistic and its two-sided p-value.
+    """
+    from scipy.stats import norm
+
+    sizes = counts.sum(axis=1)
+    shares = counts[:, 0] / sizes
+    pooled = counts[:, 0].sum() / sizes.sum()
+    z = (shares[1] - shares[0]) / np.sqrt(pooled * (1 - pooled) * (1 / sizes[0] + 1 / sizes[1]))
+    return float(z), float(2 * norm.sf(abs(z)))
+
+
+def measure_categorical(name: str, reference: pd.Series, new: pd.Series, params: DriftParams) -> Measurement:
+    """Compare a categorical feature: chi-squared or the z-test, and on large samples the Jensen-Shannon distance.
+
+    Args:
+        name: The feature.
+        reference: Its values in the reference, missing ones dropped.
+        new: Its values in the new batch, missing ones dropped.
+        params: The `drift` section of params.yaml.
+
+    Returns:
+        With two distinct values (in both samples together) the two-proportion
+        z-test, with more the chi-squared test of independence on the category
+        counts, with one value chi-squared 0 and p-value 1 (nothing moved);
+        when `is_large`, also the Jensen-Shannon distance (base 2) of the
+        category shares.
+    """
+    from scipy.spatial.distance import jensenshannon
     from scipy.stats import chi2_contingency
 
-    categories = sorted(set(reference.astype(str)) | set(new.astype(str)))
+    if not (pd.api.types.is_numeric_dtype(reference) and pd.api.types.is_numeric_dtype(new)):
+        # Compared as text, so 3 read from a CSV is the category "3" of a text column.
+        reference, new = reference.astype(str), new.astype(str)
+    reference_counts, new_counts = reference.value_counts(), new.value_counts()
+    categories = reference_counts.index.union(new_counts.index)
     counts = np.array(
         [
-            reference.astype(str).value_counts().reindex(categories, fill_value=0).to_numpy(),
-            new.astype(str).value_counts().reindex(categories, fill_value=0).to_numpy(),
+            reference_counts.reindex(categories, fill_value=0).to_numpy(),
+            new_counts.reindex(categories, fill_value=0).to_numpy(),
         ]
     )
-    if len(categories) < 2:
-        statistic, p_value = 0.0, 1.0
+    if len(categories) == 2:
+        test, (statistic, p_value) = "z", two_proportion_z_test(counts)
+    elif len(categories) < 2:
+        test, statistic, p_value = "chi2", 0.0, 1.0
     else:
-        statistic, p_value = (float(value) for value in chi2_contingency(counts)[:2])
-    psi = population_stability_index(counts[0], counts[1])
-    drifted = bool(p_value < params.chi2_pvalue or psi > params.psi)
-    return FeatureDrift(name, "categorical", "chi2", statistic, p_value, psi, drifted, None, None)
+        test, (statistic, p_value) = "chi2", (float(value) for value in chi2_contingency(counts)[:2])
+    large = is_large(len(reference), len(new), params)
+    distance = None
+    if large:
+        distance = float(jensenshannon(counts[0] / counts[0].sum(), counts[1] / counts[1].sum(), base=2))
+    return Measurement(
+        name, "categorical", len(categories), min(len(reference), len(new)), test, statistic, p_value,
+        "jensen_shannon" if large else None, distance, None, None,
+    )  # fmt: skip
+
+
+def decide(measurements: list[Measurement], params: DriftParams) -> list[FeatureDrift]:
+    """Turn the measurements of one batch into verdicts whose false-alarm rate is at most `params.p_value`.
+
+    With k features each tested at level a, a batch from the reference's
+    distribution has some feature flagged with chance 1 - (1 - a)^k (40% for
+    ten features at 0.05). Each p-value is therefore compared with
+    `params.p_value` / k (Bonferroni), which bounds the chance that any
+    feature is flagged by `params.p_value`, whatever the dependence between
+    features. On large samples a feature must in addition have moved by its
+    distance threshold: there a test finds differences too small to matter.
+    The distance alone would not do: at a thousand rows its sampling noise
+    still crosses the threshold for a few percent of undrifted features, and
+    the Jensen-Shannon distance of a column with a hundred categories lies
+    above 0.1 on undrifted samples of 2000 rows.
+
+    Args:
+        measurements: One per feature, from `measure_numeric` or `measure_categorical`.
+        params: The `drift` section of params.yaml.
+
+    Returns:
+        One verdict per measurement, in the same order, each with a one-line reason.
+    """
+    threshold = params.p_value / max(len(measurements), 1)
+    correction = (
+        f"{params.p_value:g} / {len(measurements)} features, Bonferroni" if len(measurements) > 1 else "one feature"
+    )
+    verdicts = []
+    for item in measurements:
+        significant = item.p_value < threshold
+        kind = item.kind if item.values is None else f"{item.kind} ({item.values} values)"
+        size = f"{item.rows} rows in the smaller sample ({'<' if item.distance is None else '≥'} {params.large_sample})"
+        reason = (
+            f"{kind}, {size}: "
+            f"{NAMES[item.test]} p={item.p_value:.3g} {'<' if significant else '≥'} {threshold:.3g} ({correction})"
+        )
+        distance_threshold = None
+        drifted = significant
+        if item.distance is not None and item.distance_value is not None:
+            distance_threshold = params.numeric_distance if item.kind == "numeric" else params.categorical_distance
+            far = item.distance_value >= distance_threshold
+            drifted = significant and far
+            link = "and" if far == significant else "but"
+            reason += (
+                f" {link} {NAMES[item.distance]} {item.distance_value:.3g} {'≥' if far else '<'} {distance_threshold:g}"
+            )
+            if significant != far:
+                reason += ", too small to matter" if significant else ", within sampling noise"
+        verdicts.append(
+            FeatureDrift(
+                feature=item.feature,
+                kind=item.kind,
+                rows=item.rows,
+                test=item.test,
+                statistic=item.statistic,
+                p_value=item.p_value,
+                threshold=threshold,
+                distance=item.distance,
+                distance_value=item.distance_value,
+                distance_threshold=distance_threshold,
+                drifted=bool(drifted),
+                reason=reason,
+                reference_mean=item.reference_mean,
+                new_mean=item.new_mean,
+            )
+        )
+    return verdicts
 
 
 def compare(reference: pd.DataFrame, new: pd.DataFrame, features: list[str], params: DriftParams) -> list[FeatureDrift]:
     """Compare every feature of `features` between the two tables.
 
+    Args:
+        reference: The data the model learnt from.
+        new: The new batch; it needs every column of `features`.
+        features: The columns to compare.
+        params: The `drift` section of params.yaml.
+
+    Returns:
+        One verdict per feature (see `decide`); the batch has drifted when any has.
+
     Raises:
-        ValueError: A feature is missing from the new batch, or either table is empty.
+        ValueError: A feature is missing from the new batch, either table is
+            empty, or a feature has no values (all missing) in one of them.
     """
     missing = [name for name in features if name not in new.columns]
     if missing:
         raise ValueError(f"the new batch lacks column {missing[0]!r}; it needs {', '.join(features)}")
     if reference.empty or new.empty:
         raise ValueError("the reference and the new batch both need rows")
-    results = []
+    measurements = []
     for name in features:
         reference_values, new_values = reference[name].dropna(), new[name].dropna()
+        for values, where in ((reference_values, "the reference"), (new_values, "the new batch")):
+            if values.empty:
+                raise ValueError(f"column {name!r} has no values in {where}, only missing ones")
         if is_categorical(reference_values, params):
-            results.append(categorical_drift(name, reference_values, new_values, params))
+            measurements.append(measure_categorical(name, reference_values, new_values, params))
         else:
-            results.append(numeric_drift(name, reference_values.astype(float), new_values.astype(float), params))
-    return results
+            reference_floats, new_floats = reference_values.to_numpy(float), new_values.to_numpy(float)
+            measurements.append(measure_numeric(name, reference_floats, new_floats, params))
+    return decide(measurements, params)
+
+
+def method_summary(results: list[FeatureDrift], params: DriftParams) -> str:
+    """One paragraph for the report: how the features were judged and what a verdict of drift means.
+
+    Args:
+        results: The verdicts of one batch, from `compare`.
+        params: The `drift` section of params.yaml.
+
+    Returns:
+        Plain text naming the tests, the correction, the false-alarm rate and the distances.
+    """
+    large = sum(item.distance is not None for item in results)
+    summary = (
+        f"Each of the {len(results)} features was tested (Kolmogorov-Smirnov for numbers, chi-squared or the "
+        f"two-proportion z-test for categories) and its p-value compared with {params.p_value:g} / {len(results)} "
+        f"(Bonferroni): a batch drawn from the reference's distribution is reported drifted at most "
+        f"{params.p_value * 100:g}% of the time."
+    )
+    if large:
+        summary += (
+            f" {large} feature(s) with at least {params.large_sample} rows in both samples also had to move by a "
+            f"distance to count: a Wasserstein distance of {params.numeric_distance:g} reference standard deviations "
+            f"(numbers) or a Jensen-Shannon distance of {params.categorical_distance:g} between the category shares."
+        )
+    return summary + " The batch has drifted when any feature has."
 
 
 def report_html(document: dict[str, Any]) -> str:
-    """The report as one self-contained HTML page (inline style, no scripts, nothing fetched)."""
+    """The report as one self-contained HTML page (inline style, no scripts, nothing fetched).
+
+    Args:
+        document: The report as written to reports/drift.json.
+
+    Returns:
+        The page: the verdict, the method, and one row per feature with its test, distance and reason.
+    """
+
+    def number(value: float | None) -> str:
+        return "—" if value is None else f"{value:.4g}"
+
     rows = "".join(
         f"<tr class='{'drifted' if item['drifted'] else 'stable'}'><td>{html.escape(item['feature'])}</td>"
-        f"<td>{item['kind']}</td><td>{item['test']}</td><td>{item['statistic']:.4f}</td>"
-        f"<td>{item['p_value']:.4g}</td><td>{item['psi']:.4f}</td>"
-        f"<td>{'drifted' if item['drifted'] else 'not drifted'}</td></tr>"
+        f"<td>{item['kind']}</td><td>{item['rows']}</td><td>{item['test']}</td><td>{number(item['statistic'])}</td>"
+        f"<td>{number(item['p_value'])}</td><td>{number(item['threshold'])}</td><td>{item['distance'] or '—'}</td>"
+        f"<td>{number(item['distance_value'])}</td><td>{number(item['distance_threshold'])}</td>"
+        f"<td>{'drifted' if item['drifted'] else 'not drifted'}</td><td>{html.escape(item['reason'])}</td></tr>"
         for item in document["features"]
     )
-    thresholds = html.escape(", ".join(f"{key} {value}" for key, value in document["thresholds"].items()))
     verdict = (
         f"{len(document['drifted'])} of {len(document['features'])} features drifted: "
         + html.escape(", ".join(document["drifted"]))
@@ -142,15 +380,17 @@ def report_html(document: dict[str, Any]) -> str:
 <html lang="en"><head><meta charset="utf-8"><title>Drift report</title>
 <style>
 body {{ font-family: sans-serif; margin: 2em; }} table {{ border-collapse: collapse; }}
-td, th {{ border: 1px solid #ccc; padding: 4px 8px; text-align: right; }} td:first-child {{ text-align: left; }}
+td, th {{ border: 1px solid #ccc; padding: 4px 8px; text-align: right; }}
+td:first-child, td:last-child {{ text-align: left; }}
 tr.drifted {{ background: #fce8e6; }} tr.stable {{ background: #e6f4ea; }}
 </style></head><body>
 <h1>Drift report</h1>
 <p><strong>{verdict}</strong></p>
 <p>Reference: {html.escape(document["reference"])} ({document["reference_rows"]} rows).
 New batch: {html.escape(document["new"])} ({document["new_rows"]} rows).</p>
-<p>Thresholds: {thresholds}.</p>
-<table><tr><th>feature</th><th>kind</th><th>test</th><th>statistic</th><th>p-value</th><th>PSI</th><th>verdict</th></tr>
+<p>{html.escape(document["method"])}</p>
+<table><tr><th>feature</th><th>kind</th><th>rows</th><th>test</th><th>statistic</th><th>p-value</th>
+<th>below</th><th>distance</th><th>value</th><th>from</th><th>verdict</th><th>reason</th></tr>
 {rows}</table>
 </body></html>
 """
@@ -207,10 +447,9 @@ def log_report(document: dict[str, Any], results: list[FeatureDrift], config: Co
     timestamp = run.info.start_time
     metrics = [Metric("drifted_features", len(document["drifted"]), timestamp, 0)]
     for item in results:
-        metrics += [
-            Metric(f"psi.{item.feature}", item.psi, timestamp, 0),
-            Metric(f"p_value.{item.feature}", item.p_value, timestamp, 0),
-        ]
+        metrics.append(Metric(f"p_value.{item.feature}", item.p_value, timestamp, 0))
+        if item.distance_value is not None:
+            metrics.append(Metric(f"distance.{item.feature}", item.distance_value, timestamp, 0))
     client.log_batch(run.info.run_id, metrics=metrics)
     client.log_artifact(run.info.run_id, str(REPORT_JSON))
     client.log_artifact(run.info.run_id, str(REPORT_HTML))
@@ -238,7 +477,8 @@ def main(argv: list[str] | None = None) -> None:
         "reference_rows": len(reference),
         "new": str(arguments.new),
         "new_rows": len(new),
-        "thresholds": config.drift.model_dump(),
+        "params": config.drift.model_dump(),
+        "method": method_summary(results, config.drift),
         "drifted": [item.feature for item in results if item.drifted],
         "features": [asdict(item) for item in results],
     }

@@ -79,6 +79,16 @@ def test_flat_gives_every_param_as_a_dotted_key(params, write_params):
             "set it to false or lower data_load.synthetic_features",
         ),
         (lambda p: p["registry"].update(metric="auc"), "registry.metric must be one of 'accuracy', 'f1_macro'"),
+        (lambda p: p["drift"].update(p_value=0), "drift.p_value must be between 0 and 1 (exclusive), got 0"),
+        (
+            lambda p: p["drift"].update(large_sample=10),
+            "drift.large_sample must be between 100 and 100000000, got 10",
+        ),
+        (
+            lambda p: p["drift"].update(psi=0.25),
+            "unknown key drift.psi; allowed: p_value, numeric_distance, categorical_distance, large_sample, "
+            "max_categories",
+        ),
     ],
 )
 def test_bad_value_gives_one_line_naming_the_key(params, write_params, mutate, message):
