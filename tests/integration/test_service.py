@@ -150,7 +150,12 @@ def test_the_registered_model_takes_raw_rows_anywhere_with_mlflow_alone(project,
     raw = pd.read_parquet(project.root / "data/raw/dataset.parquet").head(3)
     rows = raw.drop(columns=["target"])
     rows.to_json(tmp_path / "rows.json", orient="split", index=False)
-    env = project.env(MLFLOW_TRACKING_URI=project.tracking_uri, MLFLOW_DISABLE_TELEMETRY="true")
+    # As in a shell with the venv active: `mlflow models serve` starts uvicorn from PATH.
+    env = project.env(
+        MLFLOW_TRACKING_URI=project.tracking_uri,
+        MLFLOW_DISABLE_TELEMETRY="true",
+        PATH=f"{VENV / 'bin'}{os.pathsep}{os.environ['PATH']}",
+    )
     loaded = subprocess.run(
         [str(VENV / "bin" / "python"), "-c",
          "import mlflow.pyfunc, pandas as pd; "
