@@ -81,6 +81,54 @@ def dvc(*arguments: str, quiet: bool = False) -> subprocess.CompletedProcess:
     )
 
 
+def read_lock() -> dict[str, Any]:
+    """The working tree's dvc.lock, parsed (empty before the first run)."""
+    path = PROJECT_ROOT / LOCK_FILE
+    return (yaml.safe_load(path.read_text(encoding="utf-8")) or {}) if path.exists() else {}
+
+
+def after_failure(lock_before: dict[str, Any], stopped_at: str) -> str:
+    """Make the workspace agree with dvc.lock after a failed or interrupted `dvc repro`, and say what it holds.
+
+    DVC records each stage that succeeds at once and removes a stage's outputs
+    before running it, so after a failure dvc.lock may hold this run's first
+    stages, and the stage that stopped has lost its outputs. Those are checked
+    out of the DVC cache as dvc.lock records them, so every output matches
+    dvc.lock and `dvc status` names only the stages that must run again.
+
+    Args:
+        lock_before: dvc.lock as it was before `dvc repro`.
+        stopped_at: The stage that failed or was interrupted ("" if none started).
+
+    Returns:
+        One sentence: which stages dvc.lock records from this run and which from
+        before, what was restored, and what `dvc status` now lists.
+    """
+    lock_after = read_lock()
+    before, after = lock_before.get("stages", {}), lock_after.get("stages", {})
+    stages = list(pipeline_stages())
+    recorded = [stage for stage in stages if stage in after and after[stage] != before.get(stage)]
+    kept = [stage for stage in stages if stage in after and stage not in recorded]
+    words = [
+        f"dvc.lock records {', '.join(recorded)} from this run" if recorded else "dvc.lock is as it was before this run"
+    ]
+    if recorded and kept:
+        words.append(f"and {', '.join(kept)} from before")
+    if stopped_at:
+        if stopped_at not in after:
+            words.append(f"; {stopped_at} has no earlier outputs to restore")
+        elif dvc("checkout", "--quiet", stopped_at, quiet=True).returncode == 0:
+            words.append(f"; {stopped_at}'s outputs are restored from the DVC cache to match it")
+        else:
+            words.append(f"; {stopped_at}'s earlier outputs are not in the DVC cache (run `make pull`)")
+    try:
+        changed = pipeline_changes()
+    except VersionError:
+        changed = []
+    words.append(f"; `dvc status` lists {', '.join(changed)} to run again" if changed else "; `dvc status` is clean")
+    return " ".join(words).replace(" ;", ";")
+
+
 def managed_gitignores() -> list[Path]:
     """Return the .gitignore files DVC writes beside the pipeline's outputs."""
     folders = {Path(output).parent for stage in pipeline_stages().values() for output in stage_outputs(stage)}

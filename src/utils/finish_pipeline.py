@@ -82,6 +82,16 @@ def stage_output_tags(lock: dict[str, Any], stage: str) -> dict[str, str]:
     return {f"dvc.out.{path}": md5 for path, md5 in output_hashes(recorded).items()}
 
 
+def stopped_stage(parent_run_id: str) -> str:
+    """The stage of this pipeline run that failed or was interrupted, from the records the stages left ("" if none)."""
+    folder = records_folder(parent_run_id)
+    for stage in pipeline_stages():
+        record = StageRecord.load(folder, stage)
+        if record is not None and record.status != "FINISHED":
+            return stage
+    return ""
+
+
 def log_stage_runs(client: MlflowClient, parent_run_id: str, experiment_id: str, lock: dict[str, Any]) -> list[str]:
     """Log the record every stage that ran left as a nested run of the parent.
 

@@ -4,7 +4,9 @@ params.yaml is validated first, so a bad one exits 2 before any run exists. The
 parent's id is printed alone on stdout and exported to the stages as
 `PIPELINE_PARENT_RUN_ID`. One process does the three steps, so mlflow is imported
 once, and interrupts are handled in one place: the parent and the running stage
-end KILLED, and dvc.lock keeps its last good record.
+end KILLED. After a failure or an interrupt the stage that stopped gets its
+outputs back from the DVC cache, so the workspace matches dvc.lock, and one line
+says which stages dvc.lock records from this run.
 """
 
 from __future__ import annotations
@@ -237,21 +239,27 @@ def main(argv: list[str] | None = None) -> None:
     sys.stdout.write(f"{run_id}\n")
     sys.stdout.flush()
 
-    from src.utils.finish_pipeline import close_parent
+    from src.utils.data_versions import after_failure, read_lock
+    from src.utils.finish_pipeline import close_parent, stopped_stage
 
     command = [sys.executable, "-m", "dvc", "repro", *(["--force"] if arguments.force else [])]
     runner = StagesRunner()
+    lock_before = read_lock()
     exit_code = runner.run(command, {**os.environ, PARENT_RUN_ENV: run_id})
+    stopped_at = stopped_stage(run_id) if exit_code else ""
     try:
         status = close_parent(client, run_id, exit_code)
     except Exception as error:
         fail(f"cannot close MLflow run {run_id} at {tracking_uri()}: {one_line(error)}")
     logger.info("MLflow parent run %s %s; browse it with `make ui` or `mlflow ui`", run_id, status)
+    if not exit_code:
+        exit_now(0)
+    # The failing stage (or DVC) has said what went wrong, on its `error:` line; say truthfully what is left.
+    left = after_failure(lock_before, stopped_at)
+    where = f" at stage {stopped_at}" if stopped_at else ""
     if runner.signal_received:
-        fail(f"pipeline interrupted; run {run_id} is {status}, dvc.lock keeps the last good record", exit_code)
-    if exit_code:
-        # The failing stage (or DVC) has said what went wrong; say what was kept.
-        logger.error("run %s is %s; dvc.lock keeps the last good record", run_id, status)
+        fail(f"pipeline interrupted{where}; run {run_id} is {status}; {left}", exit_code)
+    logger.error("pipeline failed%s; run %s is %s; %s", where, run_id, status, left)
     exit_now(exit_code)
 
 

@@ -137,9 +137,10 @@ def error_lines(result: subprocess.CompletedProcess) -> list[str]:
     return [line for line in result.stderr.splitlines() if line.startswith("error:")]
 
 
-def assert_outputs_match_lock(project: Project, revision: str) -> None:
-    """Assert that every output dvc.lock records at `revision` is in the copy, byte for byte."""
-    lock = yaml.safe_load(project.git("show", f"{revision}:dvc.lock"))
+def assert_outputs_match_lock(project: Project, revision: str = "") -> None:
+    """Assert that every output dvc.lock records at `revision` (the working tree's if empty) is in the copy, as is."""
+    text = project.git("show", f"{revision}:dvc.lock") if revision else (project.root / "dvc.lock").read_text()
+    lock = yaml.safe_load(text)
     for stage in lock["stages"].values():
         for output in stage["outs"]:
             content = (project.root / output["path"]).read_bytes()

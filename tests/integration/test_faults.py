@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import Project, new_project
+from tests.integration.conftest import Project, assert_outputs_match_lock, new_project
 
 pytestmark = pytest.mark.slow
 
@@ -61,14 +61,17 @@ def test_an_interrupt_during_a_stage_ends_the_runs_killed_and_keeps_dvc_lock(pro
     _, stderr = process.communicate(timeout=60)
     assert time.monotonic() - sent < 15
     assert process.returncode != 0
-    assert error_lines(stderr)[-1].startswith("error: pipeline interrupted; run ")
     parent = project.parents()[0]
+    assert error_lines(stderr)[-1] == (
+        f"error: pipeline interrupted at stage train; run {parent.info.run_id} is KILLED; dvc.lock is as it was "
+        "before this run; train's outputs are restored from the DVC cache to match it; `dvc status` is clean"
+    )
     assert parent.info.status == "KILLED"
     stages = {child.info.run_name: child.info.status for child in project.children(parent.info.run_id)}
     assert stages == {"data_load": "FINISHED", "featurize": "FINISHED", "data_split": "FINISHED", "train": "KILLED"}
     assert project.runs("attributes.status = 'RUNNING'") == []
     assert (project.root / "dvc.lock").read_bytes() == lock_before
-    assert not (project.root / "models/model.joblib").exists()
+    assert_outputs_match_lock(project)  # the model DVC removed before train ran is back, as recorded
     assert [path.name for path in (project.root / "models").iterdir() if path.name.startswith(".model")] == []
 
     result = project.make("pipeline")

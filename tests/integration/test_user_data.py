@@ -50,6 +50,29 @@ def test_a_users_csv_is_checked_and_trained_on(project):
     assert (project.root / "dvc.lock").read_bytes() == lock_before
     assert project.runs("attributes.status = 'RUNNING'") == []
 
+    # Two rows per class: data_load and featurize succeed and DVC records them; data_split fails.
+    flowers.groupby("species").head(2).to_csv(csv, index=False)
+    assert project.run(dvc, "add", "data/external/flowers.csv").returncode == 0
+    result = project.make("pipeline")
+    assert result.returncode != 0
+    [error] = error_lines(result)
+    assert error.startswith("error: stage data_split failed: cannot split 6 rows with data_split.test_size=0.2: ")
+    parent = project.parents()[0]
+    [summary] = [line for line in result.stderr.splitlines() if "pipeline failed at stage" in line]
+    assert summary.endswith(
+        f"pipeline failed at stage data_split; run {parent.info.run_id} is FAILED; dvc.lock records data_load, "
+        "featurize from this run and data_split, train, evaluate from before; data_split's outputs are restored "
+        "from the DVC cache to match it; `dvc status` lists data_split to run again"
+    )
+    lock = yaml.safe_load((project.root / "dvc.lock").read_text())
+    assert lock["stages"]["data_load"] != yaml.safe_load(lock_before)["stages"]["data_load"]  # recorded at once
+    for stage in lock["stages"].values():  # the workspace matches dvc.lock, output by output
+        for output in stage["outs"]:
+            assert hashlib.md5((project.root / output["path"]).read_bytes()).hexdigest() == output["md5"]
+    status = project.run(dvc, "status", "--json")
+    assert list(yaml.safe_load(status.stdout)) == ["data_split"]
+    assert project.runs("attributes.status = 'RUNNING'") == []
+
 
 def write_digit_pngs(folder, count: int) -> None:
     """Save the first `count` of scikit-learn's digits as 8-bit grayscale PNGs, one folder per digit."""
@@ -68,8 +91,7 @@ def test_a_folder_of_pngs_is_trained_on_and_a_corrupt_png_is_one_line(project):
     write_digit_pngs(folder, 600)
     dvc = project.env()["VENV"] + "/bin/dvc"
     assert project.run(dvc, "add", "data/external/digits").returncode == 0
-    use_source(project, "data/external/digits", "digit")
-    project.set_param("featurize", "pairwise_products", False)
+    use_source(project, "data/external/digits", "digit")  # the default params: products skip image pixels
 
     result = project.make("pipeline")
     assert result.returncode == 0, result.stderr
