@@ -23,6 +23,7 @@
 #   MODEL           the model URI of serve, predict (default: models:/<registry.model_name>@champion)
 #   METRIC          the metric `make promote` compares (default: registry.metric in params.yaml)
 #   INPUT, OUTPUT   the file `make predict` scores and the file it writes (.csv or .parquet)
+#   KEEP            the input columns `make predict` keeps beside its predictions (default: every column)
 #   BATCH           the new labelled batch `make retrain` learns from (.csv or .parquet)
 #   NEW, REF        the batch `make drift` checks, and what against (a git tag or a file; default: the champion's training data)
 #
@@ -51,6 +52,7 @@ MODEL ?=
 METRIC ?=
 INPUT ?=
 OUTPUT ?=
+KEEP ?=
 NEW ?=
 BATCH ?=
 DEST ?=
@@ -139,9 +141,9 @@ promote: $(RUNTIME_STAMP) ## Register a run's model; move the champion alias onl
 serve: $(RUNTIME_STAMP) ## Serve a model over REST on 127.0.0.1 with MLflow's scoring server (MODEL=champion, PORT=5001)
 	@exec $(PY) -m src.service.serve --model "$(MODEL)" --port $(if $(filter command line environment,$(origin PORT)),$(PORT),5001)
 
-predict: $(RUNTIME_STAMP) ## Score a CSV or Parquet file in batches (INPUT=... OUTPUT=... MODEL=champion)
+predict: $(RUNTIME_STAMP) ## Score a CSV or Parquet file in batches, its columns kept (INPUT=... OUTPUT=... MODEL=champion KEEP=id,...)
 	@[ -n "$$INPUT" ] && [ -n "$$OUTPUT" ] || { echo 'error: name the files: make predict INPUT=new.parquet OUTPUT=scored.parquet' >&2; exit 2; }
-	@$(PY) -m src.service.scoring --input "$$INPUT" --output "$$OUTPUT" --model "$(MODEL)"
+	@$(PY) -m src.service.scoring --input "$$INPUT" --output "$$OUTPUT" --model "$(MODEL)" --keep "$(KEEP)"
 
 drift: $(RUNTIME_STAMP) ## Compare a new batch with the champion's training data: reports/drift.{json,html} (NEW=... REF=<tag or file>)
 	@[ -n "$$NEW" ] || { echo 'error: name the new batch: make drift NEW=data/new.parquet [REF=v1]' >&2; exit 2; }
