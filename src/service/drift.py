@@ -35,7 +35,7 @@ import pandas as pd
 
 from src.config import PATHS, Config, DriftParams
 from src.utils.cli import fail, parse_config
-from src.utils.io import atomic_path, write_json
+from src.utils.io import atomic_path, check_output_path, write_json
 from src.utils.mlflow_run import ROLE_TAG, describe_tracking_error, import_mlflow
 
 logger = logging.getLogger(__name__)
@@ -461,9 +461,12 @@ def main(argv: list[str] | None = None) -> None:
     """`make drift NEW=... [REF=...]`; exits 0 whether or not there is drift, 1 when it cannot compare."""
     parser = argparse.ArgumentParser(prog="python -m src.service.drift", description=__doc__)
     parser.add_argument("--new", type=Path, required=True, help="the new batch, CSV or Parquet")
-    parser.add_argument("--ref", default="", help="a git tag or a file (default: the champion's training table)")
+    parser.add_argument("--ref", default="", help="a git tag or a file (default: the champion's raw table)")
     arguments, config = parse_config(parser, argv)
+    inputs = {"NEW": arguments.new} | ({"REF": Path(arguments.ref)} if arguments.ref else {})
     try:
+        for report in (REPORT_JSON, REPORT_HTML):
+            check_output_path(report, inputs, "the report", "copy the batch elsewhere and name the copy")
         new = read_any(arguments.new)
         reference, described = reference_table(arguments.ref, config)
         features = [column for column in reference.columns if column != config.data_load.target]

@@ -22,13 +22,16 @@ class OverwriteError(ValueError):
     """An output path would overwrite a file the user gave as input, or one the project tracks."""
 
 
-def check_output_path(output: Path, inputs: dict[str, Path], name: str = "OUTPUT") -> None:
+def check_output_path(
+    output: Path, inputs: dict[str, Path], name: str = "OUTPUT", advice: str = "write to another file"
+) -> None:
     """Refuse an output that would destroy something: an input of the same command or a tracked file.
 
     Args:
         output: The file the command is about to write.
         inputs: The command's input files by the name the user gave them (`INPUT`).
         name: The output's name for the user (`OUTPUT`).
+        advice: What the user can do instead, ending the message.
 
     Raises:
         OverwriteError: One line: the output is an input (the same path, a symlink or a hard
@@ -42,7 +45,7 @@ def check_output_path(output: Path, inputs: dict[str, Path], name: str = "OUTPUT
             output.exists() and source.exists() and os.path.samefile(output, source)
         )
         if same:
-            raise OverwriteError(f"{name} {output} is the {input_name} file {source}; write to another file")
+            raise OverwriteError(f"{name} {output} is the {input_name} file {source}; {advice}")
     resolved = output.resolve()
     if PROJECT_ROOT not in resolved.parents:
         return

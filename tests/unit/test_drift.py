@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -220,3 +222,18 @@ def test_the_html_page_shows_each_reason_and_fetches_nothing():
     assert "reference &lt;table&gt;" in page
     assert all(item.reason.replace("<", "&lt;") in page for item in results)
     assert "<script" not in page and "src=" not in page and "href=" not in page
+
+
+def test_drift_refuses_a_batch_that_is_its_own_report():
+    """The report files are written at the end: a NEW that is one of them would be overwritten."""
+    completed = subprocess.run(
+        [sys.executable, "-m", "src.service.drift", "--new", "reports/drift.json"],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert completed.returncode == 1
+    assert completed.stderr.splitlines() == [
+        "error: drift: the report reports/drift.json is the NEW file reports/drift.json; "
+        "copy the batch elsewhere and name the copy"
+    ]
