@@ -590,7 +590,7 @@ def status() -> int:
     }
     total = 0
     all_running = True
-    say(f"{'part':<12} {'state':<8} {'pid':>7} {'memory':>9}  {'address':<26} log")
+    say(f"{'part':<15} {'state':<8} {'pid':>7} {'memory':>9}  {'address':<26} log")
     for part, (label, _) in PARTS.items():
         process = running(part)
         memory = 0
@@ -602,7 +602,7 @@ def status() -> int:
         state = "running" if process is not None else "stopped"
         shown = f"{memory / 2**20:.0f} MB" if process is not None else "-"
         pid = str(process.pid) if process is not None else "-"
-        say(f"{label:<12} {state:<8} {pid:>7} {shown:>9}  {addresses[part]:<26} {log_file(part)}")
+        say(f"{label:<15} {state:<8} {pid:>7} {shown:>9}  {addresses[part]:<26} {log_file(part)}")
     say(f"memory held by the stack: {total / 2**20:.0f} MB")
     return 0 if all_running else 1
 

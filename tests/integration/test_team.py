@@ -1,4 +1,4 @@
-"""Team mode against the real trial stack: PostgreSQL, moto's S3 server and `mlflow server` with logins.
+"""Team mode against the real trial stack: PostgreSQL, SeaweedFS (S3) and `mlflow server` with logins.
 
 One copy of the repository starts the stack once (`make team-up`, on free ports)
 and the tests run in file order against it: a pipeline, a tag and a second
@@ -269,7 +269,7 @@ def test_a_part_that_cannot_start_is_named_and_nothing_is_left_running(team):
             )
         assert result.returncode != 0
         [line] = error_lines(result)
-        assert line.startswith("error: the S3 server (moto) on http://127.0.0.1:")
+        assert line.startswith("error: the S3 server (SeaweedFS) on http://127.0.0.1:")
         assert str(other.root / ".team/logs/s3.log") in line
         assert line.endswith("; stopped what had started")
         assert processes_under(other.root) == []
