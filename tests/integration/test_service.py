@@ -307,6 +307,9 @@ def test_promote_refuses_a_model_that_takes_other_columns_or_classes_unless_forc
     (project.root / "data/external").mkdir(exist_ok=True)
     rows.to_csv(project.root / "data/external/boxes.csv", index=False)
     project.set_param("data_load", "source", "data/external/boxes.csv")
+    project.set_param("train", "init_from", "")  # a new project on other data: no iris model, no iris batches
+    for batch in (project.root / "data/batches").glob("*.parquet*"):
+        batch.unlink()
     assert project.make("pipeline", RUN_NAME="boxes").returncode == 0
     boxes = run_named(project, "boxes")
     assert boxes.data.metrics["accuracy"] == 1.0  # better than the champion on its own test set
