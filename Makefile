@@ -128,10 +128,10 @@ sweep: $(RUNTIME_STAMP) dvc-setup ## Run a grid of params as DVC experiments, on
 bench: $(RUNTIME_STAMP) ## Measure the pipeline's overhead against the floor: reports/bench.md (BENCH_ARGS=--scale)
 	@$(PY) -m src.bench $(BENCH_ARGS)
 
-tag: $(RUNTIME_STAMP) dvc-setup ## Pin the data version: commit dvc.lock & co, push the data, tag (TAG=v1 MSG="...", PUSH=1)
+tag: $(RUNTIME_STAMP) dvc-setup ## Pin the data version: push the data, then commit dvc.lock & co and tag (TAG=v1 MSG="...", PUSH=1)
 	@[ -n "$$TAG" ] || { echo 'error: name the data version: make tag TAG=v1 MSG="what this data is"' >&2; exit 2; }
 	@[ -n "$$MSG" ] || { echo 'error: say what this data version is: make tag TAG=$(TAG) MSG="..."' >&2; exit 2; }
-	@$(PY) -m src.utils.data_versions tag --name "$$TAG" --message "$$MSG" $(if $(PUSH),--push)
+	@exec $(PY) -m src.utils.data_versions tag --name "$$TAG" --message "$$MSG" $(if $(PUSH),--push)
 
 promote: $(RUNTIME_STAMP) ## Register a run's model; move the champion alias only if it is better (RUN_ID=best, METRIC=..., FORCE=1)
 	@$(PY) -m src.service.registry --run-id "$(RUN_ID)" --metric "$(METRIC)" $(if $(FORCE),--force)
