@@ -2,7 +2,7 @@
 #
 # Variables you may set (make VAR=value ...):
 #   RUN_NAME        name of the MLflow parent run of `make pipeline`
-#   FORCE=1         re-run every stage, changed or not
+#   FORCE=1         re-run every stage, changed or not; `make gc`: clean a cache shared between clones all the same
 #   PYTHON          the Python 3.11 that creates .venv
 #   VENV            the virtualenv to use (default: .venv here; a path without spaces)
 #   DVC_REMOTE_URL  the default DVC remote, a local folder (default: ~/.dvc-remotes/$(PROJECT_NAME))
@@ -102,7 +102,7 @@ RUNTIME_STAMP := $(VENV)/.installed-runtime-$(RUNTIME_HASH)
 TEAM_STAMP := $(VENV)/.installed-team-$(TEAM_HASH)
 DEV_STAMP := $(VENV)/.installed-dev-$(DEV_HASH)
 
-.PHONY: lock help pipeline ui report sweep bench tag verify checkout history pull docs docs-serve test lint format clean clean-mlflow venv venv-dev dvc-setup team-up team-down team-status team-user promote serve predict drift retrain hooks new
+.PHONY: lock help pipeline ui report sweep bench tag verify checkout history gc pull docs docs-serve test lint format clean clean-mlflow venv venv-dev dvc-setup team-up team-down team-status team-user promote serve predict drift retrain hooks new
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -163,6 +163,9 @@ pull: $(RUNTIME_STAMP) dvc-setup ## Get the data dvc.lock records from the DVC r
 
 history: $(RUNTIME_STAMP) ## List the data versions (tags) and the runs trained on each
 	@$(PY) -m src.utils.data_versions history
+
+gc: $(RUNTIME_STAMP) ## Free the local DVC cache of what no tag, branch, commit or the workspace uses; never the remote
+	@exec $(PY) -m src.utils.data_versions gc $(if $(FORCE),--force)
 
 docs: $(DEV_STAMP) ## Build the docs site into site/ (strict), with the latest results
 	@$(PY) -m src.report.docs_site

@@ -1,4 +1,4 @@
-"""Data versions and lineage: `make tag`, `verify`, `checkout` and `history`.
+"""Data versions and lineage: `make tag`, `verify`, `checkout`, `history` and `gc`.
 
 A data version is an annotated git tag on a commit holding dvc.lock; the data
 itself sits in the DVC cache and the default remote. Parent runs record the
@@ -8,7 +8,9 @@ commit, the tags at it and the hashes in dvc.lock, so each side finds the other:
   tag them together (nothing is committed if the push fails or is interrupted);
 - `verify`: re-hash the cache objects a dvc.lock references, to catch corrupted data;
 - `checkout`: from an MLflow run back to its commit, params.yaml, dvc.lock and data;
-- `history`: per tag, the data hash and the runs trained on that data.
+- `history`: per tag, the data hash and the runs trained on that data;
+- `gc`: remove from the local DVC cache what no tag, branch, commit, experiment or
+  the workspace uses; never the remote, which other clones may share.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import json
 import logging
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +42,8 @@ HISTORY_METRICS = ("accuracy", "f1_macro")
 VERSION_TRAILER = "Data-version"
 # How to finish a `make tag PUSH=1` whose tag could not be pushed.
 RETRY_PUSH = "run the same make tag again, or `git push origin refs/tags/{name}`"
+# What `make gc` keeps: the data of the workspace and of every branch, tag, commit and experiment.
+GC_SCOPE = ("--workspace", "--all-branches", "--all-tags", "--all-commits", "--all-experiments")
 
 
 class VersionError(RuntimeError):
@@ -375,6 +380,85 @@ def tag(name: str, message: str, push_tag: bool) -> None:
         raise VersionError(f"make tag interrupted while {step}: {left}", interrupt.exit_code) from None
 
 
+def cache_objects(cache: Path) -> tuple[int, int]:
+    """Return how many objects the DVC cache `cache` holds and their bytes (the run cache left out)."""
+    count = size = 0
+    for path in cache.rglob("*"):
+        if path.is_file() and path.relative_to(cache).parts[0] != "runs":
+            count += 1
+            size += path.stat().st_size
+    return count, size
+
+
+def human_bytes(size: int) -> str:
+    """Return a byte count for a person: `812 B`, `14.2 KB`, `3.1 MB`, `2.0 GB`."""
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return ""
+
+
+@dataclass(frozen=True)
+class CacheCollected:
+    """What `collect_garbage` did to the DVC cache at `cache`: objects removed and kept, and their bytes."""
+
+    cache: Path
+    removed: int
+    removed_bytes: int
+    kept: int
+    kept_bytes: int
+
+    def describe(self) -> str:
+        """One line for a person: what was removed, and what kept."""
+        removed, kept = human_bytes(self.removed_bytes), human_bytes(self.kept_bytes)
+        return (
+            f"removed {self.removed} objects ({removed}) from the DVC cache {self.cache} that no tag, branch, "
+            f"commit, experiment or the workspace uses; kept {self.kept} ({kept})"
+        )
+
+
+def collect_garbage(shared_cache_ok: bool = False) -> CacheCollected:
+    """Remove from the local DVC cache every object that nothing in this repository uses.
+
+    Keeps what the workspace and every branch, tag, commit and DVC experiment
+    reference (`dvc gc` with `--workspace --all-branches --all-tags --all-commits
+    --all-experiments --force`), and never touches a DVC remote: other clones may
+    push to the same one, and `dvc gc --cloud` would delete their data. Refuses a
+    cache that is not this clone's own `.dvc/cache` (DVC_CACHE_DIR shares one
+    between clones), whose objects other clones' workspaces may need.
+
+    Args:
+        shared_cache_ok: Collect in a cache outside `.dvc/cache` all the same.
+
+    Returns:
+        What was removed and what kept.
+
+    Raises:
+        VersionError: If the cache is shared, or dvc gc fails.
+    """
+    cache = cache_dir()
+    own = PROJECT_ROOT / ".dvc" / "cache"
+    if not shared_cache_ok and cache.resolve() != own.resolve():
+        raise VersionError(
+            f"the DVC cache {cache} is not this clone's own (.dvc/cache): other clones that share it may need "
+            "objects this one does not, and gc would delete them; run `make gc FORCE=1` if no other clone uses it"
+        )
+    before_count, before_size = cache_objects(cache)
+    try:
+        collected = dvc("gc", *GC_SCOPE, "--force", quiet=True)
+    except Interrupted as interrupt:
+        raise VersionError(
+            "make gc interrupted: the DVC cache still holds everything in use (gc removes only unused objects); "
+            "run make gc again to finish",
+            interrupt.exit_code,
+        ) from None
+    if collected.returncode != 0:
+        raise VersionError(f"dvc gc failed: {dvc_error(collected)}")
+    after_count, after_size = cache_objects(cache)
+    return CacheCollected(cache, before_count - after_count, before_size - after_size, after_count, after_size)
+
+
 def checkout(run_id: str) -> None:
     """Restore what an MLflow parent run used, on a new branch.
 
@@ -494,6 +578,8 @@ def main(argv: list[str] | None = None) -> None:
     verifying.add_argument("--rev", default="", help="a git revision or tag (default: the working tree)")
     listing = commands.add_parser("history", help="data versions and the runs trained on them")
     listing.add_argument("--output", type=Path, help="also write the table to this file")
+    collecting = commands.add_parser("gc", help="remove what nothing uses from the local DVC cache, never the remote")
+    collecting.add_argument("--force", action="store_true", help="also in a cache outside .dvc/cache")
     arguments = parser.parse_args(argv)
     setup_logging()
     stop_on_signals()
@@ -504,6 +590,9 @@ def main(argv: list[str] | None = None) -> None:
             checkout(arguments.run_id)
         elif arguments.command == "verify":
             verify(arguments.rev)
+        elif arguments.command == "gc":
+            logger.info("%s", collect_garbage(arguments.force).describe())
+            logger.info("the DVC remote %s is left as it is: make gc never cleans a remote", default_remote() or "")
         else:
             table = history()
             sys.stdout.write(table)
