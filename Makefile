@@ -2,7 +2,7 @@
 #
 # Variables you may set (make VAR=value ...):
 #   RUN_NAME        name of the MLflow parent run of `make pipeline`
-#   FORCE=1         re-run every stage, changed or not
+#   FORCE=1         re-run every stage, changed or not; `make gc`: clean a cache shared between clones all the same
 #   PYTHON          the Python 3.11 that creates .venv
 #   VENV            the virtualenv to use (default: .venv here; a path without spaces)
 #   DVC_REMOTE_URL  the default DVC remote, a local folder (default: ~/.dvc-remotes/$(PROJECT_NAME))
@@ -104,7 +104,7 @@ RUNTIME_STAMP := $(VENV)/.installed-runtime-$(RUNTIME_HASH)
 TEAM_STAMP := $(VENV)/.installed-team-$(TEAM_HASH)
 DEV_STAMP := $(VENV)/.installed-dev-$(DEV_HASH)
 
-.PHONY: lock help pipeline ui report sweep bench tag verify checkout history pull docs docs-serve test lint format clean clean-mlflow venv venv-dev dvc-setup team-up team-down team-status team-user promote serve predict drift retrain hooks new
+.PHONY: lock help pipeline ui report sweep bench tag verify checkout history gc pull docs docs-serve test lint format clean clean-mlflow venv venv-dev dvc-setup team-up team-down team-status team-user promote serve predict drift retrain hooks new
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -130,10 +130,10 @@ sweep: $(RUNTIME_STAMP) dvc-setup ## Run a grid of params as DVC experiments, on
 bench: $(RUNTIME_STAMP) ## Measure the pipeline's overhead against the floor: reports/bench.md (BENCH_ARGS=--scale)
 	@$(PY) -m src.bench $(BENCH_ARGS)
 
-tag: $(RUNTIME_STAMP) dvc-setup ## Pin the data version: commit dvc.lock & co, push the data, tag (TAG=v1 MSG="...", PUSH=1)
+tag: $(RUNTIME_STAMP) dvc-setup ## Pin the data version: push the data, then commit dvc.lock & co and tag (TAG=v1 MSG="...", PUSH=1)
 	@[ -n "$$TAG" ] || { echo 'error: name the data version: make tag TAG=v1 MSG="what this data is"' >&2; exit 2; }
 	@[ -n "$$MSG" ] || { echo 'error: say what this data version is: make tag TAG=$(TAG) MSG="..."' >&2; exit 2; }
-	@$(PY) -m src.utils.data_versions tag --name "$$TAG" --message "$$MSG" $(if $(PUSH),--push)
+	@exec $(PY) -m src.utils.data_versions tag --name "$$TAG" --message "$$MSG" $(if $(PUSH),--push)
 
 promote: $(RUNTIME_STAMP) ## Register a run's model; move the champion alias only if it is better (RUN_ID=best, METRIC=..., FORCE=1)
 	@$(PY) -m src.service.registry --run-id "$(RUN_ID)" --metric "$(METRIC)" $(if $(FORCE),--force)
@@ -165,6 +165,9 @@ pull: $(RUNTIME_STAMP) dvc-setup ## Get the data dvc.lock records from the DVC r
 
 history: $(RUNTIME_STAMP) ## List the data versions (tags) and the runs trained on each
 	@$(PY) -m src.utils.data_versions history
+
+gc: $(RUNTIME_STAMP) ## Free the local DVC cache of what no tag, branch, commit or the workspace uses; never the remote
+	@exec $(PY) -m src.utils.data_versions gc $(if $(FORCE),--force)
 
 docs: $(DEV_STAMP) ## Build the docs site into site/ (strict), with the latest results
 	@$(PY) -m src.report.docs_site

@@ -1,13 +1,17 @@
-"""The command-line edge shared by every entry point: arguments, config, exit codes."""
+"""The command-line edge shared by every entry point: arguments, config, exit codes, signals."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import signal
+import subprocess
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from types import FrameType
 from typing import Any, NoReturn
 
@@ -21,6 +25,24 @@ EXIT_FAILED = 1
 EXIT_BAD_CONFIG = 2
 EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 143
+# What a terminal sends on Ctrl-C, what `kill` and service managers send, and what a closed terminal sends.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class Interrupted(KeyboardInterrupt):
+    """This process was asked to stop by SIGINT, SIGTERM or SIGHUP.
+
+    A KeyboardInterrupt, so code that handles Ctrl-C handles the other two alike.
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        """143 after SIGTERM, else 130: what a shell reports for a process a SIGTERM or a Ctrl-C ended."""
+        return EXIT_TERMINATED if self.signum == signal.SIGTERM else EXIT_INTERRUPTED
 
 
 def exit_now(exit_code: int) -> NoReturn:
@@ -68,7 +90,124 @@ def parse_config(parser: argparse.ArgumentParser, argv: list[str] | None = None)
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> NoReturn:
-    raise KeyboardInterrupt(signal.Signals(signum).name)
+    raise Interrupted(signum)
+
+
+def stop_on_signals() -> None:
+    """Turn SIGINT, SIGTERM and SIGHUP into `Interrupted`, so that each ends the process through its handlers."""
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, _interrupt)
+
+
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[list[int]]:
+    """Hold SIGINT, SIGTERM and SIGHUP back while the block runs; yield the list of those that arrived.
+
+    For a few steps that must happen all or none. The caller looks at the list
+    after the block and acts on it. A child a `ChildRunner` starts in the block
+    runs in a session of its own, out of reach of the terminal's Ctrl-C (which
+    reaches the whole process group), so it is not stopped half-way either.
+    """
+    global _deferring
+    received: list[int] = []
+    previous = {signum: signal.signal(signum, lambda signum, frame: received.append(signum)) for signum in STOP_SIGNALS}
+    _deferring = True
+    try:
+        yield received
+    finally:
+        _deferring = False
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+_deferring = False  # True while a `signals_deferred` block runs
+
+
+class ChildRunner:
+    """Run one child process so that a stop signal sent to this process reaches it and everything under it.
+
+    A Ctrl-C in the terminal reaches the whole process group (make, this process,
+    the child and its children) at once; a SIGTERM or SIGHUP sent to make or to
+    this process does not, so it is passed on as SIGINT to every process under
+    the child, innermost first (DVC ignores SIGINT while a stage runs, but the
+    stage does not). Whatever is still there after 10 s gets SIGTERM, and after
+    20 s SIGKILL. Once the child has ended, `run` raises `Interrupted`: nothing
+    is left running behind the process. In a `signals_deferred` block the child
+    runs in a session of its own instead, and no signal reaches it.
+
+    Args:
+        stopping: What the child is, for a warning logged when a signal arrives
+            (`interrupted (SIGTERM): stopping the running stage`); nothing is
+            logged when empty.
+    """
+
+    ESCALATION = ((10, signal.SIGTERM), (20, signal.SIGKILL))
+
+    def __init__(self, stopping: str = "") -> None:
+        self.stopping = stopping
+        self.process: subprocess.Popen | None = None
+        self.signal_received = 0
+
+    def _interrupt(self, signum: int, frame: FrameType | None) -> None:
+        if self.signal_received:
+            return
+        self.signal_received = signum
+        if self.stopping:
+            logger.warning("interrupted (%s): stopping %s", signal.Signals(signum).name, self.stopping)
+        # A terminal's Ctrl-C already reached the child: give it a second before sending it again.
+        first = (1.0 if signum == signal.SIGINT else 0.0, signal.SIGINT)
+        for delay, escalation in (first, *self.ESCALATION):
+            timer = threading.Timer(delay, self._signal_tree, (escalation,))
+            timer.daemon = True
+            timer.start()
+
+    def _signal_tree(self, signum: int) -> None:
+        """Send `signum` to the child and every process under it, innermost first."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        import psutil
+
+        try:
+            top = psutil.Process(self.process.pid)
+            tree = [*reversed(top.children(recursive=True)), top]
+        except psutil.NoSuchProcess:
+            return
+        for process in tree:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.send_signal(signum)
+
+    def run(
+        self, command: list[str], cwd: Path, env: dict[str, str] | None = None, capture: bool = False
+    ) -> subprocess.CompletedProcess:
+        """Run `command` to its end and return how it ended.
+
+        Args:
+            command: The program and its arguments.
+            cwd: Where it runs.
+            env: Its environment; this process's when None.
+            capture: Return its output (text) instead of letting it through.
+
+        Raises:
+            Interrupted: If this process got SIGINT, SIGTERM or SIGHUP while the
+                child ran; raised once the child has ended.
+        """
+        # Signal handlers can only be set from the main thread; elsewhere the child just runs.
+        forward = threading.current_thread() is threading.main_thread() and not _deferring
+        previous = {signum: signal.signal(signum, self._interrupt) for signum in STOP_SIGNALS} if forward else {}
+        try:
+            pipe = subprocess.PIPE if capture else None
+            self.process = subprocess.Popen(
+                command, cwd=cwd, env=env, stdout=pipe, stderr=pipe, text=True, start_new_session=_deferring
+            )
+            if self.signal_received:  # arrived before the child existed
+                self._signal_tree(signal.SIGINT)
+            stdout, stderr = self.process.communicate()
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+        if self.signal_received:
+            raise Interrupted(self.signal_received)
+        return subprocess.CompletedProcess(command, self.process.returncode, stdout, stderr)
 
 
 def run_stage(stage_main: Callable[[Config], Any], argv: list[str] | None = None) -> NoReturn:

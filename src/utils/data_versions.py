@@ -1,14 +1,16 @@
-"""Data versions and lineage: `make tag`, `make checkout` and `make history`.
+"""Data versions and lineage: `make tag`, `verify`, `checkout`, `history` and `gc`.
 
 A data version is an annotated git tag on a commit holding dvc.lock; the data
 itself sits in the DVC cache and the default remote. Parent runs record the
 commit, the tags at it and the hashes in dvc.lock, so each side finds the other:
 
-- `tag`: verify the cache, commit the pipeline records, push the data, then tag
-  (no tag if the push fails);
+- `tag`: verify the cache, push the data, then commit the pipeline records and
+  tag them together (nothing is committed if the push fails or is interrupted);
 - `verify`: re-hash the cache objects a dvc.lock references, to catch corrupted data;
 - `checkout`: from an MLflow run back to its commit, params.yaml, dvc.lock and data;
-- `history`: per tag, the data hash and the runs trained on that data.
+- `history`: per tag, the data hash and the runs trained on that data;
+- `gc`: remove from the local DVC cache what no tag, branch, commit, experiment or
+  the workspace uses; never the remote, which other clones may share.
 """
 
 from __future__ import annotations
@@ -19,14 +21,15 @@ import json
 import logging
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from src.config import PATHS, PROJECT_ROOT, pipeline_stages, stage_outputs
-from src.utils.cli import fail
-from src.utils.git import GitError, git, tag_exists, tracked_changes
+from src.utils.cli import EXIT_FAILED, ChildRunner, Interrupted, fail, signals_deferred, stop_on_signals
+from src.utils.git import GitError, commit_trailer, git, tag_exists, tracked_changes
 from src.utils.logs import setup_logging
 
 logger = logging.getLogger(__name__)
@@ -35,10 +38,25 @@ LOCK_FILE = Path("dvc.lock")
 PIPELINE_RECORDS = (Path("dvc.yaml"), LOCK_FILE, Path("params.yaml"))
 DATA_HASH_TAG = "data.md5"
 HISTORY_METRICS = ("accuracy", "f1_macro")
+# The trailer `make tag` writes in the commit of the records, so a later `make tag` knows the commit it left untagged.
+VERSION_TRAILER = "Data-version"
+# How to finish a `make tag PUSH=1` whose tag could not be pushed.
+RETRY_PUSH = "run the same make tag again, or `git push origin refs/tags/{name}`"
+# What `make gc` keeps: the data of the workspace and of every branch, tag, commit and experiment.
+GC_SCOPE = ("--workspace", "--all-branches", "--all-tags", "--all-commits", "--all-experiments")
 
 
 class VersionError(RuntimeError):
-    """A data-version command cannot go on; the message says why and what to do."""
+    """A data-version command cannot go on; the message says why and what to do.
+
+    Args:
+        message: One line: what went wrong, what state is left and what to do.
+        exit_code: The process's exit code (130 or 143 when it was interrupted).
+    """
+
+    def __init__(self, message: str, exit_code: int = EXIT_FAILED) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 def output_hashes(lock: dict[str, Any]) -> dict[str, str]:
@@ -71,14 +89,41 @@ def lineage_tags(lock: dict[str, Any]) -> dict[str, str]:
 
 
 def dvc(*arguments: str, quiet: bool = False) -> subprocess.CompletedProcess:
-    """Run the dvc command line at the project root; `quiet` captures its output instead of showing it."""
-    return subprocess.run(
-        [sys.executable, "-m", "dvc", *arguments],
-        cwd=PROJECT_ROOT,
-        capture_output=quiet,
-        text=True,
-        check=False,
-    )
+    """Run the dvc command line at the project root; `quiet` captures its output instead of showing it.
+
+    A SIGINT, SIGTERM or SIGHUP to this process reaches dvc and whatever it
+    runs, and no dvc process outlives the call (see `ChildRunner`).
+
+    Raises:
+        Interrupted: If this process was told to stop while dvc ran; raised once dvc has ended.
+    """
+    return ChildRunner().run([sys.executable, "-m", "dvc", *arguments], PROJECT_ROOT, capture=quiet)
+
+
+def dvc_error(completed: subprocess.CompletedProcess) -> str:
+    """Return the first `ERROR:` line dvc printed (without the prefix), or its last line of output."""
+    output = f"{completed.stderr or ''}\n{completed.stdout or ''}"
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    errors = [line.removeprefix("ERROR:").strip() for line in lines if line.startswith("ERROR:")]
+    return (errors or lines[-1:] or [f"exit code {completed.returncode}"])[0]
+
+
+def default_remote() -> str:
+    """Return the URL of DVC's default remote as DVC's config files set it, or "" when there is none."""
+    from dvc.config import Config
+
+    try:
+        config = Config(dvc_dir=str(PROJECT_ROOT / ".dvc"))
+    except Exception:  # an unreadable config: dvc itself will say what is wrong with it
+        return ""
+    name = config["core"].get("remote", "")
+    return str(config["remote"].get(name, {}).get("url", "")) if name else ""
+
+
+def cache_dir() -> Path:
+    """Return the DVC cache folder, as DVC reports it."""
+    completed = dvc("cache", "dir", quiet=True)
+    return Path(completed.stdout.strip() or PROJECT_ROOT / ".dvc" / "cache")
 
 
 def read_lock() -> dict[str, Any]:
@@ -176,12 +221,6 @@ def cache_file(cache: Path, md5: str) -> Path:
     return cache / "files" / "md5" / md5[:2] / md5[2:]
 
 
-def cache_dir() -> Path:
-    """The DVC cache of this project, as DVC itself reports it (`DVC_CACHE_DIR` and config included)."""
-    completed = dvc("cache", "dir", quiet=True)
-    return Path(completed.stdout.strip() or PROJECT_ROOT / ".dvc" / "cache")
-
-
 def cached_output(md5: str, path: str | Path) -> Path:
     """The cache file of an output with this hash.
 
@@ -245,43 +284,244 @@ def verify(revision: str = "") -> None:
     logger.info("verified %d DVC cache objects %s: every one matches its hash%s", checked, where, note)
 
 
+def record_paths() -> list[str]:
+    """Return the pipeline records `make tag` commits: dvc.yaml, dvc.lock, params.yaml, .dvc and .gitignore files."""
+    return [str(path) for path in (*PIPELINE_RECORDS, *managed_gitignores(), *tracked_data_files())]
+
+
+def push_data(remote: str) -> None:
+    """Push the data the workspace's dvc.lock and .dvc files reference to the default DVC remote.
+
+    Args:
+        remote: The remote's URL, for the messages.
+
+    Raises:
+        VersionError: If dvc push fails; the message names the remote and DVC's reason.
+    """
+    pushed = dvc("push", quiet=True)
+    if pushed.returncode != 0:
+        raise VersionError(
+            f"dvc push to the DVC remote {remote} failed: {dvc_error(pushed)}; nothing was committed or tagged: "
+            "fix the remote (DVC_REMOTE_URL, or team.env) and run the same make tag again"
+        )
+    summary = (pushed.stdout.strip().splitlines() or ["done"])[-1]
+    logger.info("pushed the data to the DVC remote %s: %s", remote, summary.rstrip("."))
+
+
+def tag_matches(name: str, message: str, records: list[str]) -> bool:
+    """Whether the tag `name` already is what `make tag` would make now.
+
+    That is: it points at HEAD, it has this message, and the pipeline records
+    have no change to commit; a `make tag` that was interrupted after it tagged
+    left it so.
+    """
+    tagged = git("rev-parse", f"refs/tags/{name}^{{commit}}")
+    said = git("for-each-ref", f"refs/tags/{name}", "--format=%(contents)")
+    unchanged = not git("status", "--porcelain", "--", *records)
+    return tagged == git("rev-parse", "HEAD") and said.strip() == message.strip() and unchanged
+
+
+def commit_and_tag(name: str, message: str, records: list[str]) -> str:
+    """Commit the pipeline records (if they changed) and tag the commit; return its short hash.
+
+    Call it with signals deferred (`signals_deferred`): git then runs out of
+    reach of the terminal's Ctrl-C, so the two happen both or neither. Only a
+    hard kill (SIGKILL, a power cut) can fall between them: it leaves the commit,
+    marked with the trailer `Data-version: <name>`, and the same `make tag` run
+    again finds it and tags it.
+
+    Raises:
+        VersionError: If git fails; the message says what was left.
+    """
+    git("add", "--", *records)
+    if git("diff", "--cached", "--name-only", "--", *records):
+        trailer = f"{VERSION_TRAILER}: {name}"
+        git("commit", "--quiet", "--message", message, "--trailer", trailer, "--", *records)
+        logger.info("committed the pipeline records: %s", ", ".join(records))
+    commit = git("rev-parse", "--short", "HEAD")
+    try:
+        git("tag", "--annotate", name, "--message", message)
+    except GitError as error:
+        raise VersionError(
+            f"{error}; the records are committed in {commit} but not tagged: run the same make tag again"
+        ) from None
+    return commit
+
+
+def describe_head(name: str) -> None:
+    """Log which commit `make tag` tags when the pipeline records have nothing to commit."""
+    head = git("rev-parse", "--short", "HEAD")
+    if commit_trailer("HEAD", VERSION_TRAILER) == name:
+        logger.info("completing tag %s on commit %s, committed by an interrupted make tag", name, head)
+    else:
+        logger.info("the pipeline records are already committed: tagging commit %s", head)
+
+
+def push_tag_to_origin(name: str, commit: str) -> None:
+    """Push the tag `name` to the git remote `origin`.
+
+    Raises:
+        VersionError: If there is no origin or the push fails; the tag stays, and the message says how to push it.
+    """
+    by_hand = RETRY_PUSH.format(name=name)
+    if "origin" not in git("remote").split():
+        raise VersionError(
+            f"tag {name} is made on {commit} with its data in the DVC remote, but this repository has no git "
+            f"remote origin to push it to: add one (`git remote add origin <url>`), then {by_hand}"
+        )
+    try:
+        git("push", "--quiet", "origin", f"refs/tags/{name}")
+    except GitError as error:
+        raise VersionError(
+            f"tag {name} is made on {commit} with its data in the DVC remote, but pushing it to origin failed "
+            f"({error}); {by_hand}"
+        ) from None
+    logger.info("pushed tag %s to origin", name)
+
+
 def tag(name: str, message: str, push_tag: bool) -> None:
     """Pin the current data version as the annotated tag `name`.
 
     Refuses when the tag exists, the pipeline is not up to date, or a cache
-    object the data version references is corrupted (see `verify`). Commits only
-    the pipeline records (dvc.yaml, dvc.lock, params.yaml, the .dvc files and
-    the .gitignore files DVC manages), pushes the data to the default DVC
-    remote, and only then tags, so a failed push leaves no tag.
+    object the data version references is corrupted (see `verify`). Pushes the
+    data to the default DVC remote first (dvc push needs no commit: it pushes
+    what the workspace's dvc.lock and .dvc files reference), then commits only
+    the pipeline records (dvc.yaml, dvc.lock, params.yaml, the .dvc files and the
+    .gitignore files DVC manages) and tags that commit, with SIGINT, SIGTERM and
+    SIGHUP deferred, so both happen or neither (see `commit_and_tag`). A failed
+    or interrupted push leaves nothing behind, and whatever stops it, the same
+    command run again completes it: a tag already made by it (at HEAD, with this
+    message) is kept, and what was left (pushing the tag to origin) is done.
 
     Args:
         name: The tag, e.g. `v1`.
         message: The tag's message: what this data version is.
         push_tag: Also push the tag to the git remote `origin`.
+
+    Raises:
+        VersionError: If it refuses, fails or is interrupted; the message says
+            what state is left, and `exit_code` is 130 or 143 after SIGINT or SIGTERM.
     """
-    if tag_exists(name):
-        raise VersionError(f"tag {name} already exists (see `git show {name}`); choose another TAG")
-    verify()
-    changed = pipeline_changes()
-    if changed:
-        raise VersionError(
-            f"the pipeline is not up to date (dvc status: {', '.join(changed)} changed); run `make pipeline` first"
+    step, left = "checking the tag", "nothing was committed or tagged; run the same make tag again"
+    not_on_origin = f"it is not on origin yet: {RETRY_PUSH.format(name=name)}"
+    try:
+        records = record_paths()
+        already_made = tag_exists(name)
+        if already_made and not tag_matches(name, message, records):
+            raise VersionError(f"tag {name} already exists (see `git show {name}`); choose another TAG")
+        remote = default_remote() or "(none set)"
+        if already_made:
+            commit = git("rev-parse", "--short", f"refs/tags/{name}^{{commit}}")
+            left = f"tag {name} is made on {commit}; {not_on_origin if push_tag else 'run the same make tag again'}"
+            logger.info("tag %s was already made on %s by an earlier make tag with this message", name, commit)
+        else:
+            step = "checking the DVC cache"
+            verify()
+            step = "checking that the pipeline is up to date"
+            changed = pipeline_changes()
+            if changed:
+                raise VersionError(
+                    f"the pipeline is not up to date (dvc status: {', '.join(changed)} changed); "
+                    "run `make pipeline` first"
+                )
+        step = f"pushing the data to the DVC remote {remote}"
+        push_data(remote)
+        if not already_made:
+            if not git("status", "--porcelain", "--", *records):
+                describe_head(name)
+            with signals_deferred() as received:
+                commit = commit_and_tag(name, message, records)
+                step = "committing and tagging"
+                left = f"tag {name} is made on {commit}, with its data in the DVC remote; " + (
+                    not_on_origin if push_tag else "nothing is left to do"
+                )
+            logger.info("tagged %s as %s; its data is in the DVC remote %s", commit, name, remote)
+            if received:
+                raise Interrupted(received[0])
+        if push_tag:
+            step = f"pushing tag {name} to origin"
+            push_tag_to_origin(name, commit)
+    except Interrupted as interrupt:
+        raise VersionError(f"make tag interrupted while {step}: {left}", interrupt.exit_code) from None
+
+
+def cache_objects(cache: Path) -> tuple[int, int]:
+    """Return how many objects the DVC cache `cache` holds and their bytes (the run cache left out)."""
+    count = size = 0
+    for path in cache.rglob("*"):
+        if path.is_file() and path.relative_to(cache).parts[0] != "runs":
+            count += 1
+            size += path.stat().st_size
+    return count, size
+
+
+def human_bytes(size: int) -> str:
+    """Return a byte count for a person: `812 B`, `14.2 KB`, `3.1 MB`, `2.0 GB`."""
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return ""
+
+
+@dataclass(frozen=True)
+class CacheCollected:
+    """What `collect_garbage` did to the DVC cache at `cache`: objects removed and kept, and their bytes."""
+
+    cache: Path
+    removed: int
+    removed_bytes: int
+    kept: int
+    kept_bytes: int
+
+    def describe(self) -> str:
+        """One line for a person: what was removed, and what kept."""
+        removed, kept = human_bytes(self.removed_bytes), human_bytes(self.kept_bytes)
+        return (
+            f"removed {self.removed} objects ({removed}) from the DVC cache {self.cache} that no tag, branch, "
+            f"commit, experiment or the workspace uses; kept {self.kept} ({kept})"
         )
-    records = [str(path) for path in (*PIPELINE_RECORDS, *managed_gitignores(), *tracked_data_files())]
-    git("add", "--", *records)
-    if git("diff", "--cached", "--name-only", "--", *records):
-        git("commit", "--quiet", "-m", message, "--", *records)
-        logger.info("committed the pipeline records: %s", ", ".join(records))
-    pushed = dvc("push")
-    if pushed.returncode != 0:
-        raise VersionError("dvc push failed (see above), so no tag was made; fix the remote and run `make tag` again")
-    git("tag", "--annotate", name, "--message", message)
-    logger.info("tagged %s as %s and pushed its data to the DVC remote", git("rev-parse", "--short", "HEAD"), name)
-    if push_tag:
-        if not git("remote"):
-            raise VersionError(f"tag {name} was made, but this repository has no git remote to push it to")
-        git("push", "origin", f"refs/tags/{name}")
-        logger.info("pushed tag %s to origin", name)
+
+
+def collect_garbage(shared_cache_ok: bool = False) -> CacheCollected:
+    """Remove from the local DVC cache every object that nothing in this repository uses.
+
+    Keeps what the workspace and every branch, tag, commit and DVC experiment
+    reference (`dvc gc` with `--workspace --all-branches --all-tags --all-commits
+    --all-experiments --force`), and never touches a DVC remote: other clones may
+    push to the same one, and `dvc gc --cloud` would delete their data. Refuses a
+    cache that is not this clone's own `.dvc/cache` (DVC_CACHE_DIR shares one
+    between clones), whose objects other clones' workspaces may need.
+
+    Args:
+        shared_cache_ok: Collect in a cache outside `.dvc/cache` all the same.
+
+    Returns:
+        What was removed and what kept.
+
+    Raises:
+        VersionError: If the cache is shared, or dvc gc fails.
+    """
+    cache = cache_dir()
+    own = PROJECT_ROOT / ".dvc" / "cache"
+    if not shared_cache_ok and cache.resolve() != own.resolve():
+        raise VersionError(
+            f"the DVC cache {cache} is not this clone's own (.dvc/cache): other clones that share it may need "
+            "objects this one does not, and gc would delete them; run `make gc FORCE=1` if no other clone uses it"
+        )
+    before_count, before_size = cache_objects(cache)
+    try:
+        collected = dvc("gc", *GC_SCOPE, "--force", quiet=True)
+    except Interrupted as interrupt:
+        raise VersionError(
+            "make gc interrupted: the DVC cache still holds everything in use (gc removes only unused objects); "
+            "run make gc again to finish",
+            interrupt.exit_code,
+        ) from None
+    if collected.returncode != 0:
+        raise VersionError(f"dvc gc failed: {dvc_error(collected)}")
+    after_count, after_size = cache_objects(cache)
+    return CacheCollected(cache, before_count - after_count, before_size - after_size, after_count, after_size)
 
 
 def checkout(run_id: str) -> None:
@@ -403,8 +643,11 @@ def main(argv: list[str] | None = None) -> None:
     verifying.add_argument("--rev", default="", help="a git revision or tag (default: the working tree)")
     listing = commands.add_parser("history", help="data versions and the runs trained on them")
     listing.add_argument("--output", type=Path, help="also write the table to this file")
+    collecting = commands.add_parser("gc", help="remove what nothing uses from the local DVC cache, never the remote")
+    collecting.add_argument("--force", action="store_true", help="also in a cache outside .dvc/cache")
     arguments = parser.parse_args(argv)
     setup_logging()
+    stop_on_signals()
     try:
         if arguments.command == "tag":
             tag(arguments.name, arguments.message, arguments.push)
@@ -412,6 +655,9 @@ def main(argv: list[str] | None = None) -> None:
             checkout(arguments.run_id)
         elif arguments.command == "verify":
             verify(arguments.rev)
+        elif arguments.command == "gc":
+            logger.info("%s", collect_garbage(arguments.force).describe())
+            logger.info("the DVC remote %s is left as it is: make gc never cleans a remote", default_remote() or "")
         else:
             table = history()
             sys.stdout.write(table)
@@ -420,8 +666,12 @@ def main(argv: list[str] | None = None) -> None:
 
                 with atomic_path(arguments.output) as temporary:
                     temporary.write_text(table, encoding="utf-8")
-    except (VersionError, GitError) as error:
+    except VersionError as error:
+        fail(str(error), error.exit_code)
+    except GitError as error:
         fail(str(error))
+    except Interrupted as interrupt:
+        fail(f"make {arguments.command} interrupted", interrupt.exit_code)
 
 
 if __name__ == "__main__":

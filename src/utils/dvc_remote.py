@@ -11,9 +11,15 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 from configobj import ConfigObj
+
+
+class RemoteError(RuntimeError):
+    """The remote cannot be set up; the message names it and says why."""
+
 
 S3_KEYS = {
     "endpointurl": "DVC_S3_ENDPOINT_URL",
@@ -33,9 +39,21 @@ def configure_remote(config_file: Path, name: str, url: str, cache_dir: str = ""
         name: The remote's name.
         url: A folder, or a URL such as `s3://bucket/path`.
         cache_dir: A cache folder shared between clones; DVC's own when empty.
+
+    Raises:
+        RemoteError: If the local folder cannot be created.
     """
     if "://" not in url:
-        Path(url).mkdir(parents=True, exist_ok=True)
+        folder = Path(url)
+        if folder.exists() and not folder.is_dir():
+            raise RemoteError(f"the DVC remote {url} is a file, not a folder; set DVC_REMOTE_URL to a folder")
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise RemoteError(
+                f"the DVC remote {url} cannot be created ({error.strerror}); "
+                "set DVC_REMOTE_URL to a folder you can write"
+            ) from None
     config = ConfigObj(str(config_file))
     before = config.dict()
     config.setdefault("core", {})["remote"] = name
@@ -65,7 +83,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cache-dir", default="")
     parser.add_argument("--config-file", type=Path, default=Path(".dvc/config.local"))
     arguments = parser.parse_args(argv)
-    configure_remote(arguments.config_file, arguments.name, arguments.url, arguments.cache_dir)
+    try:
+        configure_remote(arguments.config_file, arguments.name, arguments.url, arguments.cache_dir)
+    except RemoteError as error:
+        # Not src.utils.cli.fail: it would import the config and pydantic, and make runs this before every target.
+        sys.stderr.write(f"error: {error}\n")
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from src.config import PROJECT_ROOT
+from src.utils.cli import ChildRunner
 
 
 class GitError(RuntimeError):
@@ -18,10 +19,15 @@ class GitError(RuntimeError):
 def git(*arguments: str) -> str:
     """Run git at the project root and return its stdout, stripped.
 
+    A SIGINT, SIGTERM or SIGHUP to this process reaches git and whatever it runs
+    (a remote helper, a hook), and git ends before `Interrupted` is raised; with
+    signals deferred, git runs out of their reach instead (see `ChildRunner`).
+
     Raises:
         GitError: If git exits non-zero.
+        Interrupted: If this process was told to stop while git ran.
     """
-    completed = subprocess.run(["git", *arguments], cwd=PROJECT_ROOT, capture_output=True, text=True, check=False)
+    completed = ChildRunner().run(["git", *arguments], PROJECT_ROOT, capture=True)
     if completed.returncode != 0:
         reason = (completed.stderr.strip().splitlines() or ["failed"])[0]
         raise GitError(f"git {arguments[0]}: {reason.removeprefix('fatal: ').removeprefix('error: ')}")
@@ -57,6 +63,11 @@ def tag_exists(name: str) -> bool:
     except GitError:
         return False
     return True
+
+
+def commit_trailer(revision: str, key: str) -> str:
+    """Return the value of the trailer `key` (e.g. `Data-version: v1`) in the message of `revision`, or ""."""
+    return git("log", "-1", f"--format=%(trailers:key={key},valueonly,separator=%x20)", revision)
 
 
 def tracked_changes() -> list[str]:

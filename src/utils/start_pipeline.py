@@ -12,19 +12,15 @@ says which stages dvc.lock records from this run.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import os
-import signal
 import socket
-import subprocess
 import sys
-import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from src.config import PROJECT_ROOT, Config
-from src.utils.cli import EXIT_INTERRUPTED, EXIT_TERMINATED, exit_now, fail, parse_config
+from src.utils.cli import EXIT_INTERRUPTED, ChildRunner, Interrupted, exit_now, fail, parse_config, signals_deferred
 from src.utils.git import git_state, tags_at
 from src.utils.mlflow_run import (
     PARENT_RUN_ENV,
@@ -150,62 +146,6 @@ def end_orphans(client: MlflowClient, experiment_id: str) -> list[str]:
     return ended
 
 
-class StagesRunner:
-    """Run `dvc repro` and make sure an interrupt reaches the stage it runs.
-
-    A Ctrl-C in the terminal reaches the whole process group (make, this process,
-    DVC and the stage) at once; a SIGTERM or SIGHUP sent to make or to this
-    process does not, so it is passed on as SIGINT to every process under DVC
-    (DVC itself ignores SIGINT while a stage runs). The stage then ends its run
-    KILLED and writes nothing half-done. Whatever is still there after 10 s gets
-    SIGTERM, and after 20 s SIGKILL. A kill -9 of the group ends them all, and
-    the next `make pipeline` cleans up (see `end_orphans`).
-    """
-
-    ESCALATION = ((10, signal.SIGTERM), (20, signal.SIGKILL))
-
-    def __init__(self) -> None:
-        self.process: subprocess.Popen | None = None
-        self.signal_received = 0
-
-    def _interrupt(self, signum: int, frame: Any) -> None:
-        if self.signal_received:
-            return
-        self.signal_received = signum
-        logger.warning("interrupted (%s): stopping the running stage", signal.Signals(signum).name)
-        # A terminal's Ctrl-C already reached the stage: give it a second before sending it again.
-        first = (1.0 if signum == signal.SIGINT else 0.0, signal.SIGINT)
-        for delay, escalation in (first, *self.ESCALATION):
-            timer = threading.Timer(delay, self._signal_tree, (escalation,))
-            timer.daemon = True
-            timer.start()
-
-    def _signal_tree(self, signum: int) -> None:
-        """Send `signum` to DVC and every process under it, innermost first."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        import psutil
-
-        try:
-            top = psutil.Process(self.process.pid)
-            tree = [*reversed(top.children(recursive=True)), top]
-        except psutil.NoSuchProcess:
-            return
-        for process in tree:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                process.send_signal(signum)
-
-    def run(self, command: list[str], environment: dict[str, str]) -> int:
-        """Run `command`; return its exit code, or 130/143 if this process was interrupted."""
-        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(signum, self._interrupt)
-        self.process = subprocess.Popen(command, cwd=PROJECT_ROOT, env=environment)
-        exit_code = self.process.wait()
-        if self.signal_received:
-            return EXIT_TERMINATED if self.signal_received == signal.SIGTERM else EXIT_INTERRUPTED
-        return exit_code
-
-
 def main(argv: list[str] | None = None) -> None:
     """`make pipeline`: open the parent run, run `dvc repro` under it, close it with the outcome.
 
@@ -243,21 +183,29 @@ def main(argv: list[str] | None = None) -> None:
     from src.utils.finish_pipeline import close_parent, stopped_stage
 
     command = [sys.executable, "-m", "dvc", "repro", *(["--force"] if arguments.force else [])]
-    runner = StagesRunner()
+    # The stage ends its run KILLED and writes nothing half-done; a hard kill is cleaned up by `end_orphans`.
+    runner = ChildRunner(stopping="the running stage")
+    interrupted = None
     lock_before = read_lock()
-    exit_code = runner.run(command, {**os.environ, PARENT_RUN_ENV: run_id})
-    stopped_at = stopped_stage(run_id) if exit_code else ""
     try:
-        status = close_parent(client, run_id, exit_code)
-    except Exception as error:
-        fail(f"cannot close MLflow run {run_id} at {tracking_uri()}: {one_line(error)}")
+        exit_code = runner.run(command, PROJECT_ROOT, {**os.environ, PARENT_RUN_ENV: run_id}).returncode
+    except Interrupted as interrupt:
+        interrupted, exit_code = interrupt, interrupt.exit_code
+    stopped_at = stopped_stage(run_id) if exit_code else ""
+    # A second Ctrl-C must not leave the parent run RUNNING: closing it is not interrupted.
+    with signals_deferred():
+        try:
+            status = close_parent(client, run_id, exit_code)
+        except Exception as error:
+            fail(f"cannot close MLflow run {run_id} at {tracking_uri()}: {one_line(error)}")
     logger.info("MLflow parent run %s %s; browse it with `make ui` or `mlflow ui`", run_id, status)
     if not exit_code:
         exit_now(0)
     # The failing stage (or DVC) has said what went wrong, on its `error:` line; say truthfully what is left.
-    left = after_failure(lock_before, stopped_at)
+    with signals_deferred():
+        left = after_failure(lock_before, stopped_at)
     where = f" at stage {stopped_at}" if stopped_at else ""
-    if runner.signal_received:
+    if interrupted:
         fail(f"pipeline interrupted{where}; run {run_id} is {status}; {left}", exit_code)
     logger.error("pipeline failed%s; run %s is %s; %s", where, run_id, status, left)
     exit_now(exit_code)

@@ -56,6 +56,7 @@ def test_tag_commits_the_records_tags_and_pushes_the_data(project):
     assert project.git("tag", "-n1", "v1").split() == ["v1", "first", "data"]
     assert project.git("show", "v1:dvc.lock") == (project.root / "dvc.lock").read_text()
     assert project.git("diff", "--name-only", "v1~1", "v1").split() == ["dvc.lock", "params.yaml"]
+    assert project.git("log", "-1", "--format=%B", "v1").strip().splitlines() == ["first data", "", "Data-version: v1"]
     assert project.git("ls-tree", "--name-only", "v1", "data/raw/.gitignore").strip() == "data/raw/.gitignore"
     assert project.git("status", "--porcelain").splitlines() == [" M README.md", "?? notes.txt"]
     remote_status = dvc(project, "status", "--cloud", "--json")
@@ -67,15 +68,30 @@ def test_tag_refuses_an_existing_tag(project):
     assert error_lines(result) == ["error: tag v1 already exists (see `git show v1`); choose another TAG"]
 
 
-def test_a_failed_push_leaves_no_tag(project):
+def test_a_remote_that_is_down_leaves_no_commit_and_no_tag(project):
     project.set_param("data_split", "test_size", 0.25)
     assert project.make("pipeline").returncode == 0
-    result = project.make("tag", TAG="v2", MSG="unreachable remote", DVC_REMOTE_URL="http://127.0.0.1:9/remote")
+    head = project.git("rev-parse", "HEAD")
+    remote = "http://127.0.0.1:9/remote"
+    result = project.make("tag", TAG="v2", MSG="unreachable remote", DVC_REMOTE_URL=remote)
     assert result.returncode != 0
-    assert error_lines(result)[-1].startswith("error: dvc push failed (see above), so no tag was made")
+    [line] = error_lines(result)
+    assert line.startswith(f"error: dvc push to the DVC remote {remote} failed: failed to transfer ")
+    assert "Cannot connect to host 127.0.0.1:9" in line
+    assert line.endswith(
+        "; nothing was committed or tagged: fix the remote (DVC_REMOTE_URL, or team.env) "
+        "and run the same make tag again"
+    )
+    assert "Traceback" not in result.stderr
+    assert project.git("rev-parse", "HEAD") == head
     assert "v2" not in project.git("tag").split()
-    project.run("git", "checkout", "HEAD~1", "--", "params.yaml", "dvc.lock", check=True)
-    project.run("git", "commit", "-qm", "back to the v1 params", check=True)
+    assert sorted(project.git("status", "--porcelain", "--", "params.yaml", "dvc.lock").split()) == [
+        "M",
+        "M",
+        "dvc.lock",
+        "params.yaml",
+    ]
+    project.run("git", "checkout", "HEAD", "--", "params.yaml", "dvc.lock", check=True)  # back to the v1 params
     project.make("dvc-setup")  # back to the local remote
 
 

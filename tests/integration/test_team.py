@@ -185,13 +185,17 @@ def test_tag_pushes_to_the_s3_remote_and_a_second_clone_pulls_it_byte_for_byte(t
         shutil.rmtree(clone.root.parent, ignore_errors=True)
 
 
-def test_an_s3_endpoint_that_is_down_at_tag_leaves_no_tag(team):
+def test_an_s3_endpoint_that_is_down_at_tag_leaves_no_commit_and_no_tag(team):
     team.set_param("data_split", "test_size", 0.25)
     assert team.make("pipeline").returncode == 0
+    head = team.git("rev-parse", "HEAD")
     down = f"DVC_S3_ENDPOINT_URL=http://127.0.0.1:{free_port()}"  # on make's command line, it beats team.env
     result = team.make("tag", down, TAG="v2", MSG="endpoint down")
     assert result.returncode != 0
-    assert error_lines(result)[-1].startswith("error: dvc push failed (see above), so no tag was made")
+    [line] = error_lines(result)
+    assert line.startswith("error: dvc push to the DVC remote s3://dvc-store/ml-research-template failed: ")
+    assert "; nothing was committed or tagged: " in line
+    assert team.git("rev-parse", "HEAD") == head
     assert team.git("tag").split() == ["v1"]
     team.run("git", "checkout", "HEAD", "--", "params.yaml", "dvc.lock", check=True)
 

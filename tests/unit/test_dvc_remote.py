@@ -6,7 +6,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from src.utils.dvc_remote import configure_remote
+import pytest
+
+from src.utils.dvc_remote import RemoteError, configure_remote, main
 
 S3_ENV = {
     "DVC_S3_ENDPOINT_URL": "http://127.0.0.1:5101",
@@ -54,3 +56,21 @@ def test_a_remote_switched_from_s3_to_a_folder_loses_its_keys(tmp_path, monkeypa
     configure_remote(config_file, "shared", str(tmp_path / "folder"))
     assert "secret" not in config_file.read_text()
     assert "endpointurl" not in config_file.read_text()
+
+
+@pytest.mark.parametrize(
+    ("where", "reason"),
+    [("remote", "is a file, not a folder"), ("remote/sub", "cannot be created (Not a directory)")],
+)
+def test_a_remote_folder_that_cannot_be_made_is_one_line_naming_it(tmp_path, capsys, where, reason):
+    (tmp_path / "remote").write_text("")
+    url = tmp_path / where
+    config_file = tmp_path / "config.local"
+    with pytest.raises(RemoteError):
+        configure_remote(config_file, "local", str(url))
+    with pytest.raises(SystemExit) as exited:
+        main(["--name", "local", "--url", str(url), "--config-file", str(config_file)])
+    assert exited.value.code == 1
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"error: the DVC remote {url} {reason}; set DVC_REMOTE_URL to a folder")
+    assert not config_file.exists()
