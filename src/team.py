@@ -607,8 +607,14 @@ def status() -> int:
     return 0 if all_running else 1
 
 
-def add_user(name: str, role: str, password: str, experiment_name: str) -> None:
-    """Create `name` on the tracking server (or keep the existing user) and grant it `role` on the experiment."""
+def add_user(name: str, role: str, password: str, experiment_name: str, model_name: str) -> None:
+    """Create `name` on the tracking server (or keep the existing user) and grant it `role` where the project works.
+
+    The role goes on the experiment (its runs) and on the registered model
+    (`make promote`, `make retrain`): edit can run, promote and retrain, read can
+    only read, manage can also grant. The registered model is created, empty, if
+    no one has promoted yet, so that the right exists before the first promote.
+    """
     from mlflow.exceptions import MlflowException
 
     from src.utils.mlflow_run import describe_tracking_error, experiment_id_for, import_mlflow, tracking_uri
@@ -622,8 +628,14 @@ def add_user(name: str, role: str, password: str, experiment_name: str) -> None:
         from mlflow.server import get_app_client
 
     auth = get_app_client("basic-auth", tracking_uri=uri)
+    client = mlflow.MlflowClient()
     try:
-        experiment_id = experiment_id_for(mlflow.MlflowClient(), experiment_name)
+        resources = {"experiment": experiment_id_for(client, experiment_name), "registered_model": model_name}
+        try:
+            client.create_registered_model(model_name)
+        except MlflowException as error:
+            if error.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
         created = False
         try:
             auth.get_user(name)
@@ -632,16 +644,18 @@ def add_user(name: str, role: str, password: str, experiment_name: str) -> None:
                 raise
             auth.create_user(name, password)
             created = True
-        with contextlib.suppress(MlflowException):
-            auth.revoke_user_permission(name, "experiment", experiment_id)
-        auth.grant_user_permission(name, "experiment", experiment_id, ROLES[role])
+        for resource_type, resource_id in resources.items():
+            with contextlib.suppress(MlflowException):  # a grant cannot overwrite one: revoke it first
+                auth.revoke_user_permission(name, resource_type, resource_id)
+            auth.grant_user_permission(name, resource_type, resource_id, ROLES[role])
     except MlflowException as error:
         fail(f"{uri} refused to set up user {name!r}: {describe_tracking_error(error)}")
+    where = f"on experiment {experiment_name!r} and registered model {model_name!r}"
     if created:
-        say(f"Created user {name} with {ROLES[role]} on experiment {experiment_name!r} at {uri}.")
+        say(f"Created user {name} with {ROLES[role]} {where} at {uri}.")
         say(f"Their team.env: MLFLOW_TRACKING_USERNAME={name} and MLFLOW_TRACKING_PASSWORD={password}")
     else:
-        say(f"User {name} exists; it now has {ROLES[role]} on experiment {experiment_name!r} (same password).")
+        say(f"User {name} exists; it now has {ROLES[role]} {where} (same password).")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -673,10 +687,11 @@ def main(argv: list[str] | None = None) -> None:
         if arguments.password and len(arguments.password) < 12:
             fail("PASSWORD must be at least 12 characters (MLflow refuses shorter ones)", EXIT_BAD_CONFIG)
         try:
-            experiment_name = load_config(arguments.config).mlflow.experiment_name
+            config = load_config(arguments.config)
         except ConfigError as error:
             fail(str(error), EXIT_BAD_CONFIG)
-        add_user(arguments.name, arguments.role, arguments.password or secrets.token_urlsafe(12), experiment_name)
+        password = arguments.password or secrets.token_urlsafe(12)
+        add_user(arguments.name, arguments.role, password, config.mlflow.experiment_name, config.registry.model_name)
 
 
 if __name__ == "__main__":

@@ -35,7 +35,9 @@ from src.utils.logs import setup_logging
 logger = logging.getLogger(__name__)
 
 LOCK_FILE = Path("dvc.lock")
-PIPELINE_RECORDS = (Path("dvc.yaml"), LOCK_FILE, Path("params.yaml"))
+# What `make tag` commits: the pipeline, its hashes and knobs, and where the data is (in team mode the
+# S3 remote in .dvc/config, so other projects can `dvc import` it; never the keys, in .dvc/config.local).
+PIPELINE_RECORDS = (Path("dvc.yaml"), LOCK_FILE, Path("params.yaml"), Path(".dvc/config"))
 DATA_HASH_TAG = "data.md5"
 HISTORY_METRICS = ("accuracy", "f1_macro")
 # The trailer `make tag` writes in the commit of the records, so a later `make tag` knows the commit it left untagged.

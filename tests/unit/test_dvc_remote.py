@@ -29,22 +29,28 @@ def dvc_config(repo: Path, *keys: str) -> list[str]:
 
 def test_dvc_reads_the_s3_remote_then_the_local_one_again(tmp_path, monkeypatch):
     subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], cwd=tmp_path, check=True)
-    config_file = tmp_path / ".dvc" / "config.local"
+    config_file, shared_file = tmp_path / ".dvc" / "config.local", tmp_path / ".dvc" / "config"
     for key, value in S3_ENV.items():
         monkeypatch.setenv(key, value)
-    assert configure_remote(config_file, "team", "s3://dvc-store/project")
+    assert configure_remote(config_file, "team", "s3://dvc-store/project", shared_file=shared_file)
     assert dvc_config(tmp_path, "core.remote", "remote.team.url", "remote.team.endpointurl") == [
         "team",
         "s3://dvc-store/project",
         "http://127.0.0.1:5101",
     ]
+    # Where the data is goes into the committed config, for every clone and other projects; the keys never do.
+    shared = shared_file.read_text()
+    assert "url = s3://dvc-store/project" in shared and "endpointurl = http://127.0.0.1:5101" in shared
+    assert "key-id" not in shared and "secret" not in shared
+    assert "url" not in config_file.read_text() and "secret_access_key = secret" in config_file.read_text()
     assert config_file.stat().st_mode & 0o077 == 0  # the keys are for this user only
-    assert not configure_remote(config_file, "team", "s3://dvc-store/project")  # unchanged: not rewritten
+    assert not configure_remote(config_file, "team", "s3://dvc-store/project", shared_file=shared_file)
 
     folder = tmp_path / "remote"
-    assert configure_remote(config_file, "local", str(folder))
+    assert configure_remote(config_file, "local", str(folder), shared_file=shared_file)
     assert folder.is_dir()
     assert dvc_config(tmp_path, "core.remote", "remote.local.url") == ["local", str(folder)]
+    assert str(folder) not in shared_file.read_text()  # a folder of this machine stays out of the committed config
 
 
 def test_a_remote_switched_from_s3_to_a_folder_loses_its_keys(tmp_path, monkeypatch):
