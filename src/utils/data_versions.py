@@ -19,6 +19,7 @@ import json
 import logging
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -66,14 +67,22 @@ def lineage_tags(lock: dict[str, Any]) -> dict[str, str]:
 
 
 def dvc(*arguments: str, quiet: bool = False) -> subprocess.CompletedProcess:
-    """Run the dvc command line at the project root; `quiet` captures its output instead of showing it."""
-    return subprocess.run(
-        [sys.executable, "-m", "dvc", *arguments],
-        cwd=PROJECT_ROOT,
-        capture_output=quiet,
-        text=True,
-        check=False,
-    )
+    """Run the dvc command line at the project root; `quiet` captures its output instead of showing it.
+
+    The output is captured in files, not pipes: `dvc queue start` leaves a worker
+    behind that inherits them, and a pipe would keep this call waiting until the
+    worker ends.
+    """
+    command = [sys.executable, "-m", "dvc", *arguments]
+    if not quiet:
+        return subprocess.run(command, cwd=PROJECT_ROOT, text=True, check=False)
+    with tempfile.TemporaryFile("w+") as stdout, tempfile.TemporaryFile("w+") as stderr:
+        completed = subprocess.run(
+            command, cwd=PROJECT_ROOT, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr, check=False
+        )
+        stdout.seek(0)
+        stderr.seek(0)
+        return subprocess.CompletedProcess(command, completed.returncode, stdout.read(), stderr.read())
 
 
 def managed_gitignores() -> list[Path]:
