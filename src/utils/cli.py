@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable
 from types import FrameType
 from typing import Any, NoReturn
@@ -69,6 +70,76 @@ def parse_config(parser: argparse.ArgumentParser, argv: list[str] | None = None)
 
 def _interrupt(signum: int, frame: FrameType | None) -> NoReturn:
     raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def interrupt_exit_code(signum: int) -> int:
+    """The exit code of a process stopped by `signum`, as a shell reports it: 143 for SIGTERM, else 130."""
+    return EXIT_TERMINATED if signum == signal.SIGTERM else EXIT_INTERRUPTED
+
+
+class StopSignalError(Exception):
+    """The process was asked to stop: Ctrl-C, SIGTERM or SIGHUP.
+
+    Attributes:
+        signum: The signal that asked.
+    """
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        super().__init__(signal.Signals(signum).name)
+
+    @property
+    def exit_code(self) -> int:
+        """130, or 143 for SIGTERM."""
+        return interrupt_exit_code(self.signum)
+
+
+class InterruptFlag:
+    """Record SIGINT, SIGTERM and SIGHUP instead of raising wherever the process happens to be.
+
+    A command that must clean up after itself (stop processes it started, end
+    its runs) checks the flag at points where stopping is safe, with `check` or
+    `sleep`, rather than having a KeyboardInterrupt land inside a database write
+    or a library that swallows it. The first signal counts; later ones are
+    ignored while the command stops.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+    def __init__(self) -> None:
+        self.signum = 0
+
+    def install(self) -> None:
+        """Handle the signals from now on."""
+        for signum in self.SIGNALS:
+            signal.signal(signum, self._record)
+
+    def _record(self, signum: int, frame: FrameType | None) -> None:
+        if not self.signum:
+            self.signum = signum
+
+    def check(self) -> None:
+        """Return if no signal came.
+
+        Raises:
+            StopSignalError: If one did.
+        """
+        if self.signum:
+            raise StopSignalError(self.signum)
+
+    def sleep(self, seconds: float) -> None:
+        """Wait `seconds`, or less if a signal comes.
+
+        Raises:
+            StopSignalError: If a signal came, before or during the wait.
+        """
+        deadline = time.monotonic() + seconds
+        while True:
+            self.check()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            time.sleep(min(left, 0.2))
 
 
 def run_stage(stage_main: Callable[[Config], Any], argv: list[str] | None = None) -> NoReturn:
