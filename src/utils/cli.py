@@ -9,7 +9,9 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
@@ -194,20 +196,78 @@ class ChildRunner:
         # Signal handlers can only be set from the main thread; elsewhere the child just runs.
         forward = threading.current_thread() is threading.main_thread() and not _deferring
         previous = {signum: signal.signal(signum, self._interrupt) for signum in STOP_SIGNALS} if forward else {}
-        try:
-            pipe = subprocess.PIPE if capture else None
-            self.process = subprocess.Popen(
-                command, cwd=cwd, env=env, stdout=pipe, stderr=pipe, text=True, start_new_session=_deferring
-            )
-            if self.signal_received:  # arrived before the child existed
-                self._signal_tree(signal.SIGINT)
-            stdout, stderr = self.process.communicate()
-        finally:
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
-        if self.signal_received:
-            raise Interrupted(self.signal_received)
+        # Output is captured in files, not pipes: a daemon the child leaves behind (DVC's queue
+        # worker) inherits its descriptors, and reading a pipe would wait for the daemon to end.
+        with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+            try:
+                self.process = subprocess.Popen(
+                    command,
+                    cwd=cwd,
+                    env=env,
+                    stdin=subprocess.DEVNULL if capture else None,
+                    stdout=out if capture else None,
+                    stderr=err if capture else None,
+                    text=True,
+                    start_new_session=_deferring,
+                )
+                if self.signal_received:  # arrived before the child existed
+                    self._signal_tree(signal.SIGINT)
+                self.process.wait()
+            finally:
+                for signum, handler in previous.items():
+                    signal.signal(signum, handler)
+            if self.signal_received:
+                raise Interrupted(self.signal_received)
+            out.seek(0)
+            err.seek(0)
+            stdout, stderr = (out.read(), err.read()) if capture else (None, None)
         return subprocess.CompletedProcess(command, self.process.returncode, stdout, stderr)
+
+
+class InterruptFlag:
+    """Record SIGINT, SIGTERM and SIGHUP instead of raising wherever the process happens to be.
+
+    A command that must clean up after itself (stop processes it started, end
+    its runs) checks the flag at points where stopping is safe, with `check` or
+    `sleep`, rather than having a KeyboardInterrupt land inside a database write
+    or a library that swallows it. The first signal counts; later ones are
+    ignored while the command stops.
+    """
+
+    def __init__(self) -> None:
+        self.signum = 0
+
+    def install(self) -> None:
+        """Handle the signals from now on."""
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, self._record)
+
+    def _record(self, signum: int, frame: FrameType | None) -> None:
+        if not self.signum:
+            self.signum = signum
+
+    def check(self) -> None:
+        """Return if no signal came.
+
+        Raises:
+            Interrupted: If one did.
+        """
+        if self.signum:
+            raise Interrupted(self.signum)
+
+    def sleep(self, seconds: float) -> None:
+        """Wait `seconds`, or less if a signal comes.
+
+        Raises:
+            Interrupted: If a signal came, before or during the wait.
+        """
+        deadline = time.monotonic() + seconds
+        while True:
+            self.check()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            time.sleep(min(left, 0.2))
 
 
 def run_stage(stage_main: Callable[[Config], Any], argv: list[str] | None = None) -> NoReturn:

@@ -41,6 +41,12 @@ RECORDS_ENV = "PIPELINE_RECORDS_DIR"
 STAGE_TAG = "pipeline.stage"
 ROLE_TAG = "pipeline.role"
 CACHED_TAG = "pipeline.cached"
+NOTE_TAG = "pipeline.note"
+"""Why a parent run ended the way it did, when it was not the pipeline's own outcome (a kill, an interrupt)."""
+SWEEP_TAG = "sweep"
+"""The id of the sweep a parent run belongs to."""
+SWEEP_EXPERIMENT_TAG = "sweep.experiment"
+"""The DVC experiment a sweep's parent run is the point of."""
 MODEL_REQUIREMENTS = ("mlflow", "scikit-learn", "skops", "pandas", "numpy", "scipy")
 TRUSTED_TYPES = ("src.ml.features.Featurizer",)
 """The project's own classes a logged model may hold, trusted on purpose when skops loads it."""

@@ -21,12 +21,16 @@ from typing import TYPE_CHECKING, Any
 
 from src.config import PROJECT_ROOT, Config
 from src.utils.cli import EXIT_INTERRUPTED, ChildRunner, Interrupted, exit_now, fail, parse_config, signals_deferred
+from src.utils.exp_queue import QueueError, stop
 from src.utils.git import git_state, tags_at
 from src.utils.mlflow_run import (
+    NOTE_TAG,
     PARENT_RUN_ENV,
     ROLE_TAG,
+    SWEEP_EXPERIMENT_TAG,
     describe_tracking_error,
     experiment_id_for,
+    experiment_parent_file,
     import_mlflow,
     one_line,
     records_folder,
@@ -35,6 +39,7 @@ from src.utils.mlflow_run import (
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
+    from mlflow.entities import Run
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +48,21 @@ HOST_TAG = "pipeline.host"
 ROOT_TAG = "pipeline.root"
 
 
-def open_parent_run(config: Config, params_text: str, run_name: str = "", tags: dict[str, str] | None = None) -> str:
+def process_tags() -> dict[str, str]:
+    """The tags that let a later command tell whether the process running a parent run is gone.
+
+    The process id, the host and the project root of this process (see `end_orphans`).
+    """
+    return {PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname(), ROOT_TAG: str(PROJECT_ROOT)}
+
+
+def open_parent_run(
+    config: Config,
+    params_text: str,
+    run_name: str = "",
+    tags: dict[str, str] | None = None,
+    command: str = "make pipeline",
+) -> str:
     """Open the parent run of one pipeline run and return its id.
 
     The run carries every param, the params file as an artifact, the git commit,
@@ -54,12 +73,13 @@ def open_parent_run(config: Config, params_text: str, run_name: str = "", tags: 
         params_text: The params.yaml those values come from, logged as an artifact.
         run_name: The run's name; MLflow picks one when empty.
         tags: Extra tags, e.g. the sweep a run belongs to.
+        command: The command that runs the pipeline, as the run's source.
     """
     commit, dirty = git_state()
     run_tags = {
         ROLE_TAG: "parent",
         "mlflow.source.type": "LOCAL",
-        "mlflow.source.name": "make pipeline",
+        "mlflow.source.name": command,
         "mlflow.source.git.commit": commit,
         "git.commit": commit,
         "git.dirty": str(dirty).lower(),
@@ -78,14 +98,20 @@ def open_parent_run(config: Config, params_text: str, run_name: str = "", tags: 
     return run.info.run_id
 
 
-class PipelineLock:
-    """One `make pipeline` per checkout at a time: an exclusive lock on .pipeline/lock.
+class CheckoutLock:
+    """One `make pipeline` or `make sweep` per checkout at a time: an exclusive lock on .pipeline/lock.
 
-    The operating system releases it when the process ends, however it ends, so
-    it never goes stale.
+    A sweep stops the checkout's DVC queue workers when it is interrupted, and a
+    pipeline or sweep ends what a killed one left: neither may run beside another.
+    The operating system releases the lock when the process ends, however it
+    ends, so it never goes stale.
+
+    Args:
+        command: What holds the lock, as the user typed it.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, command: str = "make pipeline") -> None:
+        self.command = command
         self.path = records_folder("lock").parent / "lock"
         self.handle: Any = None
 
@@ -100,10 +126,13 @@ class PipelineLock:
         except BlockingIOError:
             self.handle.seek(0)
             holder = self.handle.read().strip() or "another process"
-            fail(f"another `make pipeline` is running in this checkout ({holder}); wait for it to end and run again")
+            fail(
+                f"another `make pipeline` or `make sweep` is running in this checkout ({holder}); "
+                "wait for it to end and run again"
+            )
         self.handle.seek(0)
         self.handle.truncate()
-        self.handle.write(f"pid {os.getpid()}")
+        self.handle.write(f"{self.command}, pid {os.getpid()}")
         self.handle.flush()
 
 
@@ -118,14 +147,25 @@ def process_alive(pid: int) -> bool:
     return True
 
 
-def end_orphans(client: MlflowClient, experiment_id: str) -> list[str]:
-    """End the parent runs left RUNNING by a pipeline whose process is gone (a hard kill).
+def end_orphans(client: MlflowClient, experiment_id: str, command: str = "make pipeline") -> list[str]:
+    """End the parent runs left RUNNING by a pipeline or sweep whose process is gone (a hard kill).
 
     Only runs started on this machine, from this checkout, are considered. Each is
     closed KILLED with a note, and the stage records it left become KILLED nested runs.
+    A killed sweep's points are first taken off DVC's queue, and any queue worker
+    still training one is stopped (see `exp_queue.stop`), so nothing goes on
+    writing to a run that is ended.
+
+    Args:
+        client: The MLflow client.
+        experiment_id: The MLflow experiment to look in.
+        command: The command that looks, for the note.
 
     Returns:
         The ids of the runs ended.
+
+    Raises:
+        QueueError: If DVC's queue cannot be stopped.
     """
     from src.utils.finish_pipeline import close_parent
 
@@ -136,14 +176,27 @@ def end_orphans(client: MlflowClient, experiment_id: str) -> list[str]:
             f"and tags.`{HOST_TAG}` = '{socket.gethostname()}' and tags.`{ROOT_TAG}` = '{PROJECT_ROOT}'"
         ),
     )
-    ended = []
-    for run in running:
-        pid = int(run.data.tags.get(PID_TAG, "0") or 0)
-        if pid and not process_alive(pid):
-            client.set_tag(run.info.run_id, "pipeline.note", f"ended by a later make pipeline: process {pid} was gone")
-            close_parent(client, run.info.run_id, EXIT_INTERRUPTED)
-            ended.append(run.info.run_id)
-    return ended
+    orphans = [run for run in running if _orphaned(run)]
+    points = [run.data.tags[SWEEP_EXPERIMENT_TAG] for run in orphans if SWEEP_EXPERIMENT_TAG in run.data.tags]
+    if points:
+        stop(points)
+    for run in orphans:
+        pid = run.data.tags[PID_TAG]
+        client.set_tag(run.info.run_id, NOTE_TAG, f"ended by a later {command}: process {pid} was gone")
+        close_parent(client, run.info.run_id, EXIT_INTERRUPTED)
+        point = run.data.tags.get(SWEEP_EXPERIMENT_TAG)
+        if point:
+            experiment_parent_file(point).unlink(missing_ok=True)
+            logger.warning("ended run %s KILLED: the sweep that ran it (point %s) was killed", run.info.run_id, point)
+        else:
+            logger.warning("ended run %s KILLED: the pipeline that ran it was killed", run.info.run_id)
+    return [run.info.run_id for run in orphans]
+
+
+def _orphaned(run: Run) -> bool:
+    """Whether the process that ran `run` is gone (a run without a process id never is)."""
+    pid = int(run.data.tags.get(PID_TAG, "0") or 0)
+    return bool(pid) and not process_alive(pid)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -160,7 +213,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tag", action="append", default=[], help="KEY=VALUE: a tag of the parent run (repeatable)")
     arguments, config = parse_config(parser, argv)
     extra_tags = dict(tag.split("=", 1) for tag in arguments.tag if "=" in tag)
-    lock = PipelineLock()
+    lock = CheckoutLock()
     lock.acquire()
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
@@ -168,12 +221,14 @@ def main(argv: list[str] | None = None) -> None:
         mlflow = import_mlflow()
         client = mlflow.MlflowClient()
         experiment_id = experiment_id_for(client, config.mlflow.experiment_name)
-        for orphan in end_orphans(client, experiment_id):
-            logger.warning("ended run %s KILLED: the pipeline that ran it was killed", orphan)
+        end_orphans(client, experiment_id)
+    except QueueError as error:
+        fail(f"cannot stop the DVC queue of a killed sweep: {error}")
+    except Exception as error:
+        fail(f"cannot open the MLflow parent run at {tracking_uri()}: {describe_tracking_error(error)}")
+    try:
         params_text = Path(arguments.config).read_text(encoding="utf-8")
-        host_tags = {PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname(), ROOT_TAG: str(PROJECT_ROOT)}
-        host_tags |= extra_tags
-        run_id = open_parent_run(config, params_text, arguments.run_name, tags=host_tags)
+        run_id = open_parent_run(config, params_text, arguments.run_name, tags=process_tags() | extra_tags)
     except Exception as error:
         fail(f"cannot open the MLflow parent run at {tracking_uri()}: {describe_tracking_error(error)}")
     sys.stdout.write(f"{run_id}\n")

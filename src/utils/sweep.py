@@ -6,10 +6,16 @@ N at a time (`dvc queue start -j N`), each in a temporary copy of the workspace,
 which stays untouched. Every point gets its own parent run with the usual nested
 stage runs, all tagged with the sweep's id. Queued points all run with the
 environment of the queue's workers, so a point's stages find their parent run
-through the experiment's name (`DVC_EXP_NAME`, see `experiment_parent_run`). A
-failed point is reported with the end of its log and the others go on. The
-sweep ends with the points ranked by the main metric; `dvc exp apply <name>`
-brings a point into the workspace.
+through the experiment's name (`DVC_EXP_NAME`, see `experiment_parent_run`).
+Each point is reported as it ends; a failed point is reported with the end of
+its log and the others go on. The sweep ends with the points ranked by the main
+metric; `dvc exp apply <name>` brings a point into the workspace.
+
+Ctrl-C or SIGTERM stops the sweep: DVC's queue workers, which run detached from
+the terminal, are stopped with the experiments they run, the sweep's points are
+taken off the queue, and every point not finished ends KILLED with its stage
+runs (exit 130 or 143, one line). A sweep killed outright is cleaned up by the
+next `make pipeline` or `make sweep` (see `start_pipeline.end_orphans`).
 """
 
 from __future__ import annotations
@@ -24,18 +30,28 @@ from typing import Any
 
 import yaml
 
-from src.config import PROJECT_ROOT, Config, ConfigError, flatten, validate
-from src.utils.cli import EXIT_BAD_CONFIG, EXIT_INTERRUPTED, fail, parse_config
+from src.config import Config, ConfigError, flatten, validate
+from src.utils.cli import EXIT_BAD_CONFIG, EXIT_FAILED, Interrupted, InterruptFlag, fail, parse_config
 from src.utils.data_versions import dvc
+from src.utils.exp_queue import QueueError, start_workers, statuses, stop
 from src.utils.git import git
-from src.utils.mlflow_run import describe_tracking_error, experiment_parent_file, import_mlflow
+from src.utils.mlflow_run import (
+    NOTE_TAG,
+    SWEEP_EXPERIMENT_TAG,
+    SWEEP_TAG,
+    describe_tracking_error,
+    experiment_id_for,
+    experiment_parent_file,
+    import_mlflow,
+)
 
 logger = logging.getLogger(__name__)
 
 MAIN_METRIC = "accuracy"
-SWEEP_TAG = "sweep"
 POLL_SECONDS = 2.0
 RESTART_SECONDS = 12.0
+MISSING_POLLS = 3
+"""A point absent from DVC's queue this many polls in a row was taken off it: it ends FAILED."""
 
 
 @dataclass
@@ -51,6 +67,11 @@ class Point:
     def describe(self) -> str:
         """The overrides as `key=value` words."""
         return " ".join(f"{key}={value}" for key, value in self.overrides.items())
+
+    def summary(self) -> str:
+        """One line on how the point ended: its overrides, status and main metric."""
+        metric = f"{self.metric:.4f}" if self.metric is not None else "-"
+        return f"point {self.name} ({self.describe()}): {self.status}, {MAIN_METRIC} {metric}"
 
 
 def parse_grid(text: str) -> list[dict[str, Any]]:
@@ -98,13 +119,25 @@ def experiment_revision(name: str) -> str:
 
 
 def queue_point(point: Point, config: Config, sweep_id: str) -> None:
-    """Open the point's parent run, tell its stages where it is, and queue it with `dvc exp run --queue`."""
-    from src.utils.start_pipeline import open_parent_run
+    """Open the point's parent run, tell its stages where it is, and queue it with `dvc exp run --queue`.
+
+    The parent carries the sweep's process id, host and project root, as a
+    pipeline's does, so that a later `make pipeline` or `make sweep` ends it if
+    this process is killed outright (see `end_orphans`).
+
+    Raises:
+        QueueError: If dvc does not queue the point.
+    """
+    from src.utils.start_pipeline import open_parent_run, process_tags
 
     params_text = yaml.safe_dump(config.model_dump(), sort_keys=False)
-    point.run_id = open_parent_run(
-        config, params_text, run_name=point.name, tags={SWEEP_TAG: sweep_id, "sweep.point": point.describe()}
-    )
+    tags = {
+        **process_tags(),
+        SWEEP_TAG: sweep_id,
+        SWEEP_EXPERIMENT_TAG: point.name,
+        "sweep.point": point.describe(),
+    }
+    point.run_id = open_parent_run(config, params_text, run_name=point.name, tags=tags, command="make sweep")
     experiment_parent_file(point.name).parent.mkdir(parents=True, exist_ok=True)
     experiment_parent_file(point.name).write_text(point.run_id)
     command = ["exp", "run", "--queue", "--name", point.name]
@@ -113,16 +146,8 @@ def queue_point(point: Point, config: Config, sweep_id: str) -> None:
     queued = dvc(*command, quiet=True)
     if queued.returncode:
         reason = (queued.stderr.strip() or "no message").splitlines()[-1]
-        raise RuntimeError(f"dvc could not queue point {point.name}: {reason}")
+        raise QueueError(f"dvc could not queue point {point.name}: {reason}")
     logger.info("queued point %s: %s (MLflow run %s)", point.name, point.describe(), point.run_id)
-
-
-def queue_statuses() -> dict[str, str]:
-    """The status DVC's queue gives each experiment by name: Queued, Running, Success or Failed."""
-    from dvc.repo import Repo
-
-    with Repo(str(PROJECT_ROOT)) as repo:
-        return {entry.get("name") or "": entry["status"] for entry in repo.experiments.celery_queue.status()}
 
 
 def close_point(point: Point, succeeded: bool) -> None:
@@ -145,44 +170,104 @@ def close_point(point: Point, succeeded: bool) -> None:
     experiment_parent_file(point.name).unlink(missing_ok=True)
 
 
-def run_queue(points: list[Point], jobs: int) -> None:
-    """Start `jobs` queue workers and close each point's parent run as soon as the point ends.
+def run_queue(points: list[Point], jobs: int, interrupts: InterruptFlag) -> None:
+    """Start `jobs` queue workers and close each point's parent run, and report it, as soon as the point ends.
 
-    DVC's workers stop by themselves once the queue is empty; workers of an
-    earlier sweep that were stopping as this one queued its points are replaced
-    when points wait with none running. On an interrupt the running points are
-    killed, the others taken off the queue, and their parent runs end KILLED.
+    Once every point has ended, the workers are stopped unless DVC's queue
+    holds other experiments (DVC's own workers wait a while for more work).
+    Workers that were stopping as this sweep queued its points are replaced
+    when points wait with none running.
+
+    Raises:
+        Interrupted: When a signal comes; the points not ended are left to `abandon`.
     """
-    from src.utils.cli import EXIT_INTERRUPTED
+    start_workers(jobs)
+    pending = {point.name: point for point in points}
+    missing = dict.fromkeys(pending, 0)
+    idle_since = time.monotonic()
+    while pending:
+        interrupts.sleep(POLL_SECONDS)
+        current = statuses()
+        for name in list(pending):
+            status = current.get(name, "")
+            missing[name] = 0 if status else missing[name] + 1
+            if status in ("Success", "Failed") or missing[name] >= MISSING_POLLS:
+                point = pending.pop(name)
+                if not status:
+                    logger.error("point %s is no longer on DVC's queue (removed with `dvc queue remove`?)", name)
+                close_point(point, status == "Success")
+                logger.info("%s", point.summary())
+                interrupts.check()
+        if any(current.get(name) == "Running" for name in pending):
+            idle_since = time.monotonic()
+        elif pending and time.monotonic() - idle_since > RESTART_SECONDS:
+            logger.info("points wait with no queue worker running; starting workers again")
+            start_workers(jobs)
+            idle_since = time.monotonic()
+    if not any(status in ("Queued", "Running") for status in statuses().values()):
+        stop([])  # idle workers would linger until their own timeout, and race the next sweep
+
+
+def abandon(points: list[Point], exit_code: int, note: str) -> None:
+    """Stop the queue and end every point not ended yet: FINISHED if it got there, else as `exit_code` says.
+
+    The queue is stopped first, so that each stage has left its last record:
+    a point's parent then gets its stage runs, KILLED where the stage was
+    interrupted, and `note` saying why it ended.
+
+    Args:
+        points: The sweep's points; those with a parent run still open are ended.
+        exit_code: 130 or 143 (KILLED) for an interrupt, 1 (FAILED) for an error.
+        note: Why the sweep stopped, for the runs' `pipeline.note` tag.
+
+    Raises:
+        QueueError: If DVC's queue cannot be stopped or cleared; the runs are ended all the same.
+    """
     from src.utils.finish_pipeline import close_parent
 
-    dvc("queue", "start", "--jobs", str(jobs), quiet=True)
-    pending = {point.name: point for point in points}
-    idle_since = time.monotonic()
+    open_points = [point for point in points if point.run_id and point.status == "not run"]
     try:
-        while pending:
-            time.sleep(POLL_SECONDS)
-            statuses = queue_statuses()
-            for name, status in statuses.items():
-                if name in pending and status in ("Success", "Failed"):
-                    point = pending.pop(name)
-                    close_point(point, status == "Success")
-                    logger.info("point %s (%s) %s", point.name, point.describe(), point.status)
-            if any(statuses.get(name) == "Running" for name in pending):
-                idle_since = time.monotonic()
-            elif pending and time.monotonic() - idle_since > RESTART_SECONDS:
-                logger.info("points wait with no queue worker running; starting workers again")
-                dvc("queue", "start", "--jobs", str(jobs), quiet=True)
-                idle_since = time.monotonic()
-    except KeyboardInterrupt:
-        logger.warning("interrupted: killing the queued points")
-        dvc("queue", "kill", *pending, quiet=True)
-        dvc("queue", "remove", *pending, quiet=True)
-        dvc("queue", "stop", quiet=True)
+        stop([point.name for point in points])
+    finally:
+        current = statuses() if open_points else {}
         client = import_mlflow().MlflowClient()
-        for point in pending.values():
-            point.status = close_parent(client, point.run_id, EXIT_INTERRUPTED)
-        raise
+        for point in open_points:
+            if current.get(point.name) == "Success":
+                close_point(point, succeeded=True)
+            else:
+                client.set_tag(point.run_id, NOTE_TAG, note)
+                point.status = close_parent(client, point.run_id, exit_code)
+                experiment_parent_file(point.name).unlink(missing_ok=True)
+            logger.info("%s", point.summary())
+
+
+def wind_down(sweep_id: str, points: list[Point], exit_code: int, why: str) -> str:
+    """Stop the queue, end the points not ended, and say in one line what the sweep that stopped left.
+
+    Args:
+        sweep_id: The sweep's id.
+        points: Its points.
+        exit_code: 130 or 143 for an interrupt, 1 for an error.
+        why: How the sweep stopped, e.g. `interrupted (SIGTERM)`.
+    """
+    from src.utils.finish_pipeline import outcome
+
+    logger.warning("sweep %s: stopping DVC's queue workers and ending the points not finished", why)
+    try:
+        abandon(points, exit_code, f"the sweep was {why}")
+    except Exception as error:
+        left = f"could not stop DVC's queue: {describe_tracking_error(error)}; see `dvc queue status`"
+    else:
+        left = "DVC's queue workers are stopped and its points are off the queue"
+    ended = outcome(exit_code)
+    counts = [
+        f"{sum(point.status == 'FINISHED' for point in points)} of {len(points)} points finished",
+        f"{sum(point.status == ended for point in points)} ended {ended} with their stage runs",
+    ]
+    never = sum(not point.run_id for point in points)
+    if never:
+        counts.append(f"{never} never queued")
+    return f"sweep {sweep_id} {why}: {', '.join(counts)}; {left}"
 
 
 def ranking(points: list[Point]) -> str:
@@ -201,11 +286,19 @@ def ranking(points: list[Point]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run every point of `--grid`, then print the ranking."""
+    """Run every point of `--grid`, reporting each as it ends, then print the ranking.
+
+    Exits 2 on a bad grid or params.yaml (before any run exists), 1 when a point
+    failed or the sweep could not go on, and 130 (Ctrl-C) or 143 (SIGTERM) when
+    interrupted: then DVC's queue workers are stopped, the sweep's points are
+    off the queue, and every point not finished is KILLED with its stage runs.
+    """
     parser = argparse.ArgumentParser(prog="python -m src.utils.sweep", description=__doc__)
     parser.add_argument("--grid", required=True, help='e.g. "train.C=0.1,1,10 data_split.test_size=0.2,0.3"')
     parser.add_argument("--jobs", default="1", help="how many points run at once (default: 1)")
     arguments, config = parse_config(parser, argv)
+    interrupts = InterruptFlag()
+    interrupts.install()
     if not arguments.jobs.isdigit() or int(arguments.jobs) < 1:
         fail(f"JOBS must be a whole number of at least 1, got {arguments.jobs!r}", EXIT_BAD_CONFIG)
     try:
@@ -213,17 +306,29 @@ def main(argv: list[str] | None = None) -> None:
         configs = [apply_overrides(config, overrides) for overrides in grid]
     except ConfigError as error:
         fail(str(error), EXIT_BAD_CONFIG)
+    from src.utils.start_pipeline import CheckoutLock, end_orphans
+
+    lock = CheckoutLock("make sweep")
+    lock.acquire()
     sweep_id = time.strftime("sweep-%Y%m%d-%H%M%S")
     points = [Point(overrides, name=f"{sweep_id}-{index}") for index, overrides in enumerate(grid, start=1)]
-    logger.info("%s: %d points, %s at a time, tagged %s=%s", sweep_id, len(points), arguments.jobs, SWEEP_TAG, sweep_id)
     try:
+        client = import_mlflow().MlflowClient()
+        end_orphans(client, experiment_id_for(client, config.mlflow.experiment_name), "make sweep")
+        logger.info(
+            "%s: %d points, %s at a time, tagged %s=%s", sweep_id, len(points), arguments.jobs, SWEEP_TAG, sweep_id
+        )
         for point, point_config in zip(points, configs, strict=True):
+            interrupts.check()
             queue_point(point, point_config, sweep_id)
-        run_queue(points, int(arguments.jobs))
-    except KeyboardInterrupt:
-        fail("sweep interrupted; its runs not finished are KILLED", EXIT_INTERRUPTED)
-    except Exception as error:
-        fail(f"sweep {sweep_id} stopped: {describe_tracking_error(error)}")
+        run_queue(points, int(arguments.jobs), interrupts)
+    except (Exception, Interrupted) as error:
+        # A signal is recorded by `interrupts`, or raised as Interrupted by a dvc command it reached.
+        signum = error.signum if isinstance(error, Interrupted) else interrupts.signum
+        if signum:
+            stopped = Interrupted(signum)
+            fail(wind_down(sweep_id, points, stopped.exit_code, f"interrupted ({stopped})"), stopped.exit_code)
+        fail(wind_down(sweep_id, points, EXIT_FAILED, f"stopped on {describe_tracking_error(error)}"))
     sys.stdout.write(ranking(points))
     failed = [point for point in points if point.status != "FINISHED"]
     if failed:

@@ -108,7 +108,9 @@ def test_two_pipelines_at_once_one_runs_the_other_refuses(project):
     second = project.make("pipeline", RUN_NAME="second")
     assert second.returncode != 0
     [line] = error_lines(second.stderr)
-    assert line.startswith("error: another `make pipeline` is running in this checkout (pid ")
+    assert line.startswith(
+        "error: another `make pipeline` or `make sweep` is running in this checkout (make pipeline, pid "
+    )
     assert line.endswith("); wait for it to end and run again")
     assert len(project.runs()) == runs_before
     first.communicate(timeout=300)
