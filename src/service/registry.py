@@ -286,7 +286,8 @@ def main(argv: list[str] | None = None) -> None:
     except PromoteError as error:
         fail(str(error))
     except Exception as error:
-        fail(f"cannot promote: {describe_tracking_error(error)}")
+        refused = f"change registered model {config.registry.model_name!r}"
+        fail(f"cannot promote: {describe_tracking_error(error, refused)}")
     sys.stdout.write(promotion.message + "\n")
 
 

@@ -177,6 +177,9 @@ def main(argv: list[str] | None = None) -> None:
         )
     except PromoteError as error:
         fail(f"retrained in run {run_id}, but {error}")
+    except Exception as error:
+        refused = f"change registered model {name!r}"
+        fail(f"retrained in run {run_id}, but cannot promote: {describe_tracking_error(error, refused)}")
     if promotion.champion_metric is not None:
         client.log_metric(run_id, f"champion.{config.registry.metric}", promotion.champion_metric)
     sys.stdout.write(f"{promotion.message}; the held-out rows include part of the batch\n")

@@ -47,6 +47,19 @@ class Interrupted(KeyboardInterrupt):
         return EXIT_TERMINATED if self.signum == signal.SIGTERM else EXIT_INTERRUPTED
 
 
+def process_alive(pid: int) -> bool:
+    """Whether a process with this id runs on this machine (0 never does)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def exit_now(exit_code: int) -> NoReturn:
     """Exit at once, skipping the interpreter's teardown of the libraries it loaded.
 

@@ -111,7 +111,7 @@ def dvc_error(completed: subprocess.CompletedProcess) -> str:
 
 
 def default_remote() -> str:
-    """Return the URL of DVC's default remote as DVC's config files set it, or "" when there is none."""
+    """Describe the default remote as DVC's config files set it: its URL and endpoint, or "" when there is none."""
     from dvc.config import Config
 
     try:
@@ -119,7 +119,9 @@ def default_remote() -> str:
     except Exception:  # an unreadable config: dvc itself will say what is wrong with it
         return ""
     name = config["core"].get("remote", "")
-    return str(config["remote"].get(name, {}).get("url", "")) if name else ""
+    remote = config["remote"].get(name, {}) if name else {}
+    endpoint = remote.get("endpointurl", "")
+    return f"{remote.get('url', '')} (S3 endpoint {endpoint})" if endpoint else str(remote.get("url", ""))
 
 
 def cache_dir() -> Path:

@@ -106,12 +106,16 @@ def experiment_id_for(client: MlflowClient, name: str) -> str:
     return client.create_experiment(name)
 
 
-def describe_tracking_error(error: BaseException) -> str:
+def describe_tracking_error(error: BaseException, refused: str = "create or change runs in this experiment") -> str:
     """Say in one line what an error from the tracking store means, and for a refusal what to do.
 
     A tracking server with logins answers HTTP 401 to a wrong username or
     password, and 403 to an account without the right (e.g. READ only, and the
     pipeline creates runs); a server that is down refuses the connection.
+
+    Args:
+        error: What the MLflow client raised.
+        refused: What a 403 refused, naming the resource (`change registered model 'iris-classifier'`).
     """
     status = error.get_http_status_code() if hasattr(error, "get_http_status_code") else 0
     user = os.environ.get("MLFLOW_TRACKING_USERNAME", "")
@@ -122,7 +126,7 @@ def describe_tracking_error(error: BaseException) -> str:
         )
     if status == 403:
         return (
-            f"user {user!r} may not create or change runs in this experiment (HTTP 403): "
+            f"user {user!r} may not {refused} (HTTP 403): "
             f"an admin can give it the right with `make team-user NAME={user} ROLE=edit`"
         )
     if "Connection refused" in str(error):
@@ -131,6 +135,49 @@ def describe_tracking_error(error: BaseException) -> str:
             "start the server (`make team-up` for the trial stack) or fix MLFLOW_TRACKING_URI"
         )
     return one_line(error)
+
+
+def where_to_browse(run_id: str) -> str:
+    """Where a user sees a run: the tracking server's page of it in team mode, `make ui` otherwise."""
+    uri = tracking_uri()
+    if uri.startswith(("http://", "https://")):
+        experiment_id = import_mlflow().MlflowClient().get_run(run_id).info.experiment_id
+        return f"browse it at {uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+    return "browse it with `make ui` or `mlflow ui`"
+
+
+def answers(url: str) -> bool:
+    """Whether anything answers HTTP at `url` (any status counts; a refused or timed-out connection does not)."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=3):
+            return True
+    except urllib.error.HTTPError:
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+def describe_outage(error: BaseException) -> str:
+    """Name the part that failed when the tracking store could not be used: the tracking server, or the S3 behind it.
+
+    In team mode the server keeps artifacts (params.yaml, plots, models) in S3; a
+    server that answers while S3 does not fails on artifacts only. Falls back to
+    `describe_tracking_error` when both answer, or in embedded mode.
+    """
+    uri = tracking_uri()
+    if uri.startswith(("http://", "https://")):
+        if not answers(f"{uri.rstrip('/')}/health"):
+            return f"the tracking server {uri} does not answer; start it again (`make team-up` for the trial stack)"
+        endpoint = os.environ.get("DVC_S3_ENDPOINT_URL", "")
+        if endpoint and not answers(endpoint):
+            return (
+                f"the S3 endpoint {endpoint}, where the tracking server keeps artifacts, does not answer; "
+                "start it again (`make team-up` for the trial stack)"
+            )
+    return describe_tracking_error(error)
 
 
 def one_line(error: BaseException) -> str:

@@ -12,6 +12,7 @@ says which stages dvc.lock records from this run.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import socket
@@ -20,7 +21,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from src.config import PROJECT_ROOT, Config
-from src.utils.cli import EXIT_INTERRUPTED, ChildRunner, Interrupted, exit_now, fail, parse_config, signals_deferred
+from src.utils.cli import (
+    EXIT_INTERRUPTED,
+    ChildRunner,
+    Interrupted,
+    exit_now,
+    fail,
+    parse_config,
+    process_alive,
+    signals_deferred,
+)
 from src.utils.exp_queue import QueueError, stop
 from src.utils.git import git_state, tags_at
 from src.utils.mlflow_run import (
@@ -28,6 +38,7 @@ from src.utils.mlflow_run import (
     PARENT_RUN_ENV,
     ROLE_TAG,
     SWEEP_EXPERIMENT_TAG,
+    describe_outage,
     describe_tracking_error,
     experiment_id_for,
     experiment_parent_file,
@@ -35,6 +46,7 @@ from src.utils.mlflow_run import (
     one_line,
     records_folder,
     tracking_uri,
+    where_to_browse,
 )
 
 if TYPE_CHECKING:
@@ -90,11 +102,18 @@ def open_parent_run(
     client = mlflow.MlflowClient()
     experiment_id = experiment_id_for(client, config.mlflow.experiment_name)
     run = client.create_run(experiment_id, run_name=run_name or None, tags=run_tags)
-    client.log_batch(
-        run.info.run_id,
-        params=[mlflow.entities.Param(key, str(value)) for key, value in config.flat().items()],
-    )
-    client.log_text(run.info.run_id, params_text, "params.yaml")
+    try:
+        client.log_batch(
+            run.info.run_id,
+            params=[mlflow.entities.Param(key, str(value)) for key, value in config.flat().items()],
+        )
+        client.log_text(run.info.run_id, params_text, "params.yaml")
+    except Exception as error:
+        # The run exists but is not complete (S3 behind the server is down, say): it must not stay RUNNING.
+        with contextlib.suppress(Exception):
+            client.set_tag(run.info.run_id, "error", f"could not be opened completely: {one_line(error)}")
+            client.set_terminated(run.info.run_id, "FAILED")
+        raise
     return run.info.run_id
 
 
@@ -136,17 +155,6 @@ class CheckoutLock:
         self.handle.flush()
 
 
-def process_alive(pid: int) -> bool:
-    """Whether a process with this id runs on this machine."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def end_orphans(client: MlflowClient, experiment_id: str, command: str = "make pipeline") -> list[str]:
     """End the parent runs left RUNNING by a pipeline or sweep whose process is gone (a hard kill).
 
@@ -167,7 +175,7 @@ def end_orphans(client: MlflowClient, experiment_id: str, command: str = "make p
     Raises:
         QueueError: If DVC's queue cannot be stopped.
     """
-    from src.utils.finish_pipeline import close_parent
+    from src.utils.finish_pipeline import close_late, close_parent, pending_outcomes
 
     running = client.search_runs(
         [experiment_id],
@@ -177,6 +185,13 @@ def end_orphans(client: MlflowClient, experiment_id: str, command: str = "make p
         ),
     )
     orphans = [run for run in running if _orphaned(run)]
+    kept = pending_outcomes()
+    for run in [run for run in orphans if run.info.run_id in kept]:
+        status = close_late(client, run.info.run_id, kept[run.info.run_id], command)
+        logger.warning(
+            "recorded run %s late: %s (its pipeline could not reach the tracking store)", run.info.run_id, status
+        )
+    orphans = [run for run in orphans if run.info.run_id not in kept]
     points = [run.data.tags[SWEEP_EXPERIMENT_TAG] for run in orphans if SWEEP_EXPERIMENT_TAG in run.data.tags]
     if points:
         stop(points)
@@ -230,12 +245,12 @@ def main(argv: list[str] | None = None) -> None:
         params_text = Path(arguments.config).read_text(encoding="utf-8")
         run_id = open_parent_run(config, params_text, arguments.run_name, tags=process_tags() | extra_tags)
     except Exception as error:
-        fail(f"cannot open the MLflow parent run at {tracking_uri()}: {describe_tracking_error(error)}")
+        fail(f"cannot open the MLflow parent run at {tracking_uri()}: {describe_outage(error)}")
     sys.stdout.write(f"{run_id}\n")
     sys.stdout.flush()
 
     from src.utils.data_versions import after_failure, read_lock
-    from src.utils.finish_pipeline import close_parent, stopped_stage
+    from src.utils.finish_pipeline import close_parent, keep_outcome, outcome, stopped_stage
 
     command = [sys.executable, "-m", "dvc", "repro", *(["--force"] if arguments.force else [])]
     # The stage ends its run KILLED and writes nothing half-done; a hard kill is cleaned up by `end_orphans`.
@@ -249,16 +264,21 @@ def main(argv: list[str] | None = None) -> None:
     stopped_at = stopped_stage(run_id) if exit_code else ""
     # A second Ctrl-C must not leave the parent run RUNNING: closing it is not interrupted.
     with signals_deferred():
+        # The failing stage (or DVC) has said what went wrong, on its `error:` line; say truthfully what is left.
+        left = after_failure(lock_before, stopped_at) if exit_code else ""
         try:
             status = close_parent(client, run_id, exit_code)
         except Exception as error:
-            fail(f"cannot close MLflow run {run_id} at {tracking_uri()}: {one_line(error)}")
-    logger.info("MLflow parent run %s %s; browse it with `make ui` or `mlflow ui`", run_id, status)
+            keep_outcome(run_id, exit_code)
+            ended = {0: "ran", **dict.fromkeys((130, 143), "was interrupted")}.get(exit_code, "failed")
+            fail(
+                f"the pipeline {ended}, but run {run_id} cannot be recorded now: {describe_outage(error)}; "
+                f"its stage records and outcome are kept, and the next make target that reaches the tracking "
+                f"server records them and ends the run {outcome(exit_code)}" + (f"; {left}" if left else "")
+            )
+    logger.info("MLflow parent run %s %s; %s", run_id, status, where_to_browse(run_id))
     if not exit_code:
         exit_now(0)
-    # The failing stage (or DVC) has said what went wrong, on its `error:` line; say truthfully what is left.
-    with signals_deferred():
-        left = after_failure(lock_before, stopped_at)
     where = f" at stage {stopped_at}" if stopped_at else ""
     if interrupted:
         fail(f"pipeline interrupted{where}; run {run_id} is {status}; {left}", exit_code)

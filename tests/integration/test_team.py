@@ -9,17 +9,21 @@ run as root, so the stack runs it as `postgres`).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
 import socket
 import stat
+import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
 from src.team import StackError, postgres_binaries
 from tests.integration.conftest import Project, assert_outputs_match_lock, error_lines, new_project
@@ -77,6 +81,17 @@ def s3_keys(project: Project, bucket: str) -> list[str]:
     )
     pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket)
     return [item["Key"] for page in pages for item in page.get("Contents", [])]
+
+
+def stop_part(project: Project, part: str) -> None:
+    """Kill one part of the copy's stack at once, as a crash would (`make team-up` starts it again)."""
+    import psutil
+
+    process = psutil.Process(json.loads((project.root / ".team" / "pids" / f"{part}.json").read_text())["pid"])
+    tree = [process, *process.children(recursive=True)]
+    for each in tree:
+        each.kill()
+    psutil.wait_procs(tree, timeout=30)
 
 
 def reachable_folder(prefix: str) -> Path:
@@ -167,6 +182,13 @@ def test_pipeline_logs_to_the_server_with_the_model_in_the_s3_bucket(team):
     test = pd.read_parquet(team.root / "data/processed/test.parquet")
     features = test.drop(columns=["target"]).head(3)
     assert len(model.predict(features)) == 3
+    # Where the data is goes into the committed DVC config, for every clone and other projects; the keys never do.
+    shared = (team.root / ".dvc" / "config").read_text()
+    team_env = settings(team)
+    assert (
+        f"url = {team_env['DVC_REMOTE_URL']}" in shared and f"endpointurl = {team_env['DVC_S3_ENDPOINT_URL']}" in shared
+    )
+    assert team_env["AWS_SECRET_ACCESS_KEY"] not in shared and team_env["AWS_ACCESS_KEY_ID"] not in shared
 
 
 def test_tag_pushes_to_the_s3_remote_and_a_second_clone_pulls_it_byte_for_byte(team, tmp_path):
@@ -185,6 +207,42 @@ def test_tag_pushes_to_the_s3_remote_and_a_second_clone_pulls_it_byte_for_byte(t
         shutil.rmtree(clone.root.parent, ignore_errors=True)
 
 
+def test_another_project_imports_the_tagged_data_with_the_keys_alone(team, tmp_path):
+    """DVC's data-registry habits: `dvc import`, `dvc get`, `dvc.api.open` from a repository that never ran it."""
+    assert 'remote "team"' in team.git("show", "v1:.dvc/config")  # make tag committed where the data is
+    other = tmp_path / "other"
+    other.mkdir()
+    team_env = settings(team)
+    keys = {
+        "AWS_ACCESS_KEY_ID": team_env["AWS_ACCESS_KEY_ID"],
+        "AWS_SECRET_ACCESS_KEY": team_env["AWS_SECRET_ACCESS_KEY"],
+    }
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("AWS_", "DVC_", "MLFLOW_"))} | keys
+    dvc = str(Path(team.env()["VENV"]) / "bin" / "dvc")
+    python = str(Path(team.env()["VENV"]) / "bin" / "python")
+
+    def run(*command: str):
+        return subprocess.run(command, cwd=other, env=env, capture_output=True, text=True, timeout=300)
+
+    assert run("git", "init", "-q").returncode == 0
+    assert run(dvc, "init", "-q").returncode == 0
+    raw = "data/raw/dataset.parquet"
+    imported = run(dvc, "import", str(team.root), raw, "--rev", "v1", "-o", "iris.parquet")
+    assert imported.returncode == 0, imported.stderr
+    lock = yaml.safe_load(team.git("show", "v1:dvc.lock"))
+    [md5] = [out["md5"] for out in lock["stages"]["data_load"]["outs"] if out["path"] == raw]
+    assert hashlib.md5((other / "iris.parquet").read_bytes()).hexdigest() == md5
+    assert run(dvc, "get", str(team.root), raw, "--rev", "v1", "-o", "got.parquet").returncode == 0
+    assert (other / "got.parquet").read_bytes() == (other / "iris.parquet").read_bytes()
+    opened = run(
+        python,
+        "-c",
+        "import dvc.api, hashlib; "
+        f"print(hashlib.md5(dvc.api.read({raw!r}, repo={str(team.root)!r}, rev='v1', mode='rb')).hexdigest())",
+    )
+    assert opened.stdout.strip() == md5, opened.stderr
+
+
 def test_an_s3_endpoint_that_is_down_at_tag_leaves_no_commit_and_no_tag(team):
     team.set_param("data_split", "test_size", 0.25)
     assert team.make("pipeline").returncode == 0
@@ -200,11 +258,33 @@ def test_an_s3_endpoint_that_is_down_at_tag_leaves_no_commit_and_no_tag(team):
     team.run("git", "checkout", "HEAD", "--", "params.yaml", "dvc.lock", check=True)
 
 
+def test_an_s3_that_is_down_at_pipeline_is_named_and_leaves_no_run_running(team):
+    stop_part(team, "s3")
+    try:
+        result = team.make("pipeline", FORCE="1")
+        assert result.returncode != 0
+        s3_url = settings(team)["DVC_S3_ENDPOINT_URL"]
+        assert error_lines(result) == [
+            f"error: cannot open the MLflow parent run at {team.server}: the S3 endpoint {s3_url}, where the "
+            "tracking server keeps artifacts, does not answer; start it again (`make team-up` for the trial stack)"
+        ]
+        assert "Running stage" not in result.stderr + result.stdout
+        assert team.runs("attributes.status = 'RUNNING'") == []
+    finally:
+        assert team.make("team-up").returncode == 0
+
+
+READER_PASSWORD: list[str] = [""]
+
+
 def test_a_read_only_user_is_refused_before_any_stage_and_leaves_no_run(team):
     created = team.make("team-user", NAME="reader", ROLE="read")
     assert created.returncode == 0, created.stderr
-    assert "Created user reader with READ on experiment 'iris-classifier'" in created.stdout
+    assert (
+        "Created user reader with READ on experiment 'iris-classifier' and registered model 'iris-classifier'"
+    ) in created.stdout
     password = created.stdout.split("MLFLOW_TRACKING_PASSWORD=")[1].split()[0]
+    READER_PASSWORD[0] = password
     runs_before = len(team.runs())
     lock_before = (team.root / "dvc.lock").read_text()
     result = team.make("pipeline", "MLFLOW_TRACKING_USERNAME=reader", f"MLFLOW_TRACKING_PASSWORD={password}", FORCE="1")
@@ -218,9 +298,23 @@ def test_a_read_only_user_is_refused_before_any_stage_and_leaves_no_run(team):
     assert (team.root / "dvc.lock").read_text() == lock_before
 
 
-def test_an_edit_right_lets_the_same_user_run(team):
+def test_a_read_user_may_not_promote_and_an_edit_user_promotes(team):
+    """The role covers the registered model too: read may look, edit may move the champion."""
+    assert team.make("team-user", NAME="reader", ROLE="read").returncode == 0  # made in the test before
+    login = ["MLFLOW_TRACKING_USERNAME=reader", f"MLFLOW_TRACKING_PASSWORD={READER_PASSWORD[0]}"]
+    refused = team.make("promote", *login)
+    assert refused.returncode != 0
+    assert error_lines(refused) == [
+        "error: cannot promote: user 'reader' may not change registered model 'iris-classifier' (HTTP 403): "
+        "an admin can give it the right with `make team-user NAME=reader ROLE=edit`"
+    ]
     granted = team.make("team-user", NAME="reader", ROLE="edit")
-    assert "User reader exists; it now has EDIT" in granted.stdout, granted.stderr
+    assert (
+        "User reader exists; it now has EDIT on experiment 'iris-classifier' and registered model 'iris-classifier'"
+    ) in granted.stdout, granted.stderr
+    promoted = team.make("promote", *login)
+    assert promoted.returncode == 0, promoted.stderr
+    assert promoted.stdout.startswith("moved champion of iris-classifier to version 1 ")
 
 
 def test_a_wrong_password_is_refused_with_http_401_and_writes_nothing(team):
@@ -247,7 +341,38 @@ def test_a_sweep_on_two_workers_gives_each_point_its_parent_run_on_the_server(te
     assert "2 points, 2 at a time" in result.stderr
 
 
-def test_team_down_stops_everything_and_postgres_keeps_the_runs(team):
+def test_a_tracking_server_lost_after_the_last_stage_records_the_run_finished_later(team):
+    process = team.spawn("pipeline", "FORCE=1", RUN_NAME="server-lost")
+    deadline = time.monotonic() + 300
+    while not any(
+        json.loads(record.read_text()).get("status") == "FINISHED"
+        for record in (team.root / ".pipeline").glob("*/evaluate.json")
+    ):
+        assert time.monotonic() < deadline and process.poll() is None, "evaluate did not finish"
+        time.sleep(0.1)
+    stop_part(team, "mlflow")  # every stage succeeded; the pipeline has not recorded them yet
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode != 0
+    [line] = error_lines(subprocess.CompletedProcess([], 1, "", stderr))
+    assert f"the tracking server {team.server} does not answer" in line
+    assert line.endswith("records them and ends the run FINISHED")
+    [run_id] = [path.parent.name for path in (team.root / ".pipeline").glob("*/outcome.json")]
+
+    assert team.make("team-up").returncode == 0
+    later = team.make("history")  # any target, once the server is back
+    assert later.returncode == 0, later.stderr
+    assert f"recorded run {run_id} late: FINISHED" in later.stderr
+    run = team.client().get_run(run_id)
+    assert run.info.status == "FINISHED" and run.info.run_name == "server-lost"
+    assert run.data.tags["pipeline.note"].startswith("closed late by make history: the pipeline ended at ")
+    assert "accuracy" in run.data.metrics
+    children = team.children(run_id)
+    assert {child.info.run_name: child.info.status for child in children} == dict.fromkeys(STAGES, "FINISHED")
+    assert team.runs("attributes.status = 'RUNNING'") == []
+    assert not (team.root / ".pipeline" / run_id).exists()
+
+
+def test_team_down_stops_everything_and_keeps_every_byte(team, tmp_path):
     processes = stack_processes(team)
     assert len(processes) >= 4  # PostgreSQL has helper processes, the MLflow server a worker
     down = team.make("team-down")
@@ -258,6 +383,22 @@ def test_team_down_stops_everything_and_postgres_keeps_the_runs(team):
     up = team.make("team-up")
     assert up.returncode == 0, up.stderr
     assert [run.info.run_name for run in team.parents() if run.info.run_name == "team-run"] == ["team-run"]
+    # S3's objects survived too: a fresh clone pulls v1's data byte for byte, and the champion still loads.
+    clone = Project(reachable_folder("team-clone-") / "repo", team.remote)
+    try:
+        team.run("git", "clone", "-q", "--branch", "v1", str(team.root), str(clone.root), check=True)
+        shutil.copy(team.root / "team.env", clone.root / "team.env")
+        pulled = clone.make("pull")
+        assert pulled.returncode == 0, pulled.stderr
+        assert_outputs_match_lock(clone, "v1")
+    finally:
+        shutil.rmtree(clone.root.parent, ignore_errors=True)
+    import mlflow
+
+    mlflow.set_tracking_uri(team.server)
+    champion = mlflow.pyfunc.load_model("models:/iris-classifier@champion")
+    rows = pd.read_parquet(team.root / "data/processed/test.parquet").drop(columns=["target"]).head(3)
+    assert len(champion.predict(rows)) == 3
 
 
 def test_a_part_that_cannot_start_is_named_and_nothing_is_left_running(team):
