@@ -110,7 +110,7 @@ help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
 
 pipeline: $(RUNTIME_STAMP) close-late dvc-setup ## Run the DVC pipeline as one MLflow parent run (RUN_NAME=..., FORCE=1)
-	@exec $(PY) -m src.utils.start_pipeline --config params.yaml --run-name "$(RUN_NAME)" $(if $(FORCE),--force)
+	@exec $(PY) -m src.pipeline --config params.yaml --run-name "$(RUN_NAME)" $(if $(FORCE),--force)
 
 ui: $(RUNTIME_STAMP) close-late ## Open the MLflow UI on this project's runs, on 127.0.0.1 only (PORT=5000)
 ifneq ($(filter http://% https://%,$(MLFLOW_TRACKING_URI)),)
@@ -125,7 +125,7 @@ report: $(RUNTIME_STAMP) close-late ## Compare params, metrics and plots with a 
 
 sweep: $(RUNTIME_STAMP) close-late dvc-setup ## Run a grid of params as DVC experiments, one MLflow parent run each (SWEEP="train.C=0.1,1 ...")
 	@[ -n "$$SWEEP" ] || { echo 'error: give the grid: make sweep SWEEP="train.C=0.1,1,10 data_split.test_size=0.2,0.3"' >&2; exit 2; }
-	@$(PY) -m src.utils.sweep --config params.yaml --grid "$$SWEEP" --jobs "$(JOBS)"
+	@$(PY) -m src.pipeline.sweep --config params.yaml --grid "$$SWEEP" --jobs "$(JOBS)"
 
 bench: $(RUNTIME_STAMP) close-late ## Measure the pipeline's overhead against the floor: reports/bench.md (BENCH_ARGS=--scale)
 	@$(PY) -m src.bench $(BENCH_ARGS)
@@ -133,17 +133,17 @@ bench: $(RUNTIME_STAMP) close-late ## Measure the pipeline's overhead against th
 tag: $(RUNTIME_STAMP) close-late dvc-setup ## Pin the data version: push the data, then commit dvc.lock & co and tag (TAG=v1 MSG="...", PUSH=1)
 	@[ -n "$$TAG" ] || { echo 'error: name the data version: make tag TAG=v1 MSG="what this data is"' >&2; exit 2; }
 	@[ -n "$$MSG" ] || { echo 'error: say what this data version is: make tag TAG=$(TAG) MSG="..."' >&2; exit 2; }
-	@exec $(PY) -m src.utils.data_versions tag --name "$$TAG" --message "$$MSG" $(if $(PUSH),--push)
+	@exec $(PY) -m src.versions.tag --name "$$TAG" --message "$$MSG" $(if $(PUSH),--push)
 
 promote: $(RUNTIME_STAMP) close-late ## Register a run's model; move the champion alias only if it is better (RUN_ID=best, METRIC=..., FORCE=1)
-	@$(PY) -m src.service.registry --run-id "$(RUN_ID)" --metric "$(METRIC)" $(if $(FORCE),--force)
+	@$(PY) -m src.service.promote --run-id "$(RUN_ID)" --metric "$(METRIC)" $(if $(FORCE),--force)
 
 serve: $(RUNTIME_STAMP) close-late ## Serve a model over REST on 127.0.0.1 with MLflow's scoring server (MODEL=champion, PORT=5001)
 	@exec $(PY) -m src.service.serve --model "$(MODEL)" --port $(if $(filter command line environment,$(origin PORT)),$(PORT),5001)
 
 predict: $(RUNTIME_STAMP) close-late ## Score a CSV or Parquet file in batches, its columns kept (INPUT=... OUTPUT=... MODEL=champion KEEP=id,...)
 	@[ -n "$$INPUT" ] && [ -n "$$OUTPUT" ] || { echo 'error: name the files: make predict INPUT=new.parquet OUTPUT=scored.parquet' >&2; exit 2; }
-	@$(PY) -m src.service.scoring --input "$$INPUT" --output "$$OUTPUT" --model "$(MODEL)" --keep "$(KEEP)"
+	@$(PY) -m src.service.predict --input "$$INPUT" --output "$$OUTPUT" --model "$(MODEL)" --keep "$(KEEP)"
 
 drift: $(RUNTIME_STAMP) close-late ## Compare a new batch with the champion's training data: reports/drift.{json,html} (NEW=... REF=<tag or file>)
 	@[ -n "$$NEW" ] || { echo 'error: name the new batch: make drift NEW=data/new.parquet [REF=v1]' >&2; exit 2; }
@@ -154,20 +154,20 @@ retrain: $(RUNTIME_STAMP) close-late dvc-setup ## Check a labelled batch, versio
 	@$(PY) -m src.service.retrain --batch "$$BATCH"
 
 verify: $(RUNTIME_STAMP) close-late ## Re-hash the DVC cache objects dvc.lock references; name any corrupted (REV=<tag>)
-	@$(PY) -m src.utils.data_versions verify --rev "$(REV)"
+	@$(PY) -m src.versions.verify --rev "$(REV)"
 
 checkout: $(RUNTIME_STAMP) close-late dvc-setup ## Restore the code, params and data of an MLflow run on a new branch (RUN_ID=...)
 	@[ -n "$$RUN_ID" ] || { echo 'error: name the run: make checkout RUN_ID=<MLflow run id>' >&2; exit 2; }
-	@$(PY) -m src.utils.data_versions checkout --run-id "$$RUN_ID"
+	@$(PY) -m src.versions.checkout --run-id "$$RUN_ID"
 
 pull: $(RUNTIME_STAMP) close-late dvc-setup ## Get the data dvc.lock records from the DVC remote (after a clone or `git checkout v1`)
 	@$(DVC) pull
 
 history: $(RUNTIME_STAMP) close-late ## List the data versions (tags) and the runs trained on each
-	@$(PY) -m src.utils.data_versions history
+	@$(PY) -m src.versions.history
 
 gc: $(RUNTIME_STAMP) close-late ## Free the local DVC cache of what no tag, branch, commit or the workspace uses; never the remote
-	@exec $(PY) -m src.utils.data_versions gc $(if $(FORCE),--force)
+	@exec $(PY) -m src.versions.gc $(if $(FORCE),--force)
 
 docs: $(DEV_STAMP) close-late ## Build the docs site into site/ (strict), with the latest results
 	@$(PY) -m src.report.docs_site
@@ -256,11 +256,11 @@ lock: $(RUNTIME_STAMP) ## Pin every package of the .in files into the .txt locks
 # $(PIPELINE_RECORDS_DIR)/<run>/outcome.json: the first target that reaches it records the run late.
 close-late: $(RUNTIME_STAMP)
 	@if ls "$(PIPELINE_RECORDS_DIR)"/*/outcome.json >/dev/null 2>&1; then \
-	  $(PY) -m src.utils.finish_pipeline --command "make $(firstword $(MAKECMDGOALS))"; fi
+	  $(PY) -m src.pipeline.late --command "make $(firstword $(MAKECMDGOALS))"; fi
 
 # The default DVC remote (a local folder, or team.env's S3 bucket) and an optional shared cache, in .dvc/config.local.
 dvc-setup: $(RUNTIME_STAMP)
-	@$(PY) -m src.utils.dvc_remote --name "$(DVC_REMOTE)" --url "$(DVC_REMOTE_URL)" --cache-dir "$(DVC_CACHE_DIR)"
+	@$(PY) -m src.versions.remote --name "$(DVC_REMOTE)" --url "$(DVC_REMOTE_URL)" --cache-dir "$(DVC_CACHE_DIR)"
 
 team-up: $(TEAM_STAMP) ## Start a trial team stack here (PostgreSQL, S3, MLflow with logins) and write team.env
 	@$(PY) -m src.team up --project-name "$(PROJECT_NAME)"

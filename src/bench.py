@@ -32,28 +32,26 @@ from typing import Any
 
 import yaml
 
-from src.config import PROJECT_ROOT, load_config, pipeline_stages
-from src.utils.git import copy_work_tree
-from src.utils.io import atomic_path
-from src.utils.logs import setup_logging
-from src.utils.mlflow_run import PARENT_RUN_ENV, RECORDS_ENV
+from src.config import load_config
+from src.io import atomic_path
+from src.logs import setup_logging
+from src.paths import COMMAND_FILES, PROJECT_ROOT, pipeline_stages
+from src.tracking.tags import PARENT_RUN_ENV, RECORDS_ENV
+from src.versions.runner import copy_work_tree
 
 logger = logging.getLogger(__name__)
 
-BENCH_MD = Path("reports/bench.md")
-BENCH_JSON = Path("reports/bench.json")
 SCALE_ROWS, SCALE_FEATURES = 1_000_000, 20
 SCORING_ROWS, QUICK_SCORING_ROWS = 1_000_000, 10_000
 
 
 def floor(config_path: Path) -> None:
     """Run the pipeline's science in this one process: the floor the pipeline is measured against."""
-    from src.ml.features import Featurizer, with_features
+    from src.ml.features import Featurizer, featurize, with_features
+    from src.ml.metrics import evaluate
+    from src.ml.models import fit
+    from src.ml.split import split_positions
     from src.stages.data_load import load_source
-    from src.stages.data_split import split_positions
-    from src.stages.evaluate import evaluate
-    from src.stages.featurize import featurize
-    from src.stages.train import fit
 
     config = load_config(config_path)
     target = config.data_load.target
@@ -237,9 +235,9 @@ def main(argv: list[str] | None = None) -> None:
     if arguments.scale:
         results.append(bench(repeats, SCALE_ROWS))
     text = markdown(results)
-    with atomic_path(PROJECT_ROOT / BENCH_JSON) as temporary:
+    with atomic_path(PROJECT_ROOT / COMMAND_FILES.bench_json) as temporary:
         temporary.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    with atomic_path(PROJECT_ROOT / BENCH_MD) as temporary:
+    with atomic_path(PROJECT_ROOT / COMMAND_FILES.bench_md) as temporary:
         temporary.write_text(text, encoding="utf-8")
     sys.stdout.write(text)
 

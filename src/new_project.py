@@ -17,10 +17,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from src.config import PROJECT_ROOT
-from src.utils.cli import EXIT_BAD_CONFIG, fail
-from src.utils.git import copy_work_tree
-from src.utils.logs import setup_logging
+from src.cli import EXIT_BAD_CONFIG, fail
+from src.logs import setup_logging
+from src.paths import PROJECT_ROOT
+from src.versions.runner import copy_work_tree
 
 logger = logging.getLogger(__name__)
 

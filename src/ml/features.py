@@ -18,8 +18,8 @@ import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-from src.config import MAX_PRODUCTS
-from src.utils.images import as_images, image_shape, pixel_columns, pixel_names
+from src.config import MAX_PRODUCTS, FeaturizeParams
+from src.ml.images import as_images, image_shape, pixel_columns, pixel_names
 
 
 def product_count(features: int) -> int:
@@ -31,7 +31,7 @@ def pool_pixels(features: pd.DataFrame, size: int) -> pd.DataFrame:
     """Average each `size` x `size` block of an image's pixels into one pixel.
 
     Args:
-        features: A table whose pixel columns form an image (see `src.utils.images`).
+        features: A table whose pixel columns form an image (see `src.ml.images`).
         size: The block's side; it must divide the image's height and width.
 
     Returns:
@@ -208,3 +208,24 @@ def estimator_of(model: Any) -> Any:
     if steps and isinstance(steps[0][1], Featurizer):
         return steps[-1][1] if len(steps) == 2 else model[1:]
     return model
+
+
+def featurize(raw: pd.DataFrame, params: FeaturizeParams, target: str, pixel_max: int = 255) -> pd.DataFrame:
+    """Add the engineered features to the raw table.
+
+    Args:
+        raw: One row per sample, as written by the data_load stage.
+        params: The `featurize` section of params.yaml.
+        target: The label column, kept as it is and never used as a feature.
+        pixel_max: The largest value a pixel takes (`DataLoadParams.pixel_max`).
+
+    Returns:
+        The features `Featurizer` makes of the raw feature columns, then the label column.
+
+    Raises:
+        ValueError: If `params.drop_columns` names a column that is not a feature,
+            the pooling does not fit the images, or the products would be too many.
+    """
+    featurizer = Featurizer.from_params(params, pixel_max)
+    features = featurizer.fit_transform(raw.drop(columns=[target]))
+    return features.assign(**{target: raw[target]})

@@ -54,3 +54,40 @@ def confusion_matrix(labels: pd.Series, predictions: pd.Series) -> pd.DataFrame:
     )
     counts.index.name, counts.columns.name = "true", "predicted"
     return counts.reindex(index=classes, columns=classes, fill_value=0)
+
+
+SAMPLE_COUNT = 24
+
+
+def evaluate(model: Any, test: pd.DataFrame, target: str) -> tuple[dict[str, float], pd.DataFrame, pd.Series]:
+    """Predict the test table and score the predictions.
+
+    Args:
+        model: A fitted estimator.
+        test: The test table, with the label column `target`.
+        target: The label column.
+
+    Returns:
+        The metrics (see `score`), the confusion matrix and the predictions.
+    """
+    labels = test[target]
+    predictions = pd.Series(model.predict(test.drop(columns=[target])), index=test.index)
+    return score(labels, predictions), confusion_matrix(labels, predictions), predictions
+
+
+def choose_samples(labels: pd.Series, predictions: pd.Series, count: int = SAMPLE_COUNT) -> list[int]:
+    """Choose which test rows the sample grid shows: misclassified rows first, up to half the grid.
+
+    Args:
+        labels: The true labels.
+        predictions: The predicted labels, in the same order.
+        count: How many rows to choose, at most.
+
+    Returns:
+        Row positions: up to `count // 2` misclassified rows, then correctly
+        classified rows, each in test-table order.
+    """
+    wrong = [position for position, same in enumerate(labels.to_numpy() == predictions.to_numpy()) if not same]
+    right = [position for position, same in enumerate(labels.to_numpy() == predictions.to_numpy()) if same]
+    chosen = wrong[: count // 2]
+    return chosen + right[: count - len(chosen)]

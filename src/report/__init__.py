@@ -1,1 +1,1 @@
-"""Plots of the pipeline's results."""
+"""`make report` and `make docs`: what changed since a revision, and the docs site's generated pages."""

@@ -16,17 +16,15 @@ from typing import Any
 
 import yaml
 
-from src.config import PATHS, PROJECT_ROOT
-from src.utils.cli import fail
-from src.utils.data_versions import LOCK_FILE, dvc, output_hashes
-from src.utils.git import GitError, git
-from src.utils.io import atomic_path
-from src.utils.logs import setup_logging
+from src.cli import fail
+from src.io import atomic_path
+from src.lockfile import LOCK_FILE, output_hashes
+from src.logs import setup_logging
+from src.paths import COMMAND_FILES, PATHS, PROJECT_ROOT
+from src.versions.runner import GitError, dvc, git
 
 logger = logging.getLogger(__name__)
 
-REPORT = Path("reports/report.md")
-REPORT_PLOTS = Path("reports/report")
 WORKSPACE = "workspace"
 
 
@@ -49,7 +47,7 @@ def run_for(lock: dict[str, Any]) -> str:
     wanted = metrics_hash(lock)
     if not wanted:
         return "none (no results in dvc.lock)"
-    from src.utils.mlflow_run import import_mlflow
+    from src.tracking.client import import_mlflow
 
     client = import_mlflow().MlflowClient()
     experiments = [experiment.experiment_id for experiment in client.search_experiments()]
@@ -70,7 +68,9 @@ def image_cells(plots: dict[str, Any], base: str) -> tuple[str, str]:
     cells = {base: "(none)", WORKSPACE: "(none)"}
     for entry in plots.get("data", {}).get(str(PATHS.confusion_matrix_png), []):
         for revision in entry.get("revisions", []):
-            relative = Path(entry["url"]).resolve().relative_to((PROJECT_ROOT / REPORT.parent).resolve())
+            relative = (
+                Path(entry["url"]).resolve().relative_to((PROJECT_ROOT / COMMAND_FILES.report_md.parent).resolve())
+            )
             cells[revision] = f"![confusion matrix at {revision}]({relative.as_posix()})"
     return cells[base], cells[WORKSPACE]
 
@@ -84,7 +84,7 @@ def build_report(base: str) -> str:
     commit = git("rev-parse", "--verify", "--quiet", f"{base}^{{commit}}")
     params = dvc_markdown("params", "diff", base, "--md")
     metrics = dvc_markdown("metrics", "diff", base, "--md")
-    plots = json.loads(dvc_markdown("plots", "diff", base, "--json", "-o", str(REPORT_PLOTS)) or "{}")
+    plots = json.loads(dvc_markdown("plots", "diff", base, "--json", "-o", str(COMMAND_FILES.report_plots)) or "{}")
     base_image, workspace_image = image_cells(plots, base)
     base_lock = yaml.safe_load(git("show", f"{commit}:{LOCK_FILE}")) if _has_lock(commit) else {}
     workspace_lock = yaml.safe_load((PROJECT_ROOT / LOCK_FILE).read_text(encoding="utf-8"))
@@ -137,10 +137,10 @@ def main(argv: list[str] | None = None) -> None:
         fail(f"BASE={arguments.base} is not a git revision; give a commit, branch or tag (see `git tag`)", 2)
     except RuntimeError as error:
         fail(str(error))
-    with atomic_path(PROJECT_ROOT / REPORT) as temporary:
+    with atomic_path(PROJECT_ROOT / COMMAND_FILES.report_md) as temporary:
         temporary.write_text(report, encoding="utf-8")
     sys.stdout.write(report)
-    logger.info("wrote %s", REPORT)
+    logger.info("wrote %s", COMMAND_FILES.report_md)
 
 
 if __name__ == "__main__":

@@ -19,9 +19,11 @@ from typing import Any
 
 import yaml
 
-from src.config import PATHS, PROJECT_ROOT, Config, pipeline_stages, stage_outputs
-from src.utils.data_versions import dvc, history
-from src.utils.io import atomic_path
+from src.config import Config
+from src.io import atomic_path
+from src.paths import COMMAND_FILES, PATHS, PROJECT_ROOT, pipeline_stages, stage_outputs
+from src.versions.history import history
+from src.versions.runner import dvc
 
 logger = logging.getLogger(__name__)
 
@@ -145,15 +147,13 @@ def _dvc_stdout(*arguments: str) -> str:
 
 def drift_summary() -> str:
     """The latest drift report (reports/drift.json) as a verdict and a table, with its HTML page copied alongside."""
-    from src.service.drift import REPORT_HTML, REPORT_JSON
-
-    if not (PROJECT_ROOT / REPORT_JSON).exists():
+    if not (PROJECT_ROOT / COMMAND_FILES.drift_json).exists():
         return "No drift report yet: run `make drift NEW=<a new batch>`, then `make docs`.\n"
-    document = json.loads((PROJECT_ROOT / REPORT_JSON).read_text(encoding="utf-8"))
+    document = json.loads((PROJECT_ROOT / COMMAND_FILES.drift_json).read_text(encoding="utf-8"))
     if "method" not in document:
         return "The drift report predates the current method: run `make drift NEW=<a new batch>` again.\n"
-    if (PROJECT_ROOT / REPORT_HTML).exists():
-        shutil.copyfile(PROJECT_ROOT / REPORT_HTML, GENERATED / "drift.html")
+    if (PROJECT_ROOT / COMMAND_FILES.drift_html).exists():
+        shutil.copyfile(PROJECT_ROOT / COMMAND_FILES.drift_html, GENERATED / "drift.html")
     drifted = document["drifted"]
     verdict = f"**Drifted: {', '.join(drifted)}**" if drifted else "**No feature drifted.**"
     lines = [
@@ -186,7 +186,7 @@ def sample_images() -> str:
     """
     import pyarrow.parquet
 
-    from src.utils.images import image_shape
+    from src.ml.images import image_shape
 
     grid, test = PROJECT_ROOT / PATHS.samples_png, PROJECT_ROOT / PATHS.test
     if not (grid.exists() and test.exists()):
@@ -229,7 +229,7 @@ def generate() -> None:
     else:
         write("metrics_by_version.md", 'No data versions yet: pin one with `make tag TAG=v1 MSG="..."`.\n')
 
-    bench = PROJECT_ROOT / "reports" / "bench.md"
+    bench = PROJECT_ROOT / COMMAND_FILES.bench_md
     if bench.exists():
         write("bench.md", bench.read_text(encoding="utf-8").replace("# Benchmark\n", "", 1).replace("## ", "### "))
     else:
@@ -238,7 +238,7 @@ def generate() -> None:
     write("history.md", history())
     import pandas as pd
 
-    from src.report.plots import save_learning_curve
+    from src.ml.plots import save_learning_curve
 
     curve_file = PROJECT_ROOT / PATHS.learning_curve
     curve = pd.read_csv(curve_file) if curve_file.exists() else None
@@ -253,7 +253,7 @@ def generate() -> None:
 
 
 if __name__ == "__main__":
-    from src.utils.logs import setup_logging
+    from src.logs import setup_logging
 
     setup_logging()
     generate()

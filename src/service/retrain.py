@@ -22,22 +22,24 @@ import argparse
 import hashlib
 import logging
 import re
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from src.config import PATHS, PROJECT_ROOT, Config
+from src.cli import fail, parse_config
+from src.config import Config, ConfigError, load_config
+from src.io import write_table
 from src.ml.metrics import score_model
-from src.service.registry import Candidate, PromoteError, champion_version, logged_model_uri, promote
-from src.service.scoring import ScoringInputError, check_columns, input_columns
-from src.utils.cli import fail, parse_config
-from src.utils.data_versions import dvc
-from src.utils.git import git
-from src.utils.io import write_table
-from src.utils.mlflow_run import ROLE_TAG, describe_tracking_error, experiment_id_for, import_mlflow
+from src.ml.schema import ScoringInputError, check_columns
+from src.paths import PATHS, PROJECT_ROOT
+from src.pipeline.run import PipelineError, run_pipeline
+from src.service.champion import Candidate, promote
+from src.tracking.client import describe_tracking_error, experiment_id_for, import_mlflow
+from src.tracking.registry import RegistryError, champion_version, input_columns, logged_model_uri
+from src.tracking.tags import ROLE_TAG
+from src.versions.runner import dvc, git
 
 logger = logging.getLogger(__name__)
 
@@ -131,7 +133,7 @@ def main(argv: list[str] | None = None) -> None:
     client = mlflow.MlflowClient()
     import mlflow.sklearn
 
-    from src.service.drift import read_any
+    from src.ml.sources import read_any
 
     try:
         current = champion_version(client, name)
@@ -152,30 +154,33 @@ def main(argv: list[str] | None = None) -> None:
             check_run,
         )
         stored = version_batch(batch, arguments.batch.stem)
-        set_init_from(PROJECT_ROOT / "params.yaml", champion_uri)
+        set_init_from(Path(arguments.config), champion_uri)
     except (ValueError, FileNotFoundError) as error:  # a bad batch: ScoringInputError, an unreadable file
         fail(str(error))
     except Exception as error:
         fail(f"retrain: {describe_tracking_error(error)}")
     logger.info("versioned the batch as %s; training from %s", stored, champion_uri)
-    pipeline = subprocess.run(
-        [sys.executable, "-m", "src.utils.start_pipeline", "--force", "--run-name", f"retrain-{arguments.batch.stem}",
-         "--tag", f"retrain.champion={champion_uri}", "--tag", f"retrain.batch={stored}",
-         "--tag", f"retrain.production_check_run={check_run}"],
-        cwd=PROJECT_ROOT, stdout=subprocess.PIPE, text=True, check=False,
-    )  # fmt: skip
-    run_id, _, stage_output = pipeline.stdout.partition("\n")
-    run_id = run_id.strip()
-    sys.stdout.write(stage_output)
-    if pipeline.returncode or not run_id:
-        fail(f"the retraining pipeline failed (run {run_id or 'not opened'}); the champion stays {champion_uri}")
+    try:  # params.yaml now starts from the champion: the pipeline runs on it as `make pipeline FORCE=1` would
+        config = load_config(arguments.config)
+        tags = {
+            "retrain.champion": champion_uri,
+            "retrain.batch": str(stored),
+            "retrain.production_check_run": check_run,
+        }
+        params_text = Path(arguments.config).read_text(encoding="utf-8")
+        result = run_pipeline(config, params_text, f"retrain-{arguments.batch.stem}", force=True, tags=tags)
+    except (ConfigError, PipelineError) as error:
+        fail(f"the retraining pipeline cannot run: {error}; the champion stays {champion_uri}")
+    run_id = result.run_id
+    if result.exit_code:
+        fail(f"the retraining pipeline ended {result.status} (run {run_id}); the champion stays {champion_uri}")
     run = client.get_run(run_id)
     candidate = Candidate(run, logged_model_uri(client, run))
     try:
         promotion = promote(
             client, name, candidate, config.registry.metric, config.registry.min_improvement, False, target
         )
-    except PromoteError as error:
+    except RegistryError as error:
         fail(f"retrained in run {run_id}, but {error}")
     except Exception as error:
         refused = f"change registered model {name!r}"

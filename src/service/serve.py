@@ -16,8 +16,8 @@ import logging
 import sys
 from typing import Any
 
-from src.service.scoring import load_model, model_uri_for
-from src.utils.cli import parse_config
+from src.cli import fail, parse_config
+from src.tracking.registry import RegistryError, load_model, model_uri_for
 
 logger = logging.getLogger(__name__)
 
@@ -91,8 +91,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", default="", help="a model URI (default: models:/<registry.model_name>@champion)")
     parser.add_argument("--port", type=int, default=5001)
     arguments, config = parse_config(parser, argv)
-    uri = model_uri_for(arguments.model, config)
-    model, version = load_model(uri)
+    try:
+        model, version = load_model(model_uri_for(arguments.model, config))
+    except RegistryError as error:
+        fail(str(error))
     import uvicorn
     from mlflow.pyfunc import scoring_server
 

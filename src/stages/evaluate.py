@@ -2,53 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-import pandas as pd
-
-from src.config import PATHS, Config
+from src.cli import run_stage
+from src.config import Config
+from src.io import read_table, require
 from src.ml.features import features_of
-from src.ml.metrics import confusion_matrix, score
-from src.utils.cli import run_stage
-from src.utils.images import as_images, image_shape
-from src.utils.io import read_table, require
-from src.utils.mlflow_run import StageResult, mlflow_stage
-
-SAMPLE_COUNT = 24
-
-
-def evaluate(model: Any, test: pd.DataFrame, target: str) -> tuple[dict[str, float], pd.DataFrame, pd.Series]:
-    """Predict the test table and score the predictions.
-
-    Args:
-        model: A fitted estimator.
-        test: The test table, with the label column `target`.
-        target: The label column.
-
-    Returns:
-        The metrics (see `score`), the confusion matrix and the predictions.
-    """
-    labels = test[target]
-    predictions = pd.Series(model.predict(test.drop(columns=[target])), index=test.index)
-    return score(labels, predictions), confusion_matrix(labels, predictions), predictions
-
-
-def choose_samples(labels: pd.Series, predictions: pd.Series, count: int = SAMPLE_COUNT) -> list[int]:
-    """Choose which test rows the sample grid shows: misclassified rows first, up to half the grid.
-
-    Args:
-        labels: The true labels.
-        predictions: The predicted labels, in the same order.
-        count: How many rows to choose, at most.
-
-    Returns:
-        Row positions: up to `count // 2` misclassified rows, then correctly
-        classified rows, each in test-table order.
-    """
-    wrong = [position for position, same in enumerate(labels.to_numpy() == predictions.to_numpy()) if not same]
-    right = [position for position, same in enumerate(labels.to_numpy() == predictions.to_numpy()) if same]
-    chosen = wrong[: count // 2]
-    return chosen + right[: count - len(chosen)]
+from src.ml.images import as_images, image_shape
+from src.ml.metrics import choose_samples, evaluate
+from src.paths import PATHS
+from src.tracking.stage_runs import StageResult, mlflow_stage
 
 
 @mlflow_stage("evaluate")
@@ -62,7 +23,7 @@ def main(config: Config) -> StageResult:
     """
     import joblib
 
-    from src.report.plots import save_confusion_matrix, save_sample_images
+    from src.ml.plots import save_confusion_matrix, save_sample_images
 
     model = joblib.load(require(PATHS.model, made_by="train"))
     test = read_table(PATHS.test, made_by="data_split")

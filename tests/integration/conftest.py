@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from src.utils.git import copy_work_tree
+from src.versions.runner import copy_work_tree
 
 # The virtualenv `make test` runs in; copies reuse it instead of installing their own.
 VENV = Path(os.environ.get("PROJECT_VENV") or sys.prefix)

@@ -25,7 +25,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from src.team import StackError, postgres_binaries
+from src.team.stack import StackError, postgres_binaries
 from tests.integration.conftest import Project, assert_outputs_match_lock, error_lines, new_project
 
 pytestmark = pytest.mark.slow

@@ -11,7 +11,7 @@ import time
 import psutil
 import pytest
 
-from src.utils.cli import EXIT_INTERRUPTED, EXIT_TERMINATED, ChildRunner, Interrupted, signals_deferred
+from src.cli import EXIT_INTERRUPTED, EXIT_TERMINATED, ChildRunner, Interrupted, signals_deferred
 
 # A child that starts a grandchild and waits for it: SIGINT must reach both, or the grandchild runs on.
 CHILD_WITH_GRANDCHILD = "import subprocess, sys; subprocess.run([sys.executable, '-c', 'import time; time.sleep(60)'])"

@@ -12,10 +12,11 @@ import pytest
 from scipy.stats import binom, chi2_contingency
 
 from src.config import load_config
-from src.service.drift import compare, report_html, two_proportion_z_test
-from src.stages.data_load import load_bundled
-from src.stages.data_split import split
-from src.stages.featurize import featurize
+from src.ml.drift import compare, two_proportion_z_test
+from src.ml.features import featurize
+from src.ml.sources import load_bundled
+from src.ml.split import split
+from src.service.drift import report_html
 from tests.conftest import PROJECT_ROOT
 
 CONFIG = load_config(PROJECT_ROOT / "params.yaml")

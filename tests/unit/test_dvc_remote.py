@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from src.utils.dvc_remote import RemoteError, configure_remote, main
+from src.versions.remote import RemoteError, configure_remote, main
 
 S3_ENV = {
     "DVC_S3_ENDPOINT_URL": "http://127.0.0.1:5101",

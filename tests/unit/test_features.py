@@ -9,11 +9,10 @@ import skops.io
 from sklearn.base import clone
 
 from src.config import load_config
-from src.ml.features import Featurizer, estimator_of, features_of, with_features
-from src.stages.data_load import load_bundled
-from src.stages.featurize import featurize
-from src.stages.train import fit
-from src.utils.mlflow_run import TRUSTED_TYPES
+from src.ml.features import Featurizer, estimator_of, features_of, featurize, with_features
+from src.ml.models import fit
+from src.ml.sources import load_bundled
+from src.tracking.stage_runs import TRUSTED_TYPES
 from tests.conftest import PROJECT_ROOT
 
 TEMPLATE = load_config(PROJECT_ROOT / "params.yaml")

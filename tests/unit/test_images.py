@@ -6,10 +6,10 @@ import pytest
 from PIL import Image
 
 from src.config import load_config
-from src.stages.data_load import DataSchemaError, load_bundled, load_image_folder
-from src.stages.evaluate import choose_samples
-from src.stages.featurize import featurize
-from src.utils.images import as_images, image_shape, pixel_names
+from src.ml.features import featurize
+from src.ml.images import as_images, image_shape, pixel_names
+from src.ml.metrics import choose_samples
+from src.ml.sources import DataSchemaError, load_bundled, load_image_folder
 from tests.conftest import PROJECT_ROOT
 
 TEMPLATE = load_config(PROJECT_ROOT / "params.yaml")

@@ -1,8 +1,8 @@
 import pandas as pd
 import pytest
 
-from src.report.plots import save_confusion_matrix
-from src.utils.io import MissingInputError, atomic_path, read_table, write_json, write_table
+from src.io import MissingInputError, atomic_path, read_table, write_json, write_table
+from src.ml.plots import save_confusion_matrix
 
 
 def test_atomic_path_keeps_the_old_file_when_the_write_fails(tmp_path):

@@ -4,7 +4,8 @@ from dataclasses import asdict
 
 import yaml
 
-from src.config import PATHS, load_config, stage_outputs
+from src.config import load_config
+from src.paths import PATHS, stage_outputs
 from tests.conftest import PROJECT_ROOT
 
 

@@ -8,9 +8,10 @@ import pandas as pd
 import pytest
 
 from src.ml.features import Featurizer, with_features
-from src.service.scoring import ScoringInputError, check_columns, predict_file
-from src.utils.io import OverwriteError, check_output_path
-from src.utils.mlflow_run import TRUSTED_TYPES
+from src.ml.schema import ScoringInputError, check_columns
+from src.service.predict import predict_file
+from src.tracking.stage_runs import TRUSTED_TYPES
+from src.versions.workspace import OverwriteError, check_output_path
 from tests.conftest import PROJECT_ROOT
 
 EXPECTED = {"length": "double", "width": "double"}
@@ -73,7 +74,7 @@ def rows(count: int = 8) -> pd.DataFrame:
 def test_the_output_keeps_every_input_column_beside_the_prediction_and_probabilities(
     model, tmp_path, suffix, monkeypatch
 ):
-    monkeypatch.setattr("src.service.scoring.BATCH_ROWS", 3)
+    monkeypatch.setattr("src.service.predict.BATCH_ROWS", 3)
     source, output = tmp_path / f"rows{suffix}", tmp_path / f"scored{suffix}"
     if suffix == ".csv":
         rows().to_csv(source, index=False)

@@ -2,9 +2,10 @@ import pandas as pd
 import pytest
 
 from src.config import load_config
-from src.ml.features import Featurizer
-from src.ml.metrics import confusion_matrix, score
-from src.stages.data_load import (
+from src.ml.features import Featurizer, featurize
+from src.ml.metrics import confusion_matrix, evaluate, score
+from src.ml.models import build_estimator, fit
+from src.ml.sources import (
     DataSchemaError,
     check_schema,
     describe,
@@ -13,11 +14,7 @@ from src.stages.data_load import (
     parse_table,
     snake_case,
 )
-from src.stages.data_split import add_batches, split
-from src.stages.evaluate import evaluate
-from src.stages.featurize import featurize
-from src.stages.train import fit
-from src.train.models import build_estimator
+from src.ml.split import add_batches, split
 from tests.conftest import PROJECT_ROOT
 
 TEMPLATE = load_config(PROJECT_ROOT / "params.yaml")

@@ -7,10 +7,10 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from src.io import atomic_path
+
 if TYPE_CHECKING:
     import numpy as np
-
-from src.utils.io import atomic_path
 
 
 def save_confusion_matrix(matrix: pd.DataFrame, path: Path, normalize: bool = False) -> None:

@@ -14,89 +14,22 @@ INPUT file or a file the project tracks.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from src.config import Config
-from src.service.registry import CHAMPION
-from src.utils.cli import fail, parse_config
-from src.utils.io import OverwriteError, atomic_path, check_output_path
-from src.utils.mlflow_run import describe_tracking_error, import_mlflow, one_line
-
-logger = logging.getLogger(__name__)
+from src.cli import fail, one_line, parse_config
+from src.io import atomic_path
+from src.ml.schema import EXACT_FLOAT_INTEGERS, ScoringInputError, check_columns
+from src.tracking.registry import RegistryError, input_columns, load_model, model_uri_for
+from src.versions.workspace import OverwriteError, check_output_path
 
 BATCH_ROWS = 100_000
-EXACT_FLOAT_INTEGERS = 2**53  # the largest integer range a float64 holds exactly
-FLOAT_TYPES = ("double", "float")
-INTEGER_TYPES = ("long", "integer")
+
+
 TABLE_SUFFIXES = (".csv", ".parquet")
-
-
-class ScoringInputError(ValueError):
-    """An input file does not fit the model; the message names the file and the column."""
-
-
-def model_uri_for(uri: str, config: Config) -> str:
-    """`uri`, or the champion of `registry.model_name` when empty."""
-    return uri or f"models:/{config.registry.model_name}@{CHAMPION}"
-
-
-def describe_version(uri: str) -> str:
-    """Name the exact model behind `uri`: an alias becomes `models:/<name>/<version>`."""
-    if not uri.startswith("models:/") or "@" not in uri:
-        return uri
-    name, alias = uri.removeprefix("models:/").split("@", 1)
-    version = import_mlflow().MlflowClient().get_model_version_by_alias(name, alias)
-    return f"models:/{name}/{version.version}"
-
-
-def load_model(uri: str) -> tuple[Any, str]:
-    """Load a pyfunc model, or stop with one line saying which model could not be found."""
-    mlflow = import_mlflow()
-    try:
-        version = describe_version(uri)
-        return mlflow.pyfunc.load_model(version), version
-    except Exception as error:
-        hint = " (no champion yet? run `make promote`)" if f"@{CHAMPION}" in uri else ""
-        fail(f"cannot load model {uri}{hint}: {describe_tracking_error(error)}")
-
-
-def input_columns(model: Any) -> dict[str, str]:
-    """The model's input columns and their MLflow types (`double`, `long`, `string`...), from its signature."""
-    schema = model.metadata.get_input_schema()
-    if schema is None:
-        raise ScoringInputError("the model has no signature; log it with one (the train stage does)")
-    return {column.name: column.type.name for column in schema.inputs}
-
-
-def check_columns(columns: dict[str, str], expected: dict[str, str], source: str) -> list[str]:
-    """Check a file's columns (name -> pandas/arrow dtype) against the model's; return the columns to cast to float.
-
-    Raises:
-        ScoringInputError: A column is missing, or holds values the model cannot take.
-    """
-    missing = [name for name in expected if name not in columns]
-    if missing:
-        raise ScoringInputError(
-            f"{source}: column {missing[0]!r} is missing"
-            + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
-            + f"; the model needs {', '.join(expected)}"
-        )
-    casts = []
-    for name, model_type in expected.items():
-        dtype = str(columns[name]).lower()
-        numeric = dtype.startswith(("int", "uint", "float", "double"))
-        if model_type in FLOAT_TYPES and dtype.startswith(("int", "uint")):
-            casts.append(name)
-        elif model_type in (*FLOAT_TYPES, *INTEGER_TYPES) and not numeric:
-            raise ScoringInputError(
-                f"{source}: column {name!r} holds {dtype} values; the model needs numbers ({model_type})"
-            )
-    return casts
 
 
 def file_columns(path: Path) -> dict[str, str]:
@@ -226,7 +159,7 @@ def predict_file(model: Any, version: str, source: Path, output: Path, keep: lis
 
 def main(argv: list[str] | None = None) -> None:
     """`make predict INPUT=... OUTPUT=... [MODEL=...] [KEEP=...]`."""
-    parser = argparse.ArgumentParser(prog="python -m src.service.scoring", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m src.service.predict", description=__doc__)
     parser.add_argument("--input", type=Path, required=True)
     parser.add_argument("--output", type=Path, required=True)
     parser.add_argument("--model", default="", help="a model URI (default: the champion)")
@@ -235,13 +168,10 @@ def main(argv: list[str] | None = None) -> None:
     keep = [name.strip() for name in arguments.keep.split(",") if name.strip()] or None
     try:
         check_output_path(arguments.output, {"INPUT": arguments.input})
-    except OverwriteError as error:
-        fail(str(error))
-    model, version = load_model(model_uri_for(arguments.model, config))
-    started = time.perf_counter()
-    try:
+        model, version = load_model(model_uri_for(arguments.model, config))
+        started = time.perf_counter()
         rows = predict_file(model, version, arguments.input, arguments.output, keep)
-    except (ScoringInputError, OverwriteError) as error:
+    except (ScoringInputError, OverwriteError, RegistryError) as error:
         fail(str(error))
     seconds = time.perf_counter() - started
     sys.stdout.write(

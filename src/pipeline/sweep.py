@@ -30,27 +30,28 @@ from typing import Any
 
 import yaml
 
+from src.cli import EXIT_BAD_CONFIG, EXIT_FAILED, Interrupted, InterruptFlag, fail, parse_config
 from src.config import Config, ConfigError, flatten, validate
-from src.utils.cli import EXIT_BAD_CONFIG, EXIT_FAILED, Interrupted, InterruptFlag, fail, parse_config
-from src.utils.data_versions import dvc
-from src.utils.exp_queue import QueueError, start_workers, statuses, stop
-from src.utils.git import git
-from src.utils.mlflow_run import (
-    NOTE_TAG,
-    SWEEP_EXPERIMENT_TAG,
-    SWEEP_TAG,
-    describe_tracking_error,
-    experiment_id_for,
-    experiment_parent_file,
-    import_mlflow,
-)
+from src.pipeline.queue import QueueError, start_workers, statuses, stop
+from src.tracking.client import describe_tracking_error, experiment_id_for, import_mlflow
+from src.tracking.stage_runs import experiment_parent_file
+from src.tracking.tags import NOTE_TAG, SWEEP_EXPERIMENT_TAG, SWEEP_TAG
+from src.versions.runner import code_version, dvc, git
 
 logger = logging.getLogger(__name__)
 
+
 MAIN_METRIC = "accuracy"
+
+
 POLL_SECONDS = 2.0
+
+
 RESTART_SECONDS = 12.0
+
+
 MISSING_POLLS = 3
+
 """A point absent from DVC's queue this many polls in a row was taken off it: it ends FAILED."""
 
 
@@ -128,7 +129,8 @@ def queue_point(point: Point, config: Config, sweep_id: str) -> None:
     Raises:
         QueueError: If dvc does not queue the point.
     """
-    from src.utils.start_pipeline import open_parent_run, process_tags
+    from src.pipeline.run import process_tags
+    from src.tracking.parent import open_parent_run
 
     params_text = yaml.safe_dump(config.model_dump(), sort_keys=False)
     tags = {
@@ -137,7 +139,9 @@ def queue_point(point: Point, config: Config, sweep_id: str) -> None:
         SWEEP_EXPERIMENT_TAG: point.name,
         "sweep.point": point.describe(),
     }
-    point.run_id = open_parent_run(config, params_text, run_name=point.name, tags=tags, command="make sweep")
+    point.run_id = open_parent_run(
+        config, params_text, code_version(), run_name=point.name, tags=tags, command="make sweep"
+    )
     experiment_parent_file(point.name).parent.mkdir(parents=True, exist_ok=True)
     experiment_parent_file(point.name).write_text(point.run_id)
     command = ["exp", "run", "--queue", "--name", point.name]
@@ -152,7 +156,7 @@ def queue_point(point: Point, config: Config, sweep_id: str) -> None:
 
 def close_point(point: Point, succeeded: bool) -> None:
     """Log the point's stage runs and metrics to its parent run and end it."""
-    from src.utils.finish_pipeline import close_parent
+    from src.tracking.parent import close_parent
 
     exit_code, revision = (0, "") if succeeded else (1, "")
     if succeeded:
@@ -223,7 +227,7 @@ def abandon(points: list[Point], exit_code: int, note: str) -> None:
     Raises:
         QueueError: If DVC's queue cannot be stopped or cleared; the runs are ended all the same.
     """
-    from src.utils.finish_pipeline import close_parent
+    from src.tracking.parent import close_parent
 
     open_points = [point for point in points if point.run_id and point.status == "not run"]
     try:
@@ -250,7 +254,7 @@ def wind_down(sweep_id: str, points: list[Point], exit_code: int, why: str) -> s
         exit_code: 130 or 143 for an interrupt, 1 for an error.
         why: How the sweep stopped, e.g. `interrupted (SIGTERM)`.
     """
-    from src.utils.finish_pipeline import outcome
+    from src.tracking.parent import outcome
 
     logger.warning("sweep %s: stopping DVC's queue workers and ending the points not finished", why)
     try:
@@ -293,7 +297,7 @@ def main(argv: list[str] | None = None) -> None:
     interrupted: then DVC's queue workers are stopped, the sweep's points are
     off the queue, and every point not finished is KILLED with its stage runs.
     """
-    parser = argparse.ArgumentParser(prog="python -m src.utils.sweep", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m src.pipeline.sweep", description=__doc__)
     parser.add_argument("--grid", required=True, help='e.g. "train.C=0.1,1,10 data_split.test_size=0.2,0.3"')
     parser.add_argument("--jobs", default="1", help="how many points run at once (default: 1)")
     arguments, config = parse_config(parser, argv)
@@ -306,10 +310,13 @@ def main(argv: list[str] | None = None) -> None:
         configs = [apply_overrides(config, overrides) for overrides in grid]
     except ConfigError as error:
         fail(str(error), EXIT_BAD_CONFIG)
-    from src.utils.start_pipeline import CheckoutLock, end_orphans
+    from src.pipeline.run import CheckoutLock, LockedError, end_orphans
 
     lock = CheckoutLock("make sweep")
-    lock.acquire()
+    try:
+        lock.acquire()
+    except LockedError as error:
+        fail(str(error))
     sweep_id = time.strftime("sweep-%Y%m%d-%H%M%S")
     points = [Point(overrides, name=f"{sweep_id}-{index}") for index, overrides in enumerate(grid, start=1)]
     try:

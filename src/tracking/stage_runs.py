@@ -1,8 +1,7 @@
-"""Attach a stage to the pipeline's MLflow parent run as a nested run.
+"""Stage runs: what a stage leaves behind (a record), and how a record becomes a nested MLflow run.
 
-This module and `start_pipeline` / `finish_pipeline` are the only places that
-talk to MLflow. mlflow is imported only where a run is logged, never at import
-time, and under `make pipeline` never in a stage process at all.
+A stage process does not import mlflow: the decorator writes a record, and the
+pipeline process logs it.
 """
 
 from __future__ import annotations
@@ -19,36 +18,28 @@ import traceback
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from src.config import PATHS, PROJECT_ROOT, Config, stage_param_keys
-from src.utils.io import write_json
+from src.cli import one_line
+from src.config import Config
+from src.io import write_json
+from src.paths import PATHS, PROJECT_ROOT, stage_param_keys
+from src.tracking.client import experiment_id_for, import_mlflow, tracking_uri
+from src.tracking.tags import PARENT_RUN_ENV, RECORDS_ENV, ROLE_TAG, STAGE_TAG
 
 if TYPE_CHECKING:
     import pandas as pd
     from mlflow import MlflowClient
 
+
 logger = logging.getLogger(__name__)
 
-PARENT_RUN_ENV = "PIPELINE_PARENT_RUN_ID"
-"""The variable `make pipeline` exports the parent run id in (not MLFLOW_RUN_ID, which
-would make MLflow resume the parent itself instead of nesting under it)."""
 
-RECORDS_ENV = "PIPELINE_RECORDS_DIR"
-"""Where stages leave their records for finish_pipeline (default: .pipeline/ at the project root)."""
-
-STAGE_TAG = "pipeline.stage"
-ROLE_TAG = "pipeline.role"
-CACHED_TAG = "pipeline.cached"
-NOTE_TAG = "pipeline.note"
-"""Why a parent run ended the way it did, when it was not the pipeline's own outcome (a kill, an interrupt)."""
-SWEEP_TAG = "sweep"
-"""The id of the sweep a parent run belongs to."""
-SWEEP_EXPERIMENT_TAG = "sweep.experiment"
-"""The DVC experiment a sweep's parent run is the point of."""
 MODEL_REQUIREMENTS = ("mlflow", "scikit-learn", "skops", "pandas", "numpy", "scipy")
+
+
 TRUSTED_TYPES = ("src.ml.features.Featurizer",)
+
 """The project's own classes a logged model may hold, trusted on purpose when skops loads it."""
 
 
@@ -73,117 +64,6 @@ class StageResult:
     model: Any = None
     model_input_example: pd.DataFrame | None = None
     history: dict[str, list[float]] = field(default_factory=dict)
-
-
-def tracking_uri() -> str:
-    """Return the tracking URI every process of the project shares.
-
-    `MLFLOW_TRACKING_URI` when set (the Makefile sets it to an absolute path);
-    otherwise MLflow's own default store, `mlflow.db` at the project root,
-    addressed absolutely so that any working directory agrees.
-    """
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}"
-
-
-def import_mlflow() -> ModuleType:
-    """Import mlflow with telemetry off and the project's tracking URI set."""
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    os.environ.setdefault("DO_NOT_TRACK", "1")
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    # A tracking server's client prints each run's URL on stdout, where the parent id must be alone.
-    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
-    import mlflow
-
-    mlflow.set_tracking_uri(tracking_uri())
-    return mlflow
-
-
-def experiment_id_for(client: MlflowClient, name: str) -> str:
-    """Return the id of the experiment called `name`, creating it if needed."""
-    experiment = client.get_experiment_by_name(name)
-    if experiment is not None:
-        return experiment.experiment_id
-    return client.create_experiment(name)
-
-
-def describe_tracking_error(error: BaseException, refused: str = "create or change runs in this experiment") -> str:
-    """Say in one line what an error from the tracking store means, and for a refusal what to do.
-
-    A tracking server with logins answers HTTP 401 to a wrong username or
-    password, and 403 to an account without the right (e.g. READ only, and the
-    pipeline creates runs); a server that is down refuses the connection.
-
-    Args:
-        error: What the MLflow client raised.
-        refused: What a 403 refused, naming the resource (`change registered model 'iris-classifier'`).
-    """
-    status = error.get_http_status_code() if hasattr(error, "get_http_status_code") else 0
-    user = os.environ.get("MLFLOW_TRACKING_USERNAME", "")
-    if status == 401:
-        return (
-            f"the tracking server refused the login of user {user!r} (HTTP 401): "
-            "check MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD in team.env"
-        )
-    if status == 403:
-        return (
-            f"user {user!r} may not {refused} (HTTP 403): "
-            f"an admin can give it the right with `make team-user NAME={user} ROLE=edit`"
-        )
-    if "Connection refused" in str(error):
-        return (
-            "nothing answers there (connection refused): "
-            "start the server (`make team-up` for the trial stack) or fix MLFLOW_TRACKING_URI"
-        )
-    return one_line(error)
-
-
-def where_to_browse(run_id: str) -> str:
-    """Where a user sees a run: the tracking server's page of it in team mode, `make ui` otherwise."""
-    uri = tracking_uri()
-    if uri.startswith(("http://", "https://")):
-        experiment_id = import_mlflow().MlflowClient().get_run(run_id).info.experiment_id
-        return f"browse it at {uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
-    return "browse it with `make ui` or `mlflow ui`"
-
-
-def answers(url: str) -> bool:
-    """Whether anything answers HTTP at `url` (any status counts; a refused or timed-out connection does not)."""
-    import urllib.error
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(url, timeout=3):
-            return True
-    except urllib.error.HTTPError:
-        return True
-    except (OSError, ValueError):
-        return False
-
-
-def describe_outage(error: BaseException) -> str:
-    """Name the part that failed when the tracking store could not be used: the tracking server, or the S3 behind it.
-
-    In team mode the server keeps artifacts (params.yaml, plots, models) in S3; a
-    server that answers while S3 does not fails on artifacts only. Falls back to
-    `describe_tracking_error` when both answer, or in embedded mode.
-    """
-    uri = tracking_uri()
-    if uri.startswith(("http://", "https://")):
-        if not answers(f"{uri.rstrip('/')}/health"):
-            return f"the tracking server {uri} does not answer; start it again (`make team-up` for the trial stack)"
-        endpoint = os.environ.get("DVC_S3_ENDPOINT_URL", "")
-        if endpoint and not answers(endpoint):
-            return (
-                f"the S3 endpoint {endpoint}, where the tracking server keeps artifacts, does not answer; "
-                "start it again (`make team-up` for the trial stack)"
-            )
-    return describe_tracking_error(error)
-
-
-def one_line(error: BaseException) -> str:
-    """Describe an exception in one line: its type and first line of message."""
-    message = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {message[0]}" if message else type(error).__name__
 
 
 @dataclass

@@ -16,7 +16,10 @@ if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
+
 PIXEL_COLUMN = re.compile(r"pixel_(\d+)_(\d+)(?:_([rgb]))?")
+
+
 CHANNELS = ("r", "g", "b")
 
 

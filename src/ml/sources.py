@@ -1,0 +1,332 @@
+"""Where the data comes from: a bundled dataset, a synthetic table, a user's CSV, Parquet or folder of PNGs.
+
+Each source becomes one labelled table, checked: a bad file or column is one line
+naming it.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import re
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+import pandas as pd
+
+from src.ml.images import pixel_names
+from src.paths import PROJECT_ROOT
+
+IMAGE_SUFFIX = ".png"
+
+
+IMAGE_MODES = ("L", "RGB")  # 8-bit grayscale and RGB
+
+
+class DataSchemaError(ValueError):
+    """The source table cannot be used; the message names the file and the column."""
+
+
+def snake_case(name: str) -> str:
+    """Turn a column name such as `sepal length (cm)` into `sepal_length_cm`."""
+    return re.sub(r"[^0-9a-zA-Z]+", "_", name).strip("_").lower()
+
+
+def load_bundled(name: str, target: str) -> pd.DataFrame:
+    """Return a scikit-learn bundled dataset as one table.
+
+    Args:
+        name: `iris`, `wine` or `breast_cancer`.
+        target: The name to give the label column.
+
+    Returns:
+        One row per sample: the features with snake_case names, then the label
+        column `target` holding class names.
+    """
+    from sklearn import datasets
+
+    bunch = getattr(datasets, f"load_{name}")(as_frame=True)
+    features = bunch.data.rename(columns=snake_case)
+    if target in features.columns:
+        raise DataSchemaError(f"data_load.target is {target!r}, which is also a feature of {name}; choose another name")
+    class_names = pd.Categorical.from_codes(bunch.target.to_numpy(), categories=list(bunch.target_names))
+    return features.assign(**{target: class_names.astype(str)})
+
+
+def make_synthetic(rows: int, features: int, target: str, random_state: int) -> pd.DataFrame:
+    """Generate a deterministic classification table: `rows` x `features` numbers and three classes.
+
+    Args:
+        rows: Number of rows.
+        features: Number of numeric feature columns, `f00`, `f01`...
+        target: The name of the label column.
+        random_state: The seed; the same seed gives the same table.
+    """
+    from sklearn.datasets import make_classification
+
+    values, labels = make_classification(
+        n_samples=rows,
+        n_features=features,
+        n_informative=max(2, features // 2),
+        n_redundant=0,
+        n_classes=3,
+        n_clusters_per_class=1,
+        random_state=random_state,
+    )
+    table = pd.DataFrame(values.astype("float32"), columns=[f"f{index:02d}" for index in range(features)])
+    return table.assign(**{target: pd.Categorical.from_codes(labels, ["class_a", "class_b", "class_c"]).astype(str)})
+
+
+def parse_table(content: bytes, name: str) -> pd.DataFrame:
+    """Parse the bytes of a CSV or Parquet file, chosen by the suffix of `name`.
+
+    A CSV must be UTF-8 text (a byte-order mark is allowed); in either kind every
+    column needs a name of its own.
+
+    Raises:
+        DataSchemaError: One line naming the file: empty, not UTF-8 (and how to
+            convert it), not a readable table, or a column name used twice.
+    """
+    kind = PurePosixPath(name).suffix.lower()
+    if not content.strip():
+        raise DataSchemaError(f"{name}: the file is empty; it needs a header row and data rows")
+    if kind == ".parquet":
+        names = _parquet_column_names(content, name)
+        reader = pd.read_parquet
+    else:
+        try:
+            text = content.decode("utf-8-sig")
+        except UnicodeDecodeError as error:
+            raise DataSchemaError(
+                f"{name}: not UTF-8 text (byte 0x{content[error.start]:02x} at position {error.start}); "
+                f"save it as UTF-8, e.g. `iconv -f latin1 -t utf-8 {name} > converted.csv`"
+            ) from None
+        names = next(csv.reader(io.StringIO(text)), [])
+        content = text.encode("utf-8")
+        reader = pd.read_csv
+    repeated = sorted({column for column in names if names.count(column) > 1})
+    if repeated:
+        positions = [str(position + 1) for position, column in enumerate(names) if column == repeated[0]]
+        raise DataSchemaError(
+            f"{name}: column {repeated[0]!r} appears {len(positions)} times (columns {', '.join(positions)}); "
+            "give every column a name of its own"
+        )
+    try:
+        return reader(io.BytesIO(content))
+    except Exception as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise DataSchemaError(f"{name}: not a readable {kind[1:]} table ({reason})") from None
+
+
+def _parquet_column_names(content: bytes, name: str) -> list[str]:
+    import pyarrow.parquet as pq
+
+    try:
+        return list(pq.read_schema(io.BytesIO(content)).names)
+    except Exception as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise DataSchemaError(f"{name}: not a readable parquet table ({reason})") from None
+
+
+def check_schema(table: pd.DataFrame, target: str, name: str) -> pd.DataFrame:
+    """Check that a user's table can be trained on, and return it with the label last.
+
+    Args:
+        table: The table as read from the file.
+        target: The label column (`data_load.target`).
+        name: The file, for the error messages.
+
+    Returns:
+        The table with the label column last.
+
+    Raises:
+        DataSchemaError: One line naming the file and the column: no rows, no label
+            column, an empty label, a feature that is not numeric or has empty or
+            infinite values, fewer than two classes.
+    """
+    if target not in table.columns:
+        raise DataSchemaError(
+            f"{name}: no column {target!r} (data_load.target); columns: {', '.join(map(str, table.columns))}"
+        )
+    features = [column for column in table.columns if column != target]
+    if not features:
+        raise DataSchemaError(f"{name}: no feature columns besides {target!r}")
+    if table.empty:
+        raise DataSchemaError(f"{name}: no data rows, only the header; add rows")
+    empty_labels = table[target].isna() | (table[target].astype(str).str.strip() == "")
+    if empty_labels.any():
+        raise DataSchemaError(f"{name}: column {target!r} has {int(empty_labels.sum())} empty labels; label every row")
+    for column in features:
+        values = table[column]
+        if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+            example = values.dropna().iloc[0] if values.notna().any() else None
+            raise DataSchemaError(
+                f"{name}: column {column!r} is {values.dtype} (e.g. {example!r}); features must be numeric"
+            )
+        missing = int(values.isna().sum())
+        if missing:
+            first = int(values.isna().to_numpy().nonzero()[0][0]) + 1
+            raise DataSchemaError(
+                f"{name}: column {column!r} has {missing} empty values (first in data row {first}); fill or drop them"
+            )
+        infinite = ~np.isfinite(values.to_numpy(dtype="float64"))
+        if infinite.any():
+            first = int(infinite.nonzero()[0][0]) + 1
+            raise DataSchemaError(
+                f"{name}: column {column!r} has {int(infinite.sum())} infinite values (first in data row {first}); "
+                "replace them with finite numbers or drop the rows"
+            )
+    if table[target].nunique() < 2:
+        raise DataSchemaError(f"{name}: column {target!r} has fewer than two classes")
+    return table[[*features, target]].assign(**{target: table[target].astype(str)})
+
+
+def decode_png(content: bytes, name: str) -> np.ndarray:
+    """Decode the bytes of a PNG file into its pixels: (height, width) for grayscale, (height, width, 3) for RGB.
+
+    Raises:
+        DataSchemaError: One line naming the file: not a readable PNG, or a mode other than L or RGB.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(content), formats=["PNG"]) as image:
+            image.load()
+            mode, pixels = image.mode, np.asarray(image)
+    except UnidentifiedImageError:
+        raise DataSchemaError(f"{name}: not a readable PNG image (its bytes are not a PNG)") from None
+    except Exception as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise DataSchemaError(f"{name}: not a readable PNG image ({reason})") from None
+    if mode not in IMAGE_MODES:
+        raise DataSchemaError(f"{name}: image mode {mode}; save the images as 8-bit grayscale (L) or RGB")
+    return pixels
+
+
+def dvc_directory_md5(file_md5s: dict[str, str]) -> str:
+    """Return the hash DVC records for a directory (`<md5>.dir` in its .dvc file).
+
+    Args:
+        file_md5s: The MD5 of every file in the directory, by path relative to it (with `/`).
+    """
+    listing = [{"md5": md5, "relpath": relpath} for relpath, md5 in sorted(file_md5s.items())]
+    return hashlib.md5(json.dumps(listing, sort_keys=True).encode("utf-8")).hexdigest() + ".dir"
+
+
+def image_files_by_class(folder: Path, name: str) -> dict[str, list[Path]]:
+    """List the PNG files of an image folder by class: `<folder>/<class>/<file>.png`.
+
+    Hidden files and folders (`.DS_Store`, say) are passed over.
+
+    Args:
+        folder: The image folder.
+        name: The folder as the user names it, for the error messages.
+
+    Raises:
+        DataSchemaError: One line naming the file or folder: a file outside a class
+            folder, a file that is not a .png, a class folder with no image, fewer
+            than two classes.
+    """
+    by_class: dict[str, list[Path]] = {
+        entry.name: [] for entry in sorted(folder.iterdir()) if entry.is_dir() and not entry.name.startswith(".")
+    }
+    for file in sorted(path for path in folder.rglob("*") if path.is_file()):
+        relative = file.relative_to(folder)
+        if any(part.startswith(".") for part in relative.parts):
+            continue
+        shown = f"{name}/{relative.as_posix()}"
+        if len(relative.parts) != 2:
+            raise DataSchemaError(f"{shown}: not directly in a class folder; the layout is {name}/<class>/<file>.png")
+        if relative.suffix.lower() != IMAGE_SUFFIX:
+            raise DataSchemaError(f"{shown}: not a .png file; a class folder holds only PNG images")
+        by_class[relative.parts[0]].append(file)
+    for label, files in by_class.items():
+        if not files:
+            raise DataSchemaError(f"{name}/{label}: class folder with no .png image; add images or remove the folder")
+    if len(by_class) < 2:
+        raise DataSchemaError(
+            f"{name}: {len(by_class)} class folder(s); a classifier needs at least two: {name}/<class>/<file>.png"
+        )
+    return by_class
+
+
+def load_image_folder(name: str, target: str, root: Path = PROJECT_ROOT) -> tuple[pd.DataFrame, str]:
+    """Read a folder of PNG images, one folder per class, into one labelled table.
+
+    Args:
+        name: The folder, relative to `root` (`data_load.source`).
+        target: The name of the label column, which holds the class folders' names.
+        root: The project root.
+
+    Returns:
+        One row per image (the pixel columns of `pixel_names`, 0-255, then the
+        label), and the folder's hash as DVC computes it, which `dvc add` records
+        in the folder's .dvc file.
+
+    Raises:
+        FileNotFoundError: If the folder does not exist.
+        DataSchemaError: One line naming the file: see `image_files_by_class` and
+            `decode_png`, or an image whose size or mode differs from the first image's.
+    """
+    folder = root / name
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"{name} not found; put one folder of PNG images per class there and track it with `dvc add {name}`"
+        )
+    by_class = image_files_by_class(folder, name)
+    file_md5s = {
+        file.relative_to(folder).as_posix(): hashlib.md5(file.read_bytes()).hexdigest()
+        for file in folder.rglob("*")
+        if file.is_file() and any(part.startswith(".") for part in file.relative_to(folder).parts)
+    }
+    images: list[np.ndarray] = []
+    labels: list[str] = []
+    first: tuple[str, tuple[int, ...]] | None = None
+    for label, files in by_class.items():
+        for file in files:
+            relative = file.relative_to(folder).as_posix()
+            content = file.read_bytes()
+            file_md5s[relative] = hashlib.md5(content).hexdigest()
+            pixels = decode_png(content, f"{name}/{relative}")
+            if first is None:
+                first = (f"{name}/{relative}", pixels.shape)
+            elif pixels.shape != first[1]:
+                raise DataSchemaError(
+                    f"{name}/{relative}: {describe_image(pixels.shape)}, unlike {first[0]}: "
+                    f"{describe_image(first[1])}; every image must have the same size and mode"
+                )
+            images.append(pixels)
+            labels.append(label)
+    height, width = first[1][:2]
+    channels = first[1][2] if len(first[1]) == 3 else 1
+    values = np.stack(images).reshape(len(images), -1)
+    table = pd.DataFrame(values, columns=pixel_names(height, width, channels))
+    return table.assign(**{target: labels}), dvc_directory_md5(file_md5s)
+
+
+def describe_image(shape: tuple[int, ...]) -> str:
+    """Describe a decoded image's shape as a user sees it: `8x8 pixels, grayscale (L)`."""
+    return f"{shape[1]}x{shape[0]} pixels, " + ("RGB" if len(shape) == 3 else "grayscale (L)")
+
+
+def describe(table: pd.DataFrame, target: str) -> dict[str, float]:
+    """Count the rows, feature columns and classes of a labelled table."""
+    return {
+        "n_rows": len(table),
+        "n_features": table.shape[1] - 1,
+        "n_classes": table[target].nunique(),
+    }
+
+
+def read_any(path: Path) -> pd.DataFrame:
+    """A CSV or Parquet file as a DataFrame, read as data_load reads a user's file.
+
+    Raises:
+        FileNotFoundError: The file is not there.
+        ValueError: It is not a readable table (one line naming the file).
+    """
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    return parse_table(path.read_bytes(), str(path))

@@ -1,0 +1,82 @@
+"""Where things are: the project root, the files each stage reads and writes, and dvc.yaml's stages."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Where each stage reads and writes, relative to the project root.
+
+    dvc.yaml declares the same paths as stage deps and outs; a unit test keeps
+    the two in step.
+    """
+
+    raw: Path = Path("data/raw/dataset.parquet")
+    features: Path = Path("data/processed/features.parquet")
+    train: Path = Path("data/processed/train.parquet")
+    test: Path = Path("data/processed/test.parquet")
+    batches: Path = Path("data/batches")
+    model: Path = Path("models/model.joblib")
+    metrics: Path = Path("reports/metrics.json")
+    learning_curve: Path = Path("reports/learning_curve.csv")
+    confusion_matrix_png: Path = Path("reports/confusion_matrix.png")
+    samples_png: Path = Path("reports/samples.png")
+    stage_metrics_dir: Path = Path("reports/stages")
+
+    def stage_metrics(self, stage: str) -> Path:
+        """The metrics file of `stage`: what its nested run logged, kept for cached runs.
+
+        evaluate's metrics are the pipeline's results, so its file is reports/metrics.json.
+        """
+        return self.metrics if stage == "evaluate" else self.stage_metrics_dir / f"{stage}.json"
+
+
+PATHS = Paths()
+
+
+@dataclass(frozen=True)
+class CommandFiles:
+    """What the commands write beside the pipeline (ignored by git and DVC), relative to the project root."""
+
+    drift_json: Path = Path("reports/drift.json")
+    drift_html: Path = Path("reports/drift.html")
+    bench_md: Path = Path("reports/bench.md")
+    bench_json: Path = Path("reports/bench.json")
+    report_md: Path = Path("reports/report.md")
+    report_plots: Path = Path("reports/report")
+
+
+COMMAND_FILES = CommandFiles()
+
+
+PIPELINE_FILE = Path("dvc.yaml")
+
+
+@functools.cache
+def pipeline_stages() -> dict[str, dict[str, Any]]:
+    """Return the stages of dvc.yaml, in order, as parsed from the project's copy."""
+    document = yaml.safe_load((PROJECT_ROOT / PIPELINE_FILE).read_text(encoding="utf-8"))
+    return document["stages"]
+
+
+def stage_param_keys(stage: str) -> list[str]:
+    """Return the params.yaml keys dvc.yaml lists for `stage`, e.g. `train.C`."""
+    return list(pipeline_stages()[stage].get("params", []))
+
+
+def stage_outputs(stage: dict[str, Any]) -> list[str]:
+    """Return the paths a dvc.yaml stage writes: its outs, metrics and plots (a plot may carry options)."""
+    paths: list[str] = []
+    for kind in ("outs", "metrics", "plots"):
+        for entry in stage.get(kind, []):
+            paths += list(entry) if isinstance(entry, dict) else [entry]
+    return paths

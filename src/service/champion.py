@@ -1,0 +1,139 @@
+"""Which model is the one we ship: candidates, like-for-like comparison on held-out rows, and the alias."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from src.paths import PATHS
+from src.tracking.registry import RegistryError, best_parent_run, champion_version, interface_of, logged_model_uri
+from src.tracking.tags import CHAMPION, LINEAGE_TAGS, ROLE_TAG, TEST_DATA_HASH_TAG
+from src.versions.workspace import VersionError, cached_output
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from mlflow import MlflowClient
+
+
+class PromoteError(RegistryError):
+    """Promotion cannot go on; the message is the one line to show."""
+
+
+@dataclass
+class Candidate:
+    """A parent run and the model it trained."""
+
+    run: Any
+    model_uri: str
+
+
+@dataclass
+class Promotion:
+    """What `promote` did: the line to show, and the two scores on the held-out rows (None if not scored)."""
+
+    message: str
+    candidate_metric: float | None = None
+    champion_metric: float | None = None
+    held_out_rows: int = 0
+
+
+def candidate_of(client: MlflowClient, run_id: str, experiment_id: str, metric: str) -> Candidate:
+    """The candidate: run `run_id`, or the best parent run on `metric` when empty."""
+    if run_id:
+        run = client.get_run(run_id)
+        if run.data.tags.get(ROLE_TAG) != "parent" or run.info.status != "FINISHED":
+            raise PromoteError(f"run {run_id} is not a FINISHED pipeline run (make pipeline's parent run)")
+    else:
+        run = best_parent_run(client, experiment_id, metric)
+    return Candidate(run, logged_model_uri(client, run))
+
+
+def held_out_table(run: Any) -> pd.DataFrame:
+    """The test rows of a parent run (its data/processed/test.parquet), from the DVC cache.
+
+    Raises:
+        PromoteError: If the cache does not hold them.
+    """
+    import pandas as pd
+
+    try:
+        return pd.read_parquet(cached_output(run.data.tags.get(TEST_DATA_HASH_TAG, ""), PATHS.test))
+    except VersionError as error:
+        raise PromoteError(f"cannot score on run {run.info.run_id}'s held-out rows: {error}") from None
+
+
+def register(client: MlflowClient, name: str, candidate: Candidate, metric: str) -> Any:
+    """Register the candidate's model under `name` (or find its version) with lineage tags."""
+    import mlflow
+
+    for version in client.search_model_versions(f"name = '{name}'"):
+        if version.source == candidate.model_uri:
+            return version
+    tags = {key: candidate.run.data.tags[key] for key in LINEAGE_TAGS if key in candidate.run.data.tags}
+    tags["pipeline.run_id"] = candidate.run.info.run_id
+    if metric in candidate.run.data.metrics:
+        tags[f"metric.{metric}"] = str(candidate.run.data.metrics[metric])
+    return mlflow.register_model(candidate.model_uri, name, tags=tags)
+
+
+def promote(
+    client: MlflowClient, name: str, candidate: Candidate, metric: str, min_improvement: float, force: bool, target: str
+) -> Promotion:
+    """Register the candidate and move the alias if it takes what the champion takes and is better (or forced).
+
+    Args:
+        client: The MLflow client.
+        name: The registered model (`registry.model_name`).
+        candidate: The parent run and its model.
+        metric: The metric that decides, one of `src.config.METRICS`.
+        min_improvement: How much the candidate must beat the champion by.
+        force: Move the alias whatever the scores, and even if the input or classes change.
+        target: The label column of the held-out rows.
+
+    Raises:
+        PromoteError: The candidate's input columns or classes differ from the champion's
+            (without `force`), or its held-out rows are not in the DVC cache.
+    """
+    import mlflow.sklearn
+
+    from src.ml.metrics import score_model
+
+    current = champion_version(client, name)
+    run_id = candidate.run.info.run_id
+    if current is not None and current.source == candidate.model_uri:
+        return Promotion(f"{name} version {current.version} (run {run_id}) is the champion already")
+    changes = interface_of(candidate.model_uri).changes_to(interface_of(current.source)) if current else ""
+    if changes and not force:
+        raise PromoteError(
+            f"run {run_id}'s model does not take what {name} version {current.version} ({CHAMPION}) takes "
+            f"({changes}), so callers of the champion would break; FORCE=1 replaces it anyway"
+        )
+    version = register(client, name, candidate, metric)
+    described = f"version {version.version} (run {run_id})"
+    if current is None:
+        client.set_registered_model_alias(name, CHAMPION, version.version)
+        return Promotion(f"moved {CHAMPION} of {name} to {described}: there was no champion")
+    if changes:
+        client.set_registered_model_alias(name, CHAMPION, version.version)
+        return Promotion(
+            f"moved {CHAMPION} of {name} to {described}: forced; what callers send and get changes "
+            f"from version {current.version}: {changes}"
+        )
+    held_out = held_out_table(candidate.run)
+    ours = score_model(mlflow.sklearn.load_model(candidate.model_uri), held_out, target)[metric]
+    theirs = score_model(mlflow.sklearn.load_model(current.source), held_out, target)[metric]
+    scores = f"{metric} {ours:.4f} against {theirs:.4f} on run {run_id}'s {len(held_out)} held-out rows"
+    promotion = Promotion("", ours, theirs, len(held_out))
+    if force:
+        reason = f"forced; the champion was version {current.version} ({scores})"
+    elif ours > theirs + min_improvement:
+        reason = f"it beats version {current.version} ({scores})"
+    else:
+        promotion.message = (
+            f"kept version {current.version} of {name} as {CHAMPION}: {described} does not beat it by more than "
+            f"{min_improvement} ({scores}; FORCE=1 moves the alias anyway)"
+        )
+        return promotion
+    client.set_registered_model_alias(name, CHAMPION, version.version)
+    promotion.message = f"moved {CHAMPION} of {name} to {described}: {reason}"
+    return promotion

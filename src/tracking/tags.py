@@ -1,0 +1,71 @@
+"""The names the project gives MLflow tags and environment variables, each in one place."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from src.lockfile import output_tag
+from src.paths import PATHS
+
+if TYPE_CHECKING:
+    pass
+
+
+PARENT_RUN_ENV = "PIPELINE_PARENT_RUN_ID"
+
+"""The variable `make pipeline` exports the parent run id in (not MLFLOW_RUN_ID, which
+would make MLflow resume the parent itself instead of nesting under it)."""
+
+
+RECORDS_ENV = "PIPELINE_RECORDS_DIR"
+
+"""Where stages leave their records for finish_pipeline (default: .pipeline/ at the project root)."""
+
+
+STAGE_TAG = "pipeline.stage"
+
+
+ROLE_TAG = "pipeline.role"
+
+
+CACHED_TAG = "pipeline.cached"
+
+
+NOTE_TAG = "pipeline.note"
+
+"""Why a parent run ended the way it did, when it was not the pipeline's own outcome (a kill, an interrupt)."""
+
+
+SWEEP_TAG = "sweep"
+
+"""The id of the sweep a parent run belongs to."""
+
+
+SWEEP_EXPERIMENT_TAG = "sweep.experiment"
+
+"""The DVC experiment a sweep's parent run is the point of."""
+
+
+PID_TAG = "pipeline.pid"
+
+
+HOST_TAG = "pipeline.host"
+
+
+ROOT_TAG = "pipeline.root"
+
+
+CHAMPION = "champion"
+
+
+MODEL_HASH_TAG = output_tag(PATHS.model)
+
+
+RAW_DATA_HASH_TAG = output_tag(PATHS.raw)
+
+
+TEST_DATA_HASH_TAG = output_tag(PATHS.test)
+
+
+# Tags copied from the parent run onto the registered version: the way back to code and data.
+LINEAGE_TAGS = ("git.commit", "git.dirty", "data.version", "data.md5", MODEL_HASH_TAG, RAW_DATA_HASH_TAG)

@@ -1,1 +1,0 @@
-"""Configuration edges, file I/O, logging and MLflow tracking."""

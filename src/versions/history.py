@@ -1,0 +1,87 @@
+"""`make history`: per data version (git tag), its data hash and the runs trained on that data."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import yaml
+
+from src.cli import one_line_errors, stop_on_signals
+from src.io import atomic_path
+from src.lockfile import DATA_HASH_TAG, LOCK_FILE, output_hashes
+from src.logs import setup_logging
+from src.paths import PATHS
+from src.versions.runner import GitError, git
+from src.versions.workspace import VersionError
+
+HISTORY_METRICS = ("accuracy", "f1_macro")
+
+
+def history() -> str:
+    """Return a markdown table: per tag, its data hash and the runs trained on that data.
+
+    A run counts for a tag when the raw-table hash it recorded (`data.md5`)
+    equals the one in the tag's dvc.lock.
+    """
+    rows = ["| tag | date | message | data md5 | runs (accuracy, f1_macro) |", "| --- | --- | --- | --- | --- |"]
+    refs = git(
+        "for-each-ref",
+        "refs/tags",
+        "--sort=creatordate",
+        "--format=%(refname:short)%09%(creatordate:short)%09%(contents:subject)",
+    )
+    if not refs:
+        return 'No data versions yet: pin one with `make tag TAG=v1 MSG="..."`.\n'
+    from src.tracking.client import import_mlflow
+
+    mlflow = import_mlflow()
+    client = mlflow.MlflowClient()
+    experiments = [experiment.experiment_id for experiment in client.search_experiments()]
+    for line in refs.splitlines():
+        name, date, subject = ([*line.split("\t"), "", ""])[:3]
+        try:
+            lock = yaml.safe_load(git("show", f"{name}:{LOCK_FILE}"))
+        except GitError:
+            lock = {}
+        data_hash = output_hashes(lock).get(str(PATHS.raw), "")
+        runs = (
+            client.search_runs(
+                experiments,
+                filter_string=(
+                    f"tags.`{DATA_HASH_TAG}` = '{data_hash}' and tags.`pipeline.role` = 'parent' "
+                    "and attributes.status = 'FINISHED'"
+                ),
+                order_by=["attributes.start_time DESC"],
+            )
+            if data_hash
+            else []
+        )
+        described = "<br>".join(
+            f"`{run.info.run_id[:8]}` {run.info.run_name} ("
+            + ", ".join(f"{run.data.metrics[key]:.4f}" for key in HISTORY_METRICS if key in run.data.metrics)
+            + ")"
+            for run in runs
+        )
+        rows.append(f"| {name} | {date} | {subject} | `{data_hash[:12]}` | {described or 'none'} |")
+    return "\n".join(rows) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`make history`: print the table; `--output FILE` also writes it there."""
+    parser = argparse.ArgumentParser(prog="python -m src.versions.history", description=__doc__)
+    parser.add_argument("--output", type=Path, help="also write the table to this file")
+    arguments = parser.parse_args(argv)
+    setup_logging()
+    stop_on_signals()
+    with one_line_errors("make history", VersionError, GitError):
+        table = history()
+    sys.stdout.write(table)
+    if arguments.output:
+        with atomic_path(arguments.output) as temporary:
+            temporary.write_text(table, encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
