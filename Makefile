@@ -188,10 +188,11 @@ new: $(RUNTIME_STAMP) ## Start your own project from this template, and run its 
 hooks: $(DEV_STAMP) ## Install the git hooks of .pre-commit-config.yaml: ruff, YAML and end-of-file checks, DVC's hooks
 	@"$(BIN)/pre-commit" install
 
-lint: $(DEV_STAMP) ## Check the code: ruff (lint and format), deptry (every import declared, nothing unused)
+lint: $(DEV_STAMP) ## Check the code: ruff (lint, format), deptry (imports declared), import-linter (the layers)
 	"$(BIN)/ruff" check .
 	"$(BIN)/ruff" format --check .
 	"$(BIN)/deptry" .
+	"$(BIN)/lint-imports"
 
 format: $(DEV_STAMP) ## Format the code and fix what ruff can
 	"$(BIN)/ruff" format .
