@@ -5,7 +5,7 @@ so neither a Ctrl-C in the terminal, nor a SIGTERM to make, nor a kill of the
 sweep's process group reaches the workers or the experiments they run: a worker
 left alone trains every point still queued. Whoever stops a sweep stops them
 (`stop`); after a sweep was killed outright, the next `make pipeline` or `make
-sweep` does (see `start_pipeline.end_orphans`).
+sweep` does (see `src.pipeline.run.end_orphans`).
 
 The processes are found by where they run: an experiment (`dvc exp exec-run`,
 its `dvc repro` and stages) inside .dvc/tmp/exps, and a worker (`dvc exp

@@ -15,7 +15,7 @@ Ctrl-C or SIGTERM stops the sweep: DVC's queue workers, which run detached from
 the terminal, are stopped with the experiments they run, the sweep's points are
 taken off the queue, and every point not finished ends KILLED with its stage
 runs (exit 130 or 143, one line). A sweep killed outright is cleaned up by the
-next `make pipeline` or `make sweep` (see `start_pipeline.end_orphans`).
+next `make pipeline` or `make sweep` (see `src.pipeline.run.end_orphans`).
 """
 
 from __future__ import annotations

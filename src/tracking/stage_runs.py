@@ -71,7 +71,7 @@ class StageRecord:
     """What one run of a stage leaves behind, in a folder, until its nested run is logged.
 
     Under `make pipeline` a stage does not import mlflow (that costs each stage
-    process seconds): it writes this record, and `finish_pipeline` logs every
+    process seconds): it writes this record, and the pipeline process logs every
     record as a nested run, with the stage's true start and end times, in one
     process. On its own, a stage logs its record at once.
     """
@@ -202,7 +202,7 @@ def mlflow_stage(name: str) -> Callable[[Callable[[Config], StageResult]], Calla
 
     Under `make pipeline` (the parent's id in `PIPELINE_PARENT_RUN_ID`) or a sweep
     (see `experiment_parent_run`) the stage
-    writes a StageRecord that `finish_pipeline` logs as a nested run of the
+    writes a StageRecord that the pipeline process logs as a nested run of the
     parent; on its own the stage logs a run of its own at once, and says where.
     Either way the run has the params dvc.yaml lists for the stage, what the
     stage returns, its wall time (`stage_seconds`) and its true start and end,

@@ -19,7 +19,7 @@ would make MLflow resume the parent itself instead of nesting under it)."""
 
 RECORDS_ENV = "PIPELINE_RECORDS_DIR"
 
-"""Where stages leave their records for finish_pipeline (default: .pipeline/ at the project root)."""
+"""Where stages leave their records for the pipeline process (default: .pipeline/ at the project root)."""
 
 
 STAGE_TAG = "pipeline.stage"
