@@ -133,7 +133,7 @@ bench: $(RUNTIME_STAMP) close-late ## Measure the pipeline's overhead against th
 tag: $(RUNTIME_STAMP) close-late dvc-setup ## Pin the data version: push the data, then commit dvc.lock & co and tag (TAG=v1 MSG="...", PUSH=1)
 	@[ -n "$$TAG" ] || { echo 'error: name the data version: make tag TAG=v1 MSG="what this data is"' >&2; exit 2; }
 	@[ -n "$$MSG" ] || { echo 'error: say what this data version is: make tag TAG=$(TAG) MSG="..."' >&2; exit 2; }
-	@exec $(PY) -m src.versions.tag --name "$$TAG" --message "$$MSG" $(if $(PUSH),--push)
+	@exec $(PY) -m src.versions tag --name "$$TAG" --message "$$MSG" $(if $(PUSH),--push)
 
 promote: $(RUNTIME_STAMP) close-late ## Register a run's model; move the champion alias only if it is better (RUN_ID=best, METRIC=..., FORCE=1)
 	@$(PY) -m src.service.promote --run-id "$(RUN_ID)" --metric "$(METRIC)" $(if $(FORCE),--force)
@@ -154,20 +154,20 @@ retrain: $(RUNTIME_STAMP) close-late dvc-setup ## Check a labelled batch, versio
 	@$(PY) -m src.service.retrain --batch "$$BATCH"
 
 verify: $(RUNTIME_STAMP) close-late ## Re-hash the DVC cache objects dvc.lock references; name any corrupted (REV=<tag>)
-	@$(PY) -m src.versions.verify --rev "$(REV)"
+	@$(PY) -m src.versions verify --rev "$(REV)"
 
 checkout: $(RUNTIME_STAMP) close-late dvc-setup ## Restore the code, params and data of an MLflow run on a new branch (RUN_ID=...)
 	@[ -n "$$RUN_ID" ] || { echo 'error: name the run: make checkout RUN_ID=<MLflow run id>' >&2; exit 2; }
-	@$(PY) -m src.versions.checkout --run-id "$$RUN_ID"
+	@$(PY) -m src.versions checkout --run-id "$$RUN_ID"
 
 pull: $(RUNTIME_STAMP) close-late dvc-setup ## Get the data dvc.lock records from the DVC remote (after a clone or `git checkout v1`)
 	@$(DVC) pull
 
 history: $(RUNTIME_STAMP) close-late ## List the data versions (tags) and the runs trained on each
-	@$(PY) -m src.versions.history
+	@$(PY) -m src.versions history
 
 gc: $(RUNTIME_STAMP) close-late ## Free the local DVC cache of what no tag, branch, commit or the workspace uses; never the remote
-	@exec $(PY) -m src.versions.gc $(if $(FORCE),--force)
+	@exec $(PY) -m src.versions gc $(if $(FORCE),--force)
 
 docs: $(DEV_STAMP) close-late ## Build the docs site into site/ (strict), with the latest results
 	@$(PY) -m src.report.docs_site

@@ -35,7 +35,7 @@ import yaml
 from src.config import load_config
 from src.io import atomic_path
 from src.logs import setup_logging
-from src.paths import COMMAND_FILES, PROJECT_ROOT, pipeline_stages
+from src.paths import PATHS, PROJECT_ROOT, pipeline_stages
 from src.tracking.tags import PARENT_RUN_ENV, RECORDS_ENV
 from src.versions.runner import copy_work_tree
 
@@ -235,9 +235,9 @@ def main(argv: list[str] | None = None) -> None:
     if arguments.scale:
         results.append(bench(repeats, SCALE_ROWS))
     text = markdown(results)
-    with atomic_path(PROJECT_ROOT / COMMAND_FILES.bench_json) as temporary:
+    with atomic_path(PROJECT_ROOT / PATHS.bench_json) as temporary:
         temporary.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    with atomic_path(PROJECT_ROOT / COMMAND_FILES.bench_md) as temporary:
+    with atomic_path(PROJECT_ROOT / PATHS.bench_md) as temporary:
         temporary.write_text(text, encoding="utf-8")
     sys.stdout.write(text)
 

@@ -14,10 +14,11 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 @dataclass(frozen=True)
 class Paths:
-    """Where each stage reads and writes, relative to the project root.
+    """Where each stage reads and writes, and where the commands write beside it, relative to the project root.
 
-    dvc.yaml declares the same paths as stage deps and outs; a unit test keeps
-    the two in step.
+    dvc.yaml declares the stages' paths as deps and outs (a unit test keeps the
+    two in step); the commands' files, named in COMMAND_OUTPUTS, are ignored by
+    git and DVC.
     """
 
     raw: Path = Path("data/raw/dataset.parquet")
@@ -31,6 +32,12 @@ class Paths:
     confusion_matrix_png: Path = Path("reports/confusion_matrix.png")
     samples_png: Path = Path("reports/samples.png")
     stage_metrics_dir: Path = Path("reports/stages")
+    drift_json: Path = Path("reports/drift.json")
+    drift_html: Path = Path("reports/drift.html")
+    bench_md: Path = Path("reports/bench.md")
+    bench_json: Path = Path("reports/bench.json")
+    report_md: Path = Path("reports/report.md")
+    report_plots: Path = Path("reports/report")
 
     def stage_metrics(self, stage: str) -> Path:
         """The metrics file of `stage`: what its nested run logged, kept for cached runs.
@@ -43,19 +50,8 @@ class Paths:
 PATHS = Paths()
 
 
-@dataclass(frozen=True)
-class CommandFiles:
-    """What the commands write beside the pipeline (ignored by git and DVC), relative to the project root."""
-
-    drift_json: Path = Path("reports/drift.json")
-    drift_html: Path = Path("reports/drift.html")
-    bench_md: Path = Path("reports/bench.md")
-    bench_json: Path = Path("reports/bench.json")
-    report_md: Path = Path("reports/report.md")
-    report_plots: Path = Path("reports/report")
-
-
-COMMAND_FILES = CommandFiles()
+COMMAND_OUTPUTS = ("drift_json", "drift_html", "bench_md", "bench_json", "report_md", "report_plots")
+"""The fields of Paths that `make drift`, `make bench` and `make report` write, not the pipeline."""
 
 
 PIPELINE_FILE = Path("dvc.yaml")

@@ -20,6 +20,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from src.config import MAX_PRODUCTS, FeaturizeParams
 from src.ml.images import as_images, image_shape, pixel_columns, pixel_names
+from src.ml.schema import column_problem
 
 
 def product_count(features: int) -> int:
@@ -72,20 +73,9 @@ def check_inputs(raw: pd.DataFrame, columns: list[str]) -> None:
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
         raise ValueError(f"column {missing[0]!r} is missing{more}; the model takes {', '.join(columns)}")
     for name in columns:
-        values = raw[name]
-        if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
-            example = values.dropna().iloc[0] if values.notna().any() else None
-            raise ValueError(
-                f"column {name!r} holds {values.dtype} values such as {example!r}; the model takes numbers"
-            )
-        bad = values.isna().to_numpy() | ~np.isfinite(values.to_numpy(dtype="float64", na_value=np.nan))
-        if bad.any():
-            first = int(bad.nonzero()[0][0])
-            kind = "null" if pd.isna(values.iloc[first]) else f"infinite ({values.iloc[first]})"
-            raise ValueError(
-                f"column {name!r} has {int(bad.sum())} null or infinite values (row {first + 1}: {kind}); "
-                "the model takes a finite number in every column"
-            )
+        problem = column_problem(raw[name])
+        if problem is not None:
+            raise ValueError(f"column {name!r} {problem[1]}; the model takes a finite number in every column")
 
 
 class Featurizer(TransformerMixin, BaseEstimator):

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from src.ml.images import pixel_names
+from src.ml.schema import column_problem
 from src.paths import PROJECT_ROOT
 
 IMAGE_SUFFIX = ".png"
@@ -158,26 +159,15 @@ def check_schema(table: pd.DataFrame, target: str, name: str) -> pd.DataFrame:
     empty_labels = table[target].isna() | (table[target].astype(str).str.strip() == "")
     if empty_labels.any():
         raise DataSchemaError(f"{name}: column {target!r} has {int(empty_labels.sum())} empty labels; label every row")
+    advice = {
+        "type": "features must be numbers",
+        "empty": "fill or drop them",
+        "infinite": "replace them with finite numbers or drop the rows",
+    }
     for column in features:
-        values = table[column]
-        if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
-            example = values.dropna().iloc[0] if values.notna().any() else None
-            raise DataSchemaError(
-                f"{name}: column {column!r} is {values.dtype} (e.g. {example!r}); features must be numeric"
-            )
-        missing = int(values.isna().sum())
-        if missing:
-            first = int(values.isna().to_numpy().nonzero()[0][0]) + 1
-            raise DataSchemaError(
-                f"{name}: column {column!r} has {missing} empty values (first in data row {first}); fill or drop them"
-            )
-        infinite = ~np.isfinite(values.to_numpy(dtype="float64"))
-        if infinite.any():
-            first = int(infinite.nonzero()[0][0]) + 1
-            raise DataSchemaError(
-                f"{name}: column {column!r} has {int(infinite.sum())} infinite values (first in data row {first}); "
-                "replace them with finite numbers or drop the rows"
-            )
+        problem = column_problem(table[column], row="data row")
+        if problem is not None:
+            raise DataSchemaError(f"{name}: column {column!r} {problem[1]}; {advice[problem[0]]}")
     if table[target].nunique() < 2:
         raise DataSchemaError(f"{name}: column {target!r} has fewer than two classes")
     return table[[*features, target]].assign(**{target: table[target].astype(str)})

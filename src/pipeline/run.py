@@ -243,12 +243,11 @@ def run_pipeline(
     try:
         client = import_mlflow().MlflowClient()
         end_orphans(client, experiment_id_for(client, config.mlflow.experiment_name))
-    except QueueError as error:
-        raise PipelineError(f"cannot stop the DVC queue of a killed sweep: {error}") from None
     except Exception as error:
-        raise PipelineError(
-            f"cannot open the MLflow parent run at {tracking_uri()}: {describe_tracking_error(error)}"
-        ) from None
+        if isinstance(error, QueueError):
+            raise PipelineError(f"cannot stop the DVC queue of a killed sweep: {error}") from None
+        where = tracking_uri()
+        raise PipelineError(f"cannot open the MLflow parent run at {where}: {describe_tracking_error(error)}") from None
     try:
         run_id = open_parent_run(config, params_text, code_version(), run_name, tags=process_tags() | (tags or {}))
     except Exception as error:

@@ -20,7 +20,7 @@ from src.cli import fail
 from src.io import atomic_path
 from src.lockfile import LOCK_FILE, output_hashes
 from src.logs import setup_logging
-from src.paths import COMMAND_FILES, PATHS, PROJECT_ROOT
+from src.paths import PATHS, PROJECT_ROOT
 from src.versions.runner import GitError, dvc, git
 
 logger = logging.getLogger(__name__)
@@ -68,9 +68,7 @@ def image_cells(plots: dict[str, Any], base: str) -> tuple[str, str]:
     cells = {base: "(none)", WORKSPACE: "(none)"}
     for entry in plots.get("data", {}).get(str(PATHS.confusion_matrix_png), []):
         for revision in entry.get("revisions", []):
-            relative = (
-                Path(entry["url"]).resolve().relative_to((PROJECT_ROOT / COMMAND_FILES.report_md.parent).resolve())
-            )
+            relative = Path(entry["url"]).resolve().relative_to((PROJECT_ROOT / PATHS.report_md.parent).resolve())
             cells[revision] = f"![confusion matrix at {revision}]({relative.as_posix()})"
     return cells[base], cells[WORKSPACE]
 
@@ -84,7 +82,7 @@ def build_report(base: str) -> str:
     commit = git("rev-parse", "--verify", "--quiet", f"{base}^{{commit}}")
     params = dvc_markdown("params", "diff", base, "--md")
     metrics = dvc_markdown("metrics", "diff", base, "--md")
-    plots = json.loads(dvc_markdown("plots", "diff", base, "--json", "-o", str(COMMAND_FILES.report_plots)) or "{}")
+    plots = json.loads(dvc_markdown("plots", "diff", base, "--json", "-o", str(PATHS.report_plots)) or "{}")
     base_image, workspace_image = image_cells(plots, base)
     base_lock = yaml.safe_load(git("show", f"{commit}:{LOCK_FILE}")) if _has_lock(commit) else {}
     workspace_lock = yaml.safe_load((PROJECT_ROOT / LOCK_FILE).read_text(encoding="utf-8"))
@@ -137,10 +135,10 @@ def main(argv: list[str] | None = None) -> None:
         fail(f"BASE={arguments.base} is not a git revision; give a commit, branch or tag (see `git tag`)", 2)
     except RuntimeError as error:
         fail(str(error))
-    with atomic_path(PROJECT_ROOT / COMMAND_FILES.report_md) as temporary:
+    with atomic_path(PROJECT_ROOT / PATHS.report_md) as temporary:
         temporary.write_text(report, encoding="utf-8")
     sys.stdout.write(report)
-    logger.info("wrote %s", COMMAND_FILES.report_md)
+    logger.info("wrote %s", PATHS.report_md)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import yaml
 
 from src.config import Config
 from src.io import atomic_path
-from src.paths import COMMAND_FILES, PATHS, PROJECT_ROOT, pipeline_stages, stage_outputs
+from src.paths import PATHS, PROJECT_ROOT, pipeline_stages, stage_outputs
 from src.versions.history import history
 from src.versions.runner import dvc
 
@@ -147,13 +147,13 @@ def _dvc_stdout(*arguments: str) -> str:
 
 def drift_summary() -> str:
     """The latest drift report (reports/drift.json) as a verdict and a table, with its HTML page copied alongside."""
-    if not (PROJECT_ROOT / COMMAND_FILES.drift_json).exists():
+    if not (PROJECT_ROOT / PATHS.drift_json).exists():
         return "No drift report yet: run `make drift NEW=<a new batch>`, then `make docs`.\n"
-    document = json.loads((PROJECT_ROOT / COMMAND_FILES.drift_json).read_text(encoding="utf-8"))
+    document = json.loads((PROJECT_ROOT / PATHS.drift_json).read_text(encoding="utf-8"))
     if "method" not in document:
         return "The drift report predates the current method: run `make drift NEW=<a new batch>` again.\n"
-    if (PROJECT_ROOT / COMMAND_FILES.drift_html).exists():
-        shutil.copyfile(PROJECT_ROOT / COMMAND_FILES.drift_html, GENERATED / "drift.html")
+    if (PROJECT_ROOT / PATHS.drift_html).exists():
+        shutil.copyfile(PROJECT_ROOT / PATHS.drift_html, GENERATED / "drift.html")
     drifted = document["drifted"]
     verdict = f"**Drifted: {', '.join(drifted)}**" if drifted else "**No feature drifted.**"
     lines = [
@@ -229,7 +229,7 @@ def generate() -> None:
     else:
         write("metrics_by_version.md", 'No data versions yet: pin one with `make tag TAG=v1 MSG="..."`.\n')
 
-    bench = PROJECT_ROOT / COMMAND_FILES.bench_md
+    bench = PROJECT_ROOT / PATHS.bench_md
     if bench.exists():
         write("bench.md", bench.read_text(encoding="utf-8").replace("# Benchmark\n", "", 1).replace("## ", "### "))
     else:

@@ -36,7 +36,7 @@ from src.config import Config
 from src.io import atomic_path, write_json
 from src.ml.drift import FeatureDrift, compare, method_summary
 from src.ml.sources import read_any
-from src.paths import COMMAND_FILES, PATHS
+from src.paths import PATHS
 from src.tracking.client import describe_tracking_error, import_mlflow
 from src.tracking.tags import ROLE_TAG
 from src.versions.workspace import check_output_path
@@ -130,8 +130,8 @@ def log_report(document: dict[str, Any], results: list[FeatureDrift], config: Co
         if item.distance_value is not None:
             metrics.append(Metric(f"distance.{item.feature}", item.distance_value, timestamp, 0))
     client.log_batch(run.info.run_id, metrics=metrics)
-    client.log_artifact(run.info.run_id, str(COMMAND_FILES.drift_json))
-    client.log_artifact(run.info.run_id, str(COMMAND_FILES.drift_html))
+    client.log_artifact(run.info.run_id, str(PATHS.drift_json))
+    client.log_artifact(run.info.run_id, str(PATHS.drift_html))
     client.set_terminated(run.info.run_id)
     return run.info.run_id
 
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> None:
     arguments, config = parse_config(parser, argv)
     inputs = {"NEW": arguments.new} | ({"REF": Path(arguments.ref)} if arguments.ref else {})
     try:
-        for report in (COMMAND_FILES.drift_json, COMMAND_FILES.drift_html):
+        for report in (PATHS.drift_json, PATHS.drift_html):
             check_output_path(report, inputs, "the report", "copy the batch elsewhere and name the copy")
         new = read_any(arguments.new)
         reference, described = reference_table(arguments.ref, config)
@@ -164,16 +164,16 @@ def main(argv: list[str] | None = None) -> None:
         "drifted": [item.feature for item in results if item.drifted],
         "features": [asdict(item) for item in results],
     }
-    write_json(document, COMMAND_FILES.drift_json)
-    with atomic_path(COMMAND_FILES.drift_html) as temporary:
+    write_json(document, PATHS.drift_json)
+    with atomic_path(PATHS.drift_html) as temporary:
         temporary.write_text(report_html(document), encoding="utf-8")
     try:
         run_id = log_report(document, results, config)
     except Exception as error:
-        written = f"{COMMAND_FILES.drift_json} and {COMMAND_FILES.drift_html}"
+        written = f"{PATHS.drift_json} and {PATHS.drift_html}"
         fail(f"drift: wrote {written} but cannot log them: {describe_tracking_error(error)}")
     verdict = f"drifted: {', '.join(document['drifted'])}" if document["drifted"] else "no feature drifted"
-    sys.stdout.write(f"{verdict} ({len(results)} features; {COMMAND_FILES.drift_html}, MLflow run {run_id})\n")
+    sys.stdout.write(f"{verdict} ({len(results)} features; {PATHS.drift_html}, MLflow run {run_id})\n")
 
 
 if __name__ == "__main__":

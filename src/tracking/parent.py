@@ -1,12 +1,13 @@
-"""`make pipeline`: open the MLflow parent run, run `dvc repro` under it, close it.
+"""Parent runs: one per pipeline run, opened before `dvc repro` and closed with its outcome.
 
-params.yaml is validated first, so a bad one exits 2 before any run exists. The
-parent's id is printed alone on stdout and exported to the stages as
-`PIPELINE_PARENT_RUN_ID`. One process does the three steps, so mlflow is imported
-once, and interrupts are handled in one place: the parent and the running stage
-end KILLED. After a failure or an interrupt the stage that stopped gets its
-outputs back from the DVC cache, so the workspace matches dvc.lock, and one line
-says which stages dvc.lock records from this run.
+Every stage that ran left a record (see `src.tracking.stage_runs`); closing the
+parent turns each into a nested run with the stage's true start and end times.
+On success every stage DVC skipped also gets a nested run, tagged
+`pipeline.cached`, with the params and output hashes dvc.lock recorded for it and
+the metrics it wrote when it last ran; the parent gets the final metrics, a
+summary of which stages ran, dvc.lock as an artifact and the hash of every output
+as tags. A pipeline that cannot reach the tracking store as it ends keeps its
+outcome (`keep_outcome`), and a later command closes the run late (`close_late`).
 """
 
 from __future__ import annotations

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import argparse
 import logging
 from pathlib import Path
 
-from src.cli import one_line_errors, stop_on_signals
 from src.lockfile import LOCK_FILE
-from src.logs import setup_logging
 from src.paths import PROJECT_ROOT
 from src.versions.runner import GitError, dvc, git, tracked_changes
 from src.versions.workspace import VersionError
@@ -70,18 +67,3 @@ def checkout(run_id: str) -> None:
         branch,
         commit[:12],
     )
-
-
-def main(argv: list[str] | None = None) -> None:
-    """`make checkout RUN_ID=...`."""
-    parser = argparse.ArgumentParser(prog="python -m src.versions.checkout", description=__doc__)
-    parser.add_argument("--run-id", required=True)
-    arguments = parser.parse_args(argv)
-    setup_logging()
-    stop_on_signals()
-    with one_line_errors("make checkout", VersionError, GitError):
-        checkout(arguments.run_id)
-
-
-if __name__ == "__main__":
-    main()

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import argparse
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from src.cli import Interrupted, one_line_errors, stop_on_signals
-from src.logs import setup_logging
+from src.cli import Interrupted
 from src.paths import PROJECT_ROOT
-from src.versions.runner import GitError, dvc, dvc_error
-from src.versions.workspace import VersionError, cache_dir, default_remote
+from src.versions.runner import dvc, dvc_error
+from src.versions.workspace import VersionError, cache_dir
 
 logger = logging.getLogger(__name__)
 
@@ -96,19 +94,3 @@ def collect_garbage(shared_cache_ok: bool = False) -> CacheCollected:
         raise VersionError(f"dvc gc failed: {dvc_error(collected)}")
     after_count, after_size = cache_objects(cache)
     return CacheCollected(cache, before_count - after_count, before_size - after_size, after_count, after_size)
-
-
-def main(argv: list[str] | None = None) -> None:
-    """`make gc [FORCE=1]`."""
-    parser = argparse.ArgumentParser(prog="python -m src.versions.gc", description=__doc__)
-    parser.add_argument("--force", action="store_true", help="also in a cache outside .dvc/cache")
-    arguments = parser.parse_args(argv)
-    setup_logging()
-    stop_on_signals()
-    with one_line_errors("make gc", VersionError, GitError):
-        logger.info("%s", collect_garbage(arguments.force).describe())
-    logger.info("the DVC remote %s is left as it is: make gc never cleans a remote", default_remote() or "")
-
-
-if __name__ == "__main__":
-    main()

@@ -2,19 +2,11 @@
 
 from __future__ import annotations
 
-import argparse
-import sys
-from pathlib import Path
-
 import yaml
 
-from src.cli import one_line_errors, stop_on_signals
-from src.io import atomic_path
 from src.lockfile import DATA_HASH_TAG, LOCK_FILE, output_hashes
-from src.logs import setup_logging
 from src.paths import PATHS
 from src.versions.runner import GitError, git
-from src.versions.workspace import VersionError
 
 HISTORY_METRICS = ("accuracy", "f1_macro")
 
@@ -66,22 +58,3 @@ def history() -> str:
         )
         rows.append(f"| {name} | {date} | {subject} | `{data_hash[:12]}` | {described or 'none'} |")
     return "\n".join(rows) + "\n"
-
-
-def main(argv: list[str] | None = None) -> None:
-    """`make history`: print the table; `--output FILE` also writes it there."""
-    parser = argparse.ArgumentParser(prog="python -m src.versions.history", description=__doc__)
-    parser.add_argument("--output", type=Path, help="also write the table to this file")
-    arguments = parser.parse_args(argv)
-    setup_logging()
-    stop_on_signals()
-    with one_line_errors("make history", VersionError, GitError):
-        table = history()
-    sys.stdout.write(table)
-    if arguments.output:
-        with atomic_path(arguments.output) as temporary:
-            temporary.write_text(table, encoding="utf-8")
-
-
-if __name__ == "__main__":
-    main()

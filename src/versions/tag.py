@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import argparse
 import logging
 from pathlib import Path
 
-from src.cli import Interrupted, one_line_errors, signals_deferred, stop_on_signals
+from src.cli import Interrupted, signals_deferred
 from src.lockfile import LOCK_FILE
-from src.logs import setup_logging
 from src.versions.runner import GitError, commit_trailer, dvc, dvc_error, git, tag_exists
 from src.versions.verify import verify
 from src.versions.workspace import (
@@ -194,20 +192,3 @@ def tag(name: str, message: str, push_tag: bool) -> None:
             push_tag_to_origin(name, commit)
     except Interrupted as interrupt:
         raise VersionError(f"make tag interrupted while {step}: {left}", interrupt.exit_code) from None
-
-
-def main(argv: list[str] | None = None) -> None:
-    """`make tag TAG=v1 MSG="..." [PUSH=1]`."""
-    parser = argparse.ArgumentParser(prog="python -m src.versions.tag", description=__doc__)
-    parser.add_argument("--name", required=True)
-    parser.add_argument("--message", required=True)
-    parser.add_argument("--push", action="store_true", help="also push the tag to origin")
-    arguments = parser.parse_args(argv)
-    setup_logging()
-    stop_on_signals()
-    with one_line_errors("make tag", VersionError, GitError):
-        tag(arguments.name, arguments.message, arguments.push)
-
-
-if __name__ == "__main__":
-    main()

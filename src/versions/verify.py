@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import logging
 from pathlib import Path
 
-from src.cli import one_line_errors, stop_on_signals
-from src.logs import setup_logging
-from src.versions.runner import GitError
 from src.versions.workspace import VersionError, cache_dir, cache_file, recorded_outputs
 
 logger = logging.getLogger(__name__)
@@ -65,18 +61,3 @@ def verify(revision: str = "") -> None:
     where = f"at {revision}" if revision else "in the working tree's dvc.lock"
     note = f" ({len(missing)} not in the local cache: {', '.join(missing)})" if missing else ""
     logger.info("verified %d DVC cache objects %s: every one matches its hash%s", checked, where, note)
-
-
-def main(argv: list[str] | None = None) -> None:
-    """`make verify [REV=v1]`."""
-    parser = argparse.ArgumentParser(prog="python -m src.versions.verify", description=__doc__)
-    parser.add_argument("--rev", default="", help="a git revision or tag (default: the working tree)")
-    arguments = parser.parse_args(argv)
-    setup_logging()
-    stop_on_signals()
-    with one_line_errors("make verify", VersionError, GitError):
-        verify(arguments.rev)
-
-
-if __name__ == "__main__":
-    main()

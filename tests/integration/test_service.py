@@ -127,7 +127,7 @@ def test_serve_takes_raw_rows_and_answers_a_bad_row_with_a_short_4xx_naming_the_
         status, answer = post(url, json.dumps(rows).encode())
         assert status == 400
         assert answer["message"] == (
-            "column 'petal_width_cm' has 1 null or infinite values (row 2: null); "
+            "column 'petal_width_cm' has 1 empty values (first in row 2); "
             "the model takes a finite number in every column"
         )
         payload = json.loads(example)

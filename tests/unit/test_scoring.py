@@ -114,7 +114,7 @@ def test_keep_names_the_columns_the_output_keeps(model, tmp_path):
         (lambda table: table.assign(length=[1, 2**60] * 4), "column 'length' holds integers beyond 2\\*\\*53"),
         (
             lambda table: table.assign(width=[1.0, None] * 4),
-            "rows 1-8: column 'width' has 4 null or infinite values \\(row 2: null\\)",
+            "rows 1-8: column 'width' has 4 empty values \\(first in row 2\\)",
         ),
     ],
 )
