@@ -11,6 +11,8 @@ import json
 import pytest
 import yaml
 
+from tests.integration.conftest import VENV
+
 pytestmark = pytest.mark.slow
 
 STAGES = ["data_load", "featurize", "data_split", "train", "evaluate"]
@@ -104,6 +106,22 @@ def test_second_run_with_nothing_changed_reruns_no_stage(piped):
     assert (project.root / "dvc.lock").read_bytes() == lock_before
     assert (project.root / "models/model.joblib").stat().st_mtime_ns == model_before
     assert "Running stage" not in result.stdout
+
+
+def test_editing_code_a_stage_runs_makes_dvc_see_that_stage_changed(piped):
+    """dvc.yaml lists every module each stage imports: edit one and DVC re-runs exactly the stages running it."""
+    project, _ = piped
+    dvc = str(VENV / "bin" / "dvc")
+    assert json.loads(project.run(dvc, "status", "--json").stdout or "{}") == {}
+    for module, stages in (("src/ml/split.py", {"data_split"}), ("src/ml/images.py", set(STAGES))):
+        path = project.root / module
+        before = path.read_text()
+        try:
+            path.write_text(before + "\n# an edit: a comment is one too\n")
+            changed = json.loads(project.run(dvc, "status", "--json").stdout)
+        finally:
+            path.write_text(before)
+        assert set(changed) == stages, module
 
 
 def test_a_stage_run_on_its_own_logs_a_run_and_says_where(piped):
@@ -204,7 +222,7 @@ def test_crashing_stage_fails_the_command_and_the_parent(piped):
 
 
 def test_a_checkout_under_a_path_with_spaces_works_end_to_end(tmp_path):
-    from tests.integration.conftest import new_project
+    from tests.integration.conftest import VENV, new_project
 
     project = new_project(tmp_path / "my projects" / "iris model", tmp_path / "dvc remote")
     result = project.make("pipeline")

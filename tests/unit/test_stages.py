@@ -182,7 +182,10 @@ def test_check_schema_accepts_numeric_features_and_puts_the_label_last():
         ),
         (user_table(label=["x", None, "y"]), "data/external/d.csv: column 'label' has 1 empty labels"),
         (user_table(label=["x", " ", "y"]), "data/external/d.csv: column 'label' has 1 empty labels"),
-        (user_table(b=["red", "green", "blue"]), "data/external/d.csv: column 'b' holds str values such as 'red'; features must be numbers"),
+        (
+            user_table(b=["red", "green", "blue"]),
+            "data/external/d.csv: column 'b' holds str values such as 'red'; features must be numbers",
+        ),
         (user_table(a=[1.0, None, 2.0]), "data/external/d.csv: column 'a' has 1 empty values"),
         (user_table(label=["x", "x", "x"]), "data/external/d.csv: column 'label' has fewer than two classes"),
         (user_table()[["label"]], "data/external/d.csv: no feature columns besides 'label'"),
