@@ -222,7 +222,7 @@ def test_crashing_stage_fails_the_command_and_the_parent(piped):
 
 
 def test_a_checkout_under_a_path_with_spaces_works_end_to_end(tmp_path):
-    from tests.integration.conftest import VENV, new_project
+    from tests.integration.conftest import new_project
 
     project = new_project(tmp_path / "my projects" / "iris model", tmp_path / "dvc remote")
     result = project.make("pipeline")
