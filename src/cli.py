@@ -29,15 +29,11 @@ logger = logging.getLogger(__name__)
 
 EXIT_FAILED = 1
 
-
 EXIT_BAD_CONFIG = 2
-
 
 EXIT_INTERRUPTED = 130
 
-
 EXIT_TERMINATED = 143
-
 
 # What a terminal sends on Ctrl-C, what `kill` and service managers send, and what a closed terminal sends.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)

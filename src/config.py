@@ -17,29 +17,21 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 ESTIMATORS = ("logistic_regression", "random_forest", "mlp")
 
-
 BUNDLED_DATASETS = ("iris", "wine", "breast_cancer", "digits")
-
 
 SYNTHETIC = "synthetic"
 
-
 SOURCE_SUFFIXES = (".csv", ".parquet")
-
 
 TABULAR_SOURCES = ("iris", "wine", "breast_cancer", SYNTHETIC)
 
-
 DIGITS_SIDE = 8
 
-
 MAX_PRODUCTS = 500
-
 """The most `<a>_x_<b>` columns featurize's pairwise products may add."""
 
 
 METRICS = ("accuracy", "f1_macro", "precision_macro", "recall_macro")
-
 """The held-out metrics `src.ml.metrics.score` computes; higher is better for each."""
 
 

@@ -11,7 +11,6 @@ from src.paths import PATHS, PROJECT_ROOT
 
 LOCK_FILE = Path("dvc.lock")
 
-
 DATA_HASH_TAG = "data.md5"
 
 

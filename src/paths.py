@@ -49,7 +49,6 @@ class Paths:
 
 PATHS = Paths()
 
-
 COMMAND_OUTPUTS = ("drift_json", "drift_html", "bench_md", "bench_json", "report_md", "report_plots")
 """The fields of Paths that `make drift`, `make bench` and `make report` write, not the pipeline."""
 

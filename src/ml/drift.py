@@ -12,7 +12,6 @@ from src.config import DriftParams
 # Evidently's floor: a constant reference column still gives a finite distance.
 STD_FLOOR = 1e-3
 
-
 # What each test and distance is called in the report's reasons.
 NAMES = {
     "ks": "Kolmogorov-Smirnov",

@@ -19,7 +19,6 @@ if TYPE_CHECKING:
 
 PIXEL_COLUMN = re.compile(r"pixel_(\d+)_(\d+)(?:_([rgb]))?")
 
-
 CHANNELS = ("r", "g", "b")
 
 

@@ -51,9 +51,7 @@ def build_estimator(params: TrainParams, random_state: int) -> Any:
 
 INPUT_EXAMPLE_ROWS = 5
 
-
 VALIDATION_FRACTION = 0.1
-
 
 CURVE_COLUMNS = ["epoch", "loss", "val_accuracy"]
 

@@ -7,9 +7,7 @@ import pandas as pd
 
 EXACT_FLOAT_INTEGERS = 2**53  # the largest integer range a float64 holds exactly
 
-
 FLOAT_TYPES = ("double", "float")
-
 
 INTEGER_TYPES = ("long", "integer")
 

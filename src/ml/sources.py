@@ -22,7 +22,6 @@ from src.paths import PROJECT_ROOT
 
 IMAGE_SUFFIX = ".png"
 
-
 IMAGE_MODES = ("L", "RGB")  # 8-bit grayscale and RGB
 
 

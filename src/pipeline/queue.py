@@ -32,22 +32,18 @@ logger = logging.getLogger(__name__)
 
 
 EXPERIMENTS_TMP = PROJECT_ROOT / ".dvc" / "tmp" / "exps"
-
 """Where DVC's queue keeps its broker, its process records and each experiment's copy of the workspace."""
 
 
 EXPERIMENT_SIGNAL = signal.SIGINT
-
 """What an experiment gets first: a Ctrl-C, so that the running stage ends its run KILLED."""
 
 
 WORKER_SIGNAL = signal.SIGTERM
-
 """What a worker gets first: Celery's warm shutdown, so that DVC finishes its bookkeeping of the task in hand."""
 
 
 ESCALATION = ((10.0, signal.SIGTERM), (20.0, signal.SIGKILL))
-
 """Seconds after the first signal, and the signal then sent to whatever is left."""
 
 

@@ -43,15 +43,11 @@ logger = logging.getLogger(__name__)
 
 MAIN_METRIC = "accuracy"
 
-
 POLL_SECONDS = 2.0
-
 
 RESTART_SECONDS = 12.0
 
-
 MISSING_POLLS = 3
-
 """A point absent from DVC's queue this many polls in a row was taken off it: it ends FAILED."""
 
 

@@ -28,7 +28,6 @@ from src.versions.workspace import OverwriteError, check_output_path
 
 BATCH_ROWS = 100_000
 
-
 TABLE_SUFFIXES = (".csv", ".parquet")
 
 

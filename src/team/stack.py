@@ -47,28 +47,20 @@ logger = logging.getLogger(__name__)
 
 TEAM_DIR = PROJECT_ROOT / ".team"
 
-
 TEAM_ENV = PROJECT_ROOT / "team.env"
-
 
 BIN = Path(sys.executable).parent
 
-
 ARTIFACTS_BUCKET = "mlflow-artifacts"
-
 
 DATA_BUCKET = "dvc-store"
 
-
 ADMIN = "admin"
-
 
 ROLES = {"read": "READ", "edit": "EDIT", "manage": "MANAGE"}
 
-
 # Each part gets this long to answer; MLflow builds its schema on the first start (16 s here).
 READY_SECONDS = {"postgres": 30, "s3": 30, "mlflow": 180}
-
 
 STOP_SECONDS = 20
 

@@ -37,9 +37,7 @@ logger = logging.getLogger(__name__)
 
 MODEL_REQUIREMENTS = ("mlflow", "scikit-learn", "skops", "pandas", "numpy", "scipy")
 
-
 TRUSTED_TYPES = ("src.ml.features.Featurizer",)
-
 """The project's own classes a logged model may hold, trusted on purpose when skops loads it."""
 
 

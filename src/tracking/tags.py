@@ -18,54 +18,40 @@ would make MLflow resume the parent itself instead of nesting under it)."""
 
 
 RECORDS_ENV = "PIPELINE_RECORDS_DIR"
-
 """Where stages leave their records for the pipeline process (default: .pipeline/ at the project root)."""
 
 
 STAGE_TAG = "pipeline.stage"
 
-
 ROLE_TAG = "pipeline.role"
-
 
 CACHED_TAG = "pipeline.cached"
 
-
 NOTE_TAG = "pipeline.note"
-
 """Why a parent run ended the way it did, when it was not the pipeline's own outcome (a kill, an interrupt)."""
 
 
 SWEEP_TAG = "sweep"
-
 """The id of the sweep a parent run belongs to."""
 
 
 SWEEP_EXPERIMENT_TAG = "sweep.experiment"
-
 """The DVC experiment a sweep's parent run is the point of."""
 
 
 PID_TAG = "pipeline.pid"
 
-
 HOST_TAG = "pipeline.host"
-
 
 ROOT_TAG = "pipeline.root"
 
-
 CHAMPION = "champion"
-
 
 MODEL_HASH_TAG = output_tag(PATHS.model)
 
-
 RAW_DATA_HASH_TAG = output_tag(PATHS.raw)
 
-
 TEST_DATA_HASH_TAG = output_tag(PATHS.test)
-
 
 # Tags copied from the parent run onto the registered version: the way back to code and data.
 LINEAGE_TAGS = ("git.commit", "git.dirty", "data.version", "data.md5", MODEL_HASH_TAG, RAW_DATA_HASH_TAG)

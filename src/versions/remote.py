@@ -26,7 +26,6 @@ class RemoteError(RuntimeError):
 
 S3_ENDPOINT = ("endpointurl", "DVC_S3_ENDPOINT_URL")
 
-
 S3_KEYS = {
     "access_key_id": "AWS_ACCESS_KEY_ID",
     "secret_access_key": "AWS_SECRET_ACCESS_KEY",

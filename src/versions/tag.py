@@ -24,10 +24,8 @@ logger = logging.getLogger(__name__)
 # S3 remote in .dvc/config, so other projects can `dvc import` it; never the keys, in .dvc/config.local).
 PIPELINE_RECORDS = (Path("dvc.yaml"), LOCK_FILE, Path("params.yaml"), Path(".dvc/config"))
 
-
 # The trailer `make tag` writes in the commit of the records, so a later `make tag` knows the commit it left untagged.
 VERSION_TRAILER = "Data-version"
-
 
 # How to finish a `make tag PUSH=1` whose tag could not be pushed.
 RETRY_PUSH = "run the same make tag again, or `git push origin refs/tags/{name}`"
