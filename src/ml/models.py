@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pandas as pd
@@ -126,12 +127,18 @@ def start_from(source: Any, features: pd.DataFrame, labels: pd.Series, params: T
 
 
 def train_in_epochs(
-    model: Any, features: pd.DataFrame, labels: pd.Series, epochs: int, random_state: int
+    model: Any,
+    features: pd.DataFrame,
+    labels: pd.Series,
+    epochs: int,
+    random_state: int,
+    on_epoch: Callable[[int, dict[str, float]], None] | None = None,
 ) -> tuple[Any, pd.DataFrame]:
     """Train `model` with `partial_fit`, one pass over the data per epoch.
 
     A tenth of the rows is held out to measure the validation accuracy after
-    each epoch; the model learns from the rest.
+    each epoch; the model learns from the rest. `on_epoch(epoch, metrics)` is
+    called after each epoch with its `loss` and `val_accuracy`.
 
     Returns:
         The model and its learning curve: one row per epoch with `epoch`, `loss`
@@ -156,12 +163,20 @@ def train_in_epochs(
         warnings.simplefilter("ignore", UserWarning)  # partial_fit on a model that was fitted with fit
         for epoch in range(1, epochs + 1):
             model.partial_fit(fit_x, fit_y, classes=classes)
-            rows.append({"epoch": epoch, "loss": float(model.loss_), "val_accuracy": float(model.score(val_x, val_y))})
+            metrics = {"loss": float(model.loss_), "val_accuracy": float(model.score(val_x, val_y))}
+            rows.append({"epoch": epoch, **metrics})
+            if on_epoch is not None:
+                on_epoch(epoch, metrics)
     return model, pd.DataFrame(rows, columns=CURVE_COLUMNS)
 
 
 def fit(
-    train: pd.DataFrame, params: TrainParams, target: str, random_state: int, source: Any = None
+    train: pd.DataFrame,
+    params: TrainParams,
+    target: str,
+    random_state: int,
+    source: Any = None,
+    on_epoch: Callable[[int, dict[str, float]], None] | None = None,
 ) -> tuple[Any, dict[str, float], pd.DataFrame]:
     """Cross-validate the configured estimator, then fit it on all training rows.
 
@@ -172,6 +187,7 @@ def fit(
         random_state: The seed for the estimator and the folds.
         source: The model `train.init_from` names, or None. With `init_mode:
             warm_start` the fit starts from its weights (see `start_from`).
+        on_epoch: Called after each epoch of an mlp with the epoch and its metrics.
 
     Returns:
         The fitted estimator, its cross-validation scores and its learning curve
@@ -187,7 +203,7 @@ def fit(
     start = start_from(source, features, labels, params) if warm else estimator
     scores = cross_validate(estimator, features, labels, params, random_state)
     if params.estimator == "mlp":
-        model, curve = train_in_epochs(start, features, labels, params.epochs, random_state)
+        model, curve = train_in_epochs(start, features, labels, params.epochs, random_state, on_epoch)
     else:
         model, curve = start.fit(features, labels), pd.DataFrame(columns=CURVE_COLUMNS)
     return model, scores, curve

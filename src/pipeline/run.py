@@ -35,6 +35,7 @@ from src.cli import (
 )
 from src.config import Config
 from src.paths import PROJECT_ROOT
+from src.pipeline.follow import Progress, StageFollower, summary
 from src.pipeline.queue import QueueError, stop
 from src.tracking.client import (
     describe_outage,
@@ -208,6 +209,7 @@ def run_pipeline(
     force: bool = False,
     tags: dict[str, str] | None = None,
     on_open: Callable[[str], None] | None = None,
+    progress: Progress | None = None,
 ) -> PipelineResult:
     """Open the parent run, run `dvc repro` under it, and close it with the outcome: what `make pipeline` does.
 
@@ -223,6 +225,7 @@ def run_pipeline(
         force: Re-run every stage (`dvc repro --force`).
         tags: Extra tags of the parent run.
         on_open: Called with the parent run's id as soon as it is open.
+        progress: Where the stages' lines and progress bars go (stderr by default).
 
     Raises:
         PipelineError: Another pipeline runs in this checkout, the tracking store
@@ -260,10 +263,14 @@ def run_pipeline(
     # The stage ends its run KILLED and writes nothing half-done; a hard kill is cleaned up by `end_orphans`.
     runner = ChildRunner(stopping="the running stage")
     lock_before = read_lock()
+    follower = StageFollower(client, run_id, client.get_run(run_id).info.experiment_id, progress or Progress())
+    follower.start()
     try:
         exit_code = runner.run(command, PROJECT_ROOT, {**os.environ, PARENT_RUN_ENV: run_id}).returncode
     except Interrupted as interrupt:
         exit_code = interrupt.exit_code
+    finally:
+        follower.stop()
     stopped_at = stopped_stage(run_id) if exit_code else ""
     # A second Ctrl-C must not leave the parent run RUNNING: closing it is not interrupted.
     with signals_deferred():
@@ -307,6 +314,7 @@ def main(argv: list[str] | None = None) -> None:
         result = run_pipeline(config, params_text, arguments.run_name, arguments.force, tags, on_open=announce)
     except PipelineError as error:
         fail(str(error), error.exit_code)
+    sys.stderr.write(summary(import_mlflow().MlflowClient(), result.run_id))
     logger.info("MLflow parent run %s %s; %s", result.run_id, result.status, where_to_browse(result.run_id))
     if not result.exit_code:
         exit_now(0)

@@ -11,7 +11,7 @@ from src.ml.features import Featurizer, with_features
 from src.ml.models import INPUT_EXAMPLE_ROWS, fit
 from src.paths import PATHS
 from src.tracking.registry import load_source_model
-from src.tracking.stage_runs import StageResult, mlflow_stage
+from src.tracking.stage_runs import StageResult, mlflow_stage, report_progress
 
 
 def raw_example(rows: int = INPUT_EXAMPLE_ROWS) -> pd.DataFrame:
@@ -45,7 +45,12 @@ def main(config: Config) -> StageResult:
         source, source_uri = load_source_model(config.train.init_from, config.registry.model_name)
         tags = {"init_from": config.train.init_from, "init_from.model_uri": source_uri}
         tags["init_mode"] = config.train.init_mode
-    estimator, scores, curve = fit(train, config.train, target, config.base.random_state, source)
+    epochs = config.train.epochs
+
+    def progress(epoch: int, metrics: dict[str, float]) -> None:
+        report_progress(metrics, step=epoch, total=epochs)
+
+    estimator, scores, curve = fit(train, config.train, target, config.base.random_state, source, progress)
     model = with_features(featurizer, estimator)
     with atomic_path(PATHS.model) as temporary:
         joblib.dump(model, temporary)

@@ -81,7 +81,8 @@ def where_to_browse(run_id: str) -> str:
     if uri.startswith(("http://", "https://")):
         experiment_id = import_mlflow().MlflowClient().get_run(run_id).info.experiment_id
         return f"browse it at {uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
-    return "browse it with `make ui` or `mlflow ui`"
+    experiment_id = import_mlflow().MlflowClient().get_run(run_id).info.experiment_id
+    return f"browse it with `make ui` at http://127.0.0.1:5000/#/experiments/{experiment_id}/runs/{run_id}"
 
 
 def answers(url: str) -> bool:

@@ -39,7 +39,7 @@ from src.tracking.client import (
     experiment_id_for,
     import_mlflow,
 )
-from src.tracking.stage_runs import StageRecord, log_record, now_ms, records_folder
+from src.tracking.stage_runs import StageRecord, events_file, finish_stage_run, log_record, now_ms, records_folder
 from src.tracking.tags import CACHED_TAG, NOTE_TAG, ROLE_TAG, STAGE_TAG
 
 if TYPE_CHECKING:
@@ -169,38 +169,50 @@ def stopped_stage(parent_run_id: str) -> str:
     return ""
 
 
-def logged_stages(client: MlflowClient, parent_run_id: str, experiment_id: str) -> set[str]:
-    """The stages that have a nested run under the parent already (a close cut short, then finished late)."""
+def logged_stages(client: MlflowClient, parent_run_id: str, experiment_id: str) -> dict[str, Any]:
+    """The nested runs the parent has already, by stage: logged live as the stages ran, or by a close cut short."""
     children = client.search_runs(
         [experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}' and tags.`{ROLE_TAG}` = 'stage'"
     )
-    return {child.data.tags.get(STAGE_TAG, "") for child in children}
+    return {child.data.tags.get(STAGE_TAG, ""): child for child in children}
 
 
 def log_stage_runs(
-    client: MlflowClient, parent_run_id: str, experiment_id: str, lock: dict[str, Any], logged: set[str] = frozenset()
+    client: MlflowClient,
+    parent_run_id: str,
+    experiment_id: str,
+    lock: dict[str, Any],
+    logged: dict[str, Any] | None = None,
 ) -> list[str]:
-    """Log the record every stage that ran left as a nested run of the parent.
+    """Make sure the record every stage that ran left is a nested run of the parent, ended as the stage ended.
 
-    A stage whose process died without closing its record (a kill) is logged
-    KILLED with a note. Finished stages get their output hashes from `lock`.
-    Stages in `logged` have their nested run already.
+    A stage logged live keeps its run: it gets the output hashes of `lock`, or is
+    ended if it was still RUNNING (its process was killed: KILLED, with a note). A
+    stage not logged yet is logged whole.
 
     Returns:
         The stages that ran, in pipeline order.
     """
+    from mlflow.entities import RunTag
+
     folder = records_folder(parent_run_id)
+    logged = logged or {}
     ran = []
     for stage in pipeline_stages():
         record = StageRecord.load(folder, stage)
         if record is None:
             continue
-        if record.status == "RUNNING":
-            record.error = "the stage process ended without closing its run (killed)"
-        if record.status == "FINISHED":
-            record.tags |= stage_output_tags(lock, stage)
-        if stage not in logged:
+        outputs = stage_output_tags(lock, stage) if record.status == "FINISHED" else {}
+        run = logged.get(stage)
+        if run is None:
+            record.tags |= outputs
             log_record(client, record, folder, experiment_id, parent_run_id)
+        elif run.info.status == "RUNNING":
+            record.tags |= outputs
+            streamed = events_file(folder, stage).exists()
+            finish_stage_run(client, run.info.run_id, record, folder, history_logged=streamed)
+        elif outputs:
+            client.log_batch(run.info.run_id, tags=[RunTag(key, value) for key, value in outputs.items()])
         ran.append(stage)
     return ran
 

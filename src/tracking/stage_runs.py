@@ -124,6 +124,44 @@ class StageRecord:
             self.has_model = True
 
 
+EVENTS_SUFFIX = ".events"
+_current: dict[str, Any] = {}  # the folder and stage of the stage run this process is in, set by `mlflow_stage`
+
+
+def events_file(folder: Path, stage: str) -> Path:
+    """The append-only file of `stage`'s progress events (one JSON object a line) in a records folder."""
+    return folder / f"{stage}{EVENTS_SUFFIX}"
+
+
+def report_progress(metrics: dict[str, float], step: int, total: int | None = None) -> None:
+    """Tell the pipeline how a stage is getting on: metrics at a step (an epoch) of `total`.
+
+    The pipeline process follows these events as they come and logs them as the
+    nested run's metric history, so `mlflow ui` shows training while it runs, and
+    the terminal shows a progress bar. Outside a tracked stage it does nothing.
+    """
+    if not _current:
+        return
+    event = {"step": step, "total": total, "time_ms": now_ms(), "metrics": {k: float(v) for k, v in metrics.items()}}
+    with events_file(_current["folder"], _current["stage"]).open("a", encoding="utf-8") as events:
+        events.write(json.dumps(event) + "\n")
+
+
+def read_events(folder: Path, stage: str, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
+    """The progress events of `stage` written since `offset` (in bytes), and the offset after them.
+
+    A line still being written (no newline yet) is left for the next read.
+    """
+    path = events_file(folder, stage)
+    if not path.exists():
+        return [], offset
+    with path.open("rb") as events:
+        events.seek(offset)
+        data = events.read()
+    complete = data[: data.rfind(b"\n") + 1]
+    return [json.loads(line) for line in complete.splitlines() if line.strip()], offset + len(complete)
+
+
 def records_folder(parent_run_id: str) -> Path:
     """The folder where the stages of the parent run `parent_run_id` leave their records."""
     return Path(os.environ.get(RECORDS_ENV) or PROJECT_ROOT / ".pipeline") / parent_run_id
@@ -151,35 +189,44 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def log_record(
-    client: MlflowClient, record: StageRecord, folder: Path, experiment_id: str, parent_run_id: str = ""
-) -> str:
-    """Log a stage record as an MLflow run (nested under `parent_run_id` if given) and end it.
-
-    Returns:
-        The run id.
-    """
-    import mlflow
-    from mlflow.entities import Metric, Param
+def open_stage_run(client: MlflowClient, record: StageRecord, experiment_id: str, parent_run_id: str = "") -> str:
+    """Create the MLflow run of a stage record, RUNNING from the stage's own start, with its params; return its id."""
+    from mlflow.entities import Param
     from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
     tags = {STAGE_TAG: record.stage, ROLE_TAG: "stage", **record.tags}
     if parent_run_id:
         tags[MLFLOW_PARENT_RUN_ID] = parent_run_id
-    if record.error:
-        tags["error"] = record.error
     run = client.create_run(experiment_id, start_time=record.start_ms, run_name=record.stage, tags=tags)
-    run_id = run.info.run_id
+    if record.params:
+        client.log_batch(run.info.run_id, params=[Param(key, value) for key, value in record.params.items()])
+    return run.info.run_id
+
+
+def finish_stage_run(
+    client: MlflowClient, run_id: str, record: StageRecord, folder: Path, history_logged: bool = False
+) -> str:
+    """Log what a stage record holds at its end (metrics, tags, artifacts, model), end the run; return its status.
+
+    A record still RUNNING (its process was killed) ends KILLED with a note.
+    `history_logged`: the metric history came as progress events, already logged.
+    """
+    import mlflow
+    from mlflow.entities import Metric, RunTag
+
+    if record.status == "RUNNING":
+        record.error = record.error or "the stage process ended without closing its run (killed)"
     end_ms = record.end_ms or now_ms()
     history = [
         Metric(key, value, end_ms, step)
-        for key, values in record.history.items()
+        for key, values in ({} if history_logged else record.history).items()
         for step, value in enumerate(values, start=1)
     ]
+    tags = dict(record.tags) | ({"error": record.error} if record.error else {})
     client.log_batch(
         run_id,
         metrics=[Metric(key, value, end_ms, 0) for key, value in record.metrics.items()],
-        params=[Param(key, value) for key, value in record.params.items()],
+        tags=[RunTag(key, value) for key, value in tags.items()],
     )
     for start in range(0, len(history), 1000):  # MLflow takes up to 1000 metrics per batch
         client.log_batch(run_id, metrics=history[start : start + 1000])
@@ -192,6 +239,19 @@ def log_record(
             _log_model(folder / record.stage)
     status = record.status if record.status != "RUNNING" else "KILLED"
     client.set_terminated(run_id, status, end_time=end_ms)
+    return status
+
+
+def log_record(
+    client: MlflowClient, record: StageRecord, folder: Path, experiment_id: str, parent_run_id: str = ""
+) -> str:
+    """Log a stage record as an MLflow run (nested under `parent_run_id` if given) and end it.
+
+    Returns:
+        The run id.
+    """
+    run_id = open_stage_run(client, record, experiment_id, parent_run_id)
+    finish_stage_run(client, run_id, record, folder)
     return run_id
 
 
@@ -227,6 +287,7 @@ def mlflow_stage(name: str) -> Callable[[Callable[[Config], StageResult]], Calla
                 params={key: str(every_param[key]) for key in stage_param_keys(name)},
             )
             record.save(folder)
+            _current.update(folder=folder, stage=name)
             started = time.perf_counter()
             try:
                 result = stage_main(config)
