@@ -259,7 +259,7 @@ def run_pipeline(
         ) from None
     if on_open is not None:
         on_open(run_id)
-    command = [sys.executable, "-m", "dvc", "repro", *(["--force"] if force else [])]
+    command = [sys.executable, "-m", "dvc", "repro", "--quiet", *(["--force"] if force else [])]
     # The stage ends its run KILLED and writes nothing half-done; a hard kill is cleaned up by `end_orphans`.
     runner = ChildRunner(stopping="the running stage")
     lock_before = read_lock()

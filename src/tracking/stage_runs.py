@@ -306,8 +306,8 @@ def mlflow_stage(name: str) -> Callable[[Callable[[Config], StageResult]], Calla
             finally:
                 record.end_ms = now_ms()
                 record.save(folder)
-                if parent_run_id:
-                    logger.info(
+                if parent_run_id:  # the pipeline process says how the stage ended
+                    logger.debug(
                         "stage %s %s; its run is logged under parent run %s", name, record.status, parent_run_id
                     )
                 else:
