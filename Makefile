@@ -244,7 +244,10 @@ $(DEV_STAMP):
 	@rm -f "$(VENV_DIR)"/.installed-*
 	@touch $(RUNTIME_STAMP) $(TEAM_STAMP) $@
 
-lock: $(RUNTIME_STAMP) ## Pin every package of the .in files into the .txt locks, with hashes (UPGRADE=1: newer releases)
+lock: ## Pin every package of the .in files into the .txt locks, with hashes (UPGRADE=1: newer releases)
+	@test -x $(PY) || $(PYTHON) -m venv "$(VENV_DIR)"
+	@"$(BIN)/uv" --version 2>/dev/null | grep -qx "uv $(UV_VERSION)" \
+	  || $(PY) -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
 	@inputs=; constraint=; for name in requirements requirements-team requirements-dev; do \
 	  inputs="$$inputs $$name.in"; \
 	  "$(BIN)/uv" pip compile --quiet --universal --python-version 3.11 --generate-hashes \
