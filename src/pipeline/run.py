@@ -36,6 +36,7 @@ from src.cli import (
 from src.config import Config
 from src.paths import PROJECT_ROOT
 from src.pipeline.follow import Progress, StageFollower, summary
+from src.pipeline.preload import Runner
 from src.pipeline.queue import QueueError, stop
 from src.tracking.client import (
     describe_outage,
@@ -265,11 +266,14 @@ def run_pipeline(
     lock_before = read_lock()
     follower = StageFollower(client, run_id, client.get_run(run_id).info.experiment_id, progress or Progress())
     follower.start()
+    preloaded = Runner(dict(os.environ))
     try:
-        exit_code = runner.run(command, PROJECT_ROOT, {**os.environ, PARENT_RUN_ENV: run_id}).returncode
+        environment = {**os.environ, PARENT_RUN_ENV: run_id, **preloaded.environment()}
+        exit_code = runner.run(command, PROJECT_ROOT, environment).returncode
     except Interrupted as interrupt:
         exit_code = interrupt.exit_code
     finally:
+        preloaded.stop()
         follower.stop()
     stopped_at = stopped_stage(run_id) if exit_code else ""
     # A second Ctrl-C must not leave the parent run RUNNING: closing it is not interrupted.

@@ -18,6 +18,9 @@ EXITS = {"fail", "exit_now", "_exit", "exit"}
 # The exit layer itself: `fail` and `exit_now` are defined there, `parse_config` and `run_stage` are the
 # command-line edges every main() and stage goes through.
 EXIT_EDGES = {("src/cli.py", name) for name in ("exit_now", "fail", "parse_config", "run_stage", "one_line_errors")}
+# A stage command handed to the preloaded runner exits with the stage's code; the runner's child is the stage command.
+EXIT_EDGES |= {("src/forkclient.py", "run_in_runner_if_any"), ("src/pipeline/preload.py", "_run_child")}
+EXIT_EDGES |= {("src/pipeline/preload.py", "end")}
 
 
 def module_file(root: Path, name: str) -> Path | None:
