@@ -117,6 +117,7 @@ def _run_child(request: dict, fds: list[int], server: socket.socket, connection:
     try:
         import runpy
 
+        sys.modules.pop(request["module"], None)  # run as __main__, afresh, as `python -m` would
         runpy.run_module(request["module"], run_name="__main__", alter_sys=True)
         exit_code = 0
     except SystemExit as stop:
