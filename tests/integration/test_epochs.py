@@ -69,12 +69,24 @@ def test_results_page_shows_sample_images_with_the_misclassified_ones_in_red(pro
     assert accuracy < 1 and red_frames > 100
 
 
-def test_wide_data_with_pairwise_products_stops_with_one_line(project):
-    result = project.pipeline_with("featurize", "pairwise_products", True)
+def test_wide_tabular_data_with_pairwise_products_stops_with_one_line(project):
+    """Images get no products (digits runs on the defaults); a wide table of the user's stops at featurize."""
+    import numpy as np
+    import pandas as pd
+
+    generator = np.random.default_rng(0)
+    wide = pd.DataFrame(generator.normal(size=(60, 40)), columns=[f"x{index}" for index in range(40)])
+    (project.root / "data/external").mkdir(exist_ok=True)
+    wide.assign(target=["a", "b"] * 30).to_csv(project.root / "data/external/wide.csv", index=False)
+    project.set_param("data_load", "source", "data/external/wide.csv")
+    try:
+        result = project.pipeline_with("featurize", "pairwise_products", True)
+    finally:
+        project.set_param("data_load", "source", "digits")
     assert result.returncode != 0
     assert error_lines(result) == [
-        "error: stage featurize failed: ValueError: featurize.pairwise_products would add 2016 columns for "
-        "64 features; set it to false for wide data such as images (digits)"
+        "error: stage featurize failed: ValueError: featurize.pairwise_products would add 780 columns for "
+        "40 features (at most 500); set it to false for wide data"
     ]
 
 

@@ -56,7 +56,9 @@ def test_a_users_csv_is_checked_and_trained_on(project):
     result = project.make("pipeline")
     assert result.returncode != 0
     [error] = error_lines(result)
-    assert error.startswith("error: stage data_split failed: cannot split 6 rows with data_split.test_size=0.2: ")
+    assert error.startswith(
+        "error: stage data_split failed: ValueError: cannot split 6 rows with data_split.test_size=0.2: "
+    )
     parent = project.parents()[0]
     [summary] = [line for line in result.stderr.splitlines() if "pipeline failed at stage" in line]
     assert summary.endswith(
