@@ -247,11 +247,13 @@ def test_an_s3_endpoint_that_is_down_at_tag_leaves_no_commit_and_no_tag(team):
     team.set_param("data_split", "test_size", 0.25)
     assert team.make("pipeline").returncode == 0
     head = team.git("rev-parse", "HEAD")
-    down = f"DVC_S3_ENDPOINT_URL=http://127.0.0.1:{free_port()}"  # on make's command line, it beats team.env
-    result = team.make("tag", down, TAG="v2", MSG="endpoint down")
+    endpoint = f"http://127.0.0.1:{free_port()}"
+    result = team.make("tag", f"DVC_S3_ENDPOINT_URL={endpoint}", TAG="v2", MSG="endpoint down")  # beats team.env
     assert result.returncode != 0
     [line] = error_lines(result)
-    assert line.startswith("error: dvc push to the DVC remote s3://dvc-store/ml-research-template failed: ")
+    assert line.startswith(
+        f"error: dvc push to the DVC remote s3://dvc-store/ml-research-template (S3 endpoint {endpoint}) failed: "
+    )
     assert "; nothing was committed or tagged: " in line
     assert team.git("rev-parse", "HEAD") == head
     assert team.git("tag").split() == ["v1"]

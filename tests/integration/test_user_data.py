@@ -64,7 +64,8 @@ def test_a_users_csv_is_checked_and_trained_on(project):
     assert summary.endswith(
         f"pipeline failed at stage data_split; run {parent.info.run_id} is FAILED; dvc.lock records data_load, "
         "featurize from this run and data_split, train, evaluate from before; data_split's outputs are restored "
-        "from the DVC cache to match it; `dvc status` lists data_split to run again"
+        # train reads the raw table too (its input example), which data_load changed
+        "from the DVC cache to match it; `dvc status` lists data_split, train to run again"
     )
     lock = yaml.safe_load((project.root / "dvc.lock").read_text())
     assert lock["stages"]["data_load"] != yaml.safe_load(lock_before)["stages"]["data_load"]  # recorded at once

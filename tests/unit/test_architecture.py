@@ -92,6 +92,19 @@ def test_a_module_left_out_of_a_stages_deps_is_caught(tmp_path):
     assert missing_code_deps(tmp_path) == {"data_split": ["src/ml/split.py"]}
 
 
+def own_calls(function: ast.FunctionDef) -> list[ast.Call]:
+    """The calls in a function's body, not in the functions defined inside it (those are checked as themselves)."""
+    calls, pending = [], list(function.body)
+    while pending:
+        node = pending.pop()
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda):
+            continue
+        if isinstance(node, ast.Call):
+            calls.append(node)
+        pending.extend(ast.iter_child_nodes(node))
+    return calls
+
+
 def exits_outside_entry_points(root: Path) -> list[str]:
     """Calls that end the process (`fail`, `exit_now`, `sys.exit`, `os._exit`) outside a main() and the CLI edge."""
     found = []
@@ -102,11 +115,10 @@ def exits_outside_entry_points(root: Path) -> list[str]:
                 continue
             if (relative, function.name) in EXIT_EDGES:
                 continue
-            for call in ast.walk(function):
-                if isinstance(call, ast.Call):
-                    name = call.func.id if isinstance(call.func, ast.Name) else getattr(call.func, "attr", "")
-                    if name in EXITS:
-                        found.append(f"{relative}:{call.lineno} {function.name}() calls {name}")
+            for call in own_calls(function):
+                name = call.func.id if isinstance(call.func, ast.Name) else getattr(call.func, "attr", "")
+                if name in EXITS:
+                    found.append(f"{relative}:{call.lineno} {function.name}() calls {name}")
     return found
 
 
