@@ -26,3 +26,8 @@ def write_params(tmp_path: Path):
         return path
 
     return write
+
+
+def split_label(table, target: str):
+    """A labelled table as `fit` takes it: the feature columns, and the label column."""
+    return table.drop(columns=[target]), table[target]

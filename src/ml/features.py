@@ -10,6 +10,7 @@ on any rows of the raw table gives the same transformer.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from itertools import combinations
 from typing import Any
 
@@ -216,6 +217,18 @@ def featurize(raw: pd.DataFrame, params: FeaturizeParams, target: str, pixel_max
         ValueError: If `params.drop_columns` names a column that is not a feature,
             the pooling does not fit the images, or the products would be too many.
     """
-    featurizer = Featurizer.from_params(params, pixel_max)
-    features = featurizer.fit_transform(raw.drop(columns=[target]))
-    return features.assign(**{target: raw[target]})
+    return next(featurize_in_batches(raw, params, target, pixel_max, rows=max(len(raw), 1)))
+
+
+def featurize_in_batches(
+    raw: pd.DataFrame, params: FeaturizeParams, target: str, pixel_max: int, rows: int
+) -> Iterator[pd.DataFrame]:
+    """`featurize`, `rows` rows at a time: the features of a large table are never all in memory.
+
+    The transformer learns nothing from the values, so each batch's features are
+    those the whole table would get. Raises as `featurize`, before the first batch.
+    """
+    featurizer = Featurizer.from_params(params, pixel_max).fit(raw.drop(columns=[target]).head(1))
+    for start in range(0, max(len(raw), 1), rows):
+        part = raw.iloc[start : start + rows]
+        yield featurizer.transform(part.drop(columns=[target])).assign(**{target: part[target]})

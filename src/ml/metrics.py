@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from src.config import METRICS
@@ -59,6 +60,10 @@ def confusion_matrix(labels: pd.Series, predictions: pd.Series) -> pd.DataFrame:
 SAMPLE_COUNT = 24
 
 
+PREDICT_ROWS = 100_000
+"""Rows the model predicts at a time in `evaluate`."""
+
+
 def evaluate(model: Any, test: pd.DataFrame, target: str) -> tuple[dict[str, float], pd.DataFrame, pd.Series]:
     """Predict the test table and score the predictions.
 
@@ -70,8 +75,13 @@ def evaluate(model: Any, test: pd.DataFrame, target: str) -> tuple[dict[str, flo
     Returns:
         The metrics (see `score`), the confusion matrix and the predictions.
     """
-    labels = test[target]
-    predictions = pd.Series(model.predict(test.drop(columns=[target])), index=test.index)
+    labels, features = test[target], test.drop(columns=[target])
+    # A batch of rows at a time: the model's features of a large test table are never all in memory.
+    batches = [
+        model.predict(features.iloc[start : start + PREDICT_ROWS])
+        for start in range(0, max(len(test), 1), PREDICT_ROWS)
+    ]
+    predictions = pd.Series(np.concatenate(batches), index=test.index)
     return score(labels, predictions), confusion_matrix(labels, predictions), predictions
 
 

@@ -75,7 +75,10 @@ def cross_validate(
     Raises:
         ValueError: If a class has fewer training rows than `train.cv_folds`.
     """
-    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    import numpy as np
+    from sklearn.base import clone
+    from sklearn.metrics import accuracy_score
+    from sklearn.model_selection import StratifiedKFold
 
     smallest = labels.value_counts().min()
     if smallest < params.cv_folds:
@@ -83,7 +86,14 @@ def cross_validate(
             f"train.cv_folds is {params.cv_folds} but a class has only {smallest} training rows; lower train.cv_folds"
         )
     folds = StratifiedKFold(n_splits=params.cv_folds, shuffle=True, random_state=random_state)
-    scores = cross_val_score(estimator, features, labels, cv=folds, scoring="accuracy")
+    # scikit-learn's cross_val_score holds a fold's train and test rows at once; here the test rows
+    # are taken only once the fit is done, so a large table costs one fold less.
+    matrix, classes = features.to_numpy(), labels.to_numpy()
+    scores = []
+    for train_rows, test_rows in folds.split(matrix, classes):
+        model = clone(estimator).fit(matrix[train_rows], classes[train_rows])
+        scores.append(accuracy_score(classes[test_rows], model.predict(matrix[test_rows])))
+    scores = np.array(scores)
     return {"cv_accuracy_mean": float(scores.mean()), "cv_accuracy_std": float(scores.std())}
 
 
@@ -171,9 +181,9 @@ def train_in_epochs(
 
 
 def fit(
-    train: pd.DataFrame,
+    features: pd.DataFrame,
+    labels: pd.Series,
     params: TrainParams,
-    target: str,
     random_state: int,
     source: Any = None,
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
@@ -181,9 +191,10 @@ def fit(
     """Cross-validate the configured estimator, then fit it on all training rows.
 
     Args:
-        train: The training table, with the label column `target`.
+        features: The training features. Over one C-ordered float array (see
+            `src.io.read_features`), neither the folds nor the fit copy them whole.
+        labels: The training labels.
         params: The `train` section of params.yaml.
-        target: The label column.
         random_state: The seed for the estimator and the folds.
         source: The model `train.init_from` names, or None. With `init_mode:
             warm_start` the fit starts from its weights (see `start_from`).
@@ -197,7 +208,6 @@ def fit(
         ValueError: If `source`'s classes or input columns differ from the data's,
             or a class has fewer rows than `train.cv_folds`.
     """
-    features, labels = train.drop(columns=[target]), train[target]
     estimator = build_estimator(params, random_state)
     warm = source is not None and params.init_mode == "warm_start"
     start = start_from(source, features, labels, params) if warm else estimator

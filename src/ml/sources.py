@@ -79,52 +79,94 @@ def make_synthetic(rows: int, features: int, target: str, random_state: int) -> 
     return table.assign(**{target: pd.Categorical.from_codes(labels, ["class_a", "class_b", "class_c"]).astype(str)})
 
 
-def parse_table(content: bytes, name: str) -> pd.DataFrame:
-    """Parse the bytes of a CSV or Parquet file, chosen by the suffix of `name`.
+READ_CHUNK = 1 << 20
+
+
+def parse_table(source: bytes | Path, name: str) -> pd.DataFrame:
+    """Parse a CSV or Parquet file, given as its bytes or its path, chosen by the suffix of `name`.
 
     A CSV must be UTF-8 text (a byte-order mark is allowed); in either kind every
-    column needs a name of its own.
+    column needs a name of its own. A file is read as a stream: its checks hold
+    no copy of it.
 
     Raises:
         DataSchemaError: One line naming the file: empty, not UTF-8 (and how to
             convert it), not a readable table, or a column name used twice.
     """
     kind = PurePosixPath(name).suffix.lower()
-    if not content.strip():
-        raise DataSchemaError(f"{name}: the file is empty; it needs a header row and data rows")
-    if kind == ".parquet":
-        names = _parquet_column_names(content, name)
-        reader = pd.read_parquet
-    else:
-        try:
-            text = content.decode("utf-8-sig")
-        except UnicodeDecodeError as error:
+    with io.BytesIO(source) if isinstance(source, bytes) else source.open("rb") as handle:
+        if _blank(handle):
+            raise DataSchemaError(f"{name}: the file is empty; it needs a header row and data rows")
+        if kind == ".parquet":
+            names = _parquet_column_names(handle, name)
+            reader, options = pd.read_parquet, {}
+        else:
+            _check_utf8(handle, name)
+            handle.seek(0)
+            text = io.TextIOWrapper(handle, encoding="utf-8-sig", newline="")
+            names = next(csv.reader(text), [])
+            text.detach()
+            reader, options = pd.read_csv, {"encoding": "utf-8-sig"}
+        repeated = sorted({column for column in names if names.count(column) > 1})
+        if repeated:
+            positions = [str(position + 1) for position, column in enumerate(names) if column == repeated[0]]
             raise DataSchemaError(
-                f"{name}: not UTF-8 text (byte 0x{content[error.start]:02x} at position {error.start}); "
-                f"save it as UTF-8, e.g. `iconv -f latin1 -t utf-8 {name} > converted.csv`"
-            ) from None
-        names = next(csv.reader(io.StringIO(text)), [])
-        content = text.encode("utf-8")
-        reader = pd.read_csv
-    repeated = sorted({column for column in names if names.count(column) > 1})
-    if repeated:
-        positions = [str(position + 1) for position, column in enumerate(names) if column == repeated[0]]
-        raise DataSchemaError(
-            f"{name}: column {repeated[0]!r} appears {len(positions)} times (columns {', '.join(positions)}); "
-            "give every column a name of its own"
-        )
-    try:
-        return reader(io.BytesIO(content))
-    except Exception as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise DataSchemaError(f"{name}: not a readable {kind[1:]} table ({reason})") from None
+                f"{name}: column {repeated[0]!r} appears {len(positions)} times (columns {', '.join(positions)}); "
+                "give every column a name of its own"
+            )
+        handle.seek(0)
+        try:
+            return reader(handle, **options)
+        except Exception as error:
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise DataSchemaError(f"{name}: not a readable {kind[1:]} table ({reason})") from None
 
 
-def _parquet_column_names(content: bytes, name: str) -> list[str]:
+def _blank(handle: io.BufferedIOBase) -> bool:
+    """Whether a file holds nothing but white space; it is read from the start, and left there."""
+    handle.seek(0)
+    blank = all(not chunk.strip() for chunk in iter(lambda: handle.read(READ_CHUNK), b""))
+    handle.seek(0)
+    return blank
+
+
+def _check_utf8(handle: io.BufferedIOBase, name: str) -> None:
+    """Check that a file is UTF-8 text, chunk by chunk.
+
+    Raises:
+        DataSchemaError: Naming the first byte that is not, and how to convert the file.
+    """
+    import codecs
+
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    handle.seek(0)
+    offset = 0
+    for chunk in iter(lambda: handle.read(READ_CHUNK), b""):
+        pending = len(decoder.getstate()[0])  # the start of a character the previous chunk ended inside
+        try:
+            decoder.decode(chunk)
+        except UnicodeDecodeError as error:
+            position = offset - pending + error.start
+            handle.seek(position)
+            raise _not_utf8(name, handle.read(1)[0], position) from None
+        offset += len(chunk)
+    unfinished = decoder.getstate()[0]  # the file ends inside a character
+    if unfinished:
+        raise _not_utf8(name, unfinished[0], offset - len(unfinished))
+
+
+def _not_utf8(name: str, byte: int, position: int) -> DataSchemaError:
+    return DataSchemaError(
+        f"{name}: not UTF-8 text (byte 0x{byte:02x} at position {position}); "
+        f"save it as UTF-8, e.g. `iconv -f latin1 -t utf-8 {name} > converted.csv`"
+    )
+
+
+def _parquet_column_names(handle: io.BufferedIOBase, name: str) -> list[str]:
     import pyarrow.parquet as pq
 
     try:
-        return list(pq.read_schema(io.BytesIO(content)).names)
+        return list(pq.read_schema(handle).names)
     except Exception as error:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise DataSchemaError(f"{name}: not a readable parquet table ({reason})") from None
@@ -318,4 +360,4 @@ def read_any(path: Path) -> pd.DataFrame:
     """
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
-    return parse_table(path.read_bytes(), str(path))
+    return parse_table(path, str(path))

@@ -17,25 +17,29 @@ import pandas as pd
 
 from src.cli import run_stage
 from src.config import SYNTHETIC, Config, DataLoadParams
-from src.io import write_table
+from src.io import file_md5, write_table
 from src.ml.sources import check_schema, describe, load_bundled, load_image_folder, make_synthetic, parse_table
 from src.paths import PATHS, PROJECT_ROOT
 from src.revisions import read_at_revision
 from src.tracking.stage_runs import StageResult, mlflow_stage
 
 
-def read_bytes(path: str, rev: str) -> bytes:
-    """Read a file of the project at git revision `rev`, or from the working tree if `rev` is empty.
+def source_file(path: str, rev: str) -> tuple[bytes | Path, str]:
+    """A file of the project at git revision `rev` (its bytes), or in the working tree if `rev` is empty (its path).
+
+    Returns:
+        The bytes or the path, and the MD5 of the file (as DVC hashes it).
 
     Raises:
         FileNotFoundError: With a message naming the file and what to do.
     """
     if rev:
-        return read_at_revision(path, rev)
-    try:
-        return (PROJECT_ROOT / path).read_bytes()
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path} not found; put the file there and track it with `dvc add {path}`") from None
+        content = read_at_revision(path, rev)
+        return content, hashlib.md5(content).hexdigest()
+    file = PROJECT_ROOT / path
+    if not file.is_file():
+        raise FileNotFoundError(f"{path} not found; put the file there and track it with `dvc add {path}`")
+    return file, file_md5(file)
 
 
 def load_source(params: DataLoadParams, random_state: int) -> tuple[pd.DataFrame, dict[str, str]]:
@@ -61,10 +65,10 @@ def load_source(params: DataLoadParams, random_state: int) -> tuple[pd.DataFrame
         table, md5 = load_image_folder(params.source, params.target)
         return table, {**origin, "data.path": params.source, "data.md5": md5}
     path = str(PATHS.raw) if params.generated or params.image_folder else params.source
-    content = read_bytes(path, params.rev)
+    source, md5 = source_file(path, params.rev)
     name = f"{path}@{params.rev}" if params.rev else path
-    table = check_schema(parse_table(content, path), params.target, name)
-    return table, {**origin, "data.path": path, "data.md5": hashlib.md5(content).hexdigest()}
+    table = check_schema(parse_table(source, path), params.target, name)
+    return table, {**origin, "data.path": path, "data.md5": md5}
 
 
 @mlflow_stage("data_load")
@@ -73,7 +77,7 @@ def main(config: Config) -> StageResult:
     raw, origin = load_source(config.data_load, config.base.random_state)
     write_table(raw, PATHS.raw)
     origin.setdefault("data.path", str(PATHS.raw))
-    origin.setdefault("data.md5", hashlib.md5(Path(PATHS.raw).read_bytes()).hexdigest())
+    origin.setdefault("data.md5", file_md5(PATHS.raw))
     return StageResult(
         metrics=describe(raw, config.data_load.target),
         tags=origin,

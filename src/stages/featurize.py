@@ -8,18 +8,21 @@ from __future__ import annotations
 
 from src.cli import run_stage
 from src.config import Config
-from src.io import read_table, write_table
-from src.ml.features import featurize
+from src.io import ROWS_PER_BATCH, read_table, table_writer
+from src.ml.features import featurize_in_batches
 from src.paths import PATHS
 from src.tracking.stage_runs import StageResult, mlflow_stage
 
 
 @mlflow_stage("featurize")
 def main(config: Config) -> StageResult:
-    """Read data/raw, add the features and write data/processed/features.parquet."""
+    """Read data/raw, add the features and write data/processed/features.parquet, a batch of rows at a time."""
     raw = read_table(PATHS.raw, made_by="data_load")
-    features = featurize(raw, config.featurize, config.data_load.target, config.data_load.pixel_max)
-    write_table(features, PATHS.features)
+    with table_writer(PATHS.features) as append:
+        for features in featurize_in_batches(
+            raw, config.featurize, config.data_load.target, config.data_load.pixel_max, ROWS_PER_BATCH
+        ):
+            append(features)
     return StageResult(
         metrics={"n_features": features.shape[1] - 1},
     )

@@ -6,7 +6,7 @@ import pandas as pd
 
 from src.cli import run_stage
 from src.config import Config
-from src.io import atomic_path, read_table, require
+from src.io import atomic_path, read_features, require
 from src.ml.features import Featurizer, with_features
 from src.ml.models import INPUT_EXAMPLE_ROWS, fit
 from src.paths import PATHS
@@ -37,7 +37,7 @@ def main(config: Config) -> StageResult:
     import joblib
 
     target = config.data_load.target
-    train = read_table(PATHS.train, made_by="data_split")
+    features, labels = read_features(PATHS.train, made_by="data_split", target=target)
     example = raw_example().drop(columns=[target])
     featurizer = Featurizer.from_params(config.featurize, config.data_load.pixel_max).fit(example)
     source, tags = None, {}
@@ -50,7 +50,7 @@ def main(config: Config) -> StageResult:
     def progress(epoch: int, metrics: dict[str, float]) -> None:
         report_progress(metrics, step=epoch, total=epochs)
 
-    estimator, scores, curve = fit(train, config.train, target, config.base.random_state, source, progress)
+    estimator, scores, curve = fit(features, labels, config.train, config.base.random_state, source, progress)
     model = with_features(featurizer, estimator)
     with atomic_path(PATHS.model) as temporary:
         joblib.dump(model, temporary)

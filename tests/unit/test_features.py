@@ -13,7 +13,7 @@ from src.ml.features import Featurizer, estimator_of, features_of, featurize, wi
 from src.ml.models import fit
 from src.ml.sources import load_bundled
 from src.tracking.stage_runs import TRUSTED_TYPES
-from tests.conftest import PROJECT_ROOT
+from tests.conftest import PROJECT_ROOT, split_label
 
 TEMPLATE = load_config(PROJECT_ROOT / "params.yaml")
 
@@ -24,7 +24,7 @@ def iris_model():
     raw = load_bundled("iris", "target")
     featurizer = Featurizer.from_params(TEMPLATE.featurize, 255).fit(raw.drop(columns=["target"]))
     features = featurize(raw, TEMPLATE.featurize, "target")
-    estimator, _, _ = fit(features, TEMPLATE.train, "target", 0)
+    estimator, _, _ = fit(*split_label(features, "target"), TEMPLATE.train, 0)
     return raw, features, with_features(featurizer, estimator)
 
 

@@ -15,7 +15,7 @@ from src.ml.sources import (
     snake_case,
 )
 from src.ml.split import add_batches, split
-from tests.conftest import PROJECT_ROOT
+from tests.conftest import PROJECT_ROOT, split_label
 
 TEMPLATE = load_config(PROJECT_ROOT / "params.yaml")
 
@@ -110,7 +110,7 @@ def test_split_explains_an_impossible_stratified_split():
 def test_fit_learns_iris_with_either_estimator(estimator):
     table = load_bundled("iris", "target")
     params = with_values(TEMPLATE.train, estimator=estimator, n_estimators=20, cv_folds=3)
-    model, scores, _ = fit(table, params, "target", random_state=0)
+    model, scores, _ = fit(*split_label(table, "target"), params, random_state=0)
     assert scores["cv_accuracy_mean"] > 0.85
     assert 0 <= scores["cv_accuracy_std"] < 0.2
     metrics, _, _ = evaluate(model, table, "target")
@@ -132,7 +132,7 @@ def test_build_estimator_passes_the_hyperparameters():
 def test_fit_refuses_more_folds_than_the_smallest_class():
     table = pd.DataFrame({"x": range(12), "label": ["a"] * 9 + ["b"] * 3})
     with pytest.raises(ValueError, match="train.cv_folds is 5 but a class has only 3 training rows"):
-        fit(table, with_values(TEMPLATE.train, cv_folds=5), "label", random_state=0)
+        fit(*split_label(table, "label"), with_values(TEMPLATE.train, cv_folds=5), random_state=0)
 
 
 def test_score_of_known_predictions():
@@ -278,9 +278,9 @@ def test_add_batches_holds_out_raw_rows_and_featurizes_the_rest_for_train():
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")  # max_iter=1 on purpose
 def test_warm_start_logistic_regression_starts_from_the_source_weights():
     table, params = iris_split("logistic_regression")
-    source, _, _ = fit(table, params, "target", 0)
+    source, _, _ = fit(*split_label(table, "target"), params, 0)
     few_steps = with_values(params, max_iter=1)
-    continued, _, _ = fit(table, few_steps, "target", 0, source)
+    continued, _, _ = fit(*split_label(table, "target"), few_steps, 0, source)
     fresh = build_estimator(few_steps, 0).fit(table.drop(columns=["target"]), table["target"])
     features = table.drop(columns=["target"])
     assert (continued.predict(features) == table["target"]).mean() > (fresh.predict(features) == table["target"]).mean()
@@ -289,16 +289,16 @@ def test_warm_start_logistic_regression_starts_from_the_source_weights():
 def test_warm_start_random_forest_keeps_the_trees_and_grows_more():
     table, params = iris_split("random_forest")
     params = with_values(params, n_estimators=5)
-    source, _, _ = fit(table, params, "target", 0)
-    continued, _, _ = fit(table, params, "target", 0, source)
+    source, _, _ = fit(*split_label(table, "target"), params, 0)
+    continued, _, _ = fit(*split_label(table, "target"), params, 0, source)
     assert len(continued.estimators_) == 10
     assert continued.estimators_[:5] == source.estimators_
 
 
 def test_fit_from_a_source_refuses_other_classes_or_columns():
     table, params = iris_split("logistic_regression")
-    source, _, _ = fit(table, params, "target", 0)
+    source, _, _ = fit(*split_label(table, "target"), params, 0)
     with pytest.raises(ValueError, match="knows classes"):
-        fit(table.assign(target="other"), params, "target", 0, source)
+        fit(*split_label(table.assign(target="other"), "target"), params, 0, source)
     with pytest.raises(ValueError, match="takes columns"):
-        fit(table.rename(columns={"sepal_length_cm": "length"}), params, "target", 0, source)
+        fit(*split_label(table.rename(columns={"sepal_length_cm": "length"}), "target"), params, 0, source)
