@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from src.config import Config, ConfigError, load_config
 from src.logs import setup_logging
@@ -337,3 +337,65 @@ def one_line(error: BaseException) -> str:
     """Describe an exception in one line: its type and first line of message."""
     message = str(error).strip().splitlines()
     return f"{type(error).__name__}: {message[0]}" if message else type(error).__name__
+
+
+PLAIN_STEPS = 10
+"""Without a terminal (a CI log): a progress line at each tenth of the work, or every 10 steps of unknown total."""
+
+
+def show_number(value: float) -> str:
+    """A number as progress shows it: whole numbers with thousands separators, others to 4 significant digits."""
+    return f"{int(value):,}" if float(value).is_integer() else f"{value:.4g}"
+
+
+class Progress:
+    """Progress in the terminal: a line per event, and a bar for work in steps (epochs, batches, sweep points).
+
+    On a terminal the bar is tqdm's; elsewhere (a CI log, a file) it degrades to a
+    plain line at each tenth of the work.
+
+    Args:
+        out: Where to write (standard error by default).
+    """
+
+    def __init__(self, out: TextIO | None = None) -> None:
+        self.out = out or sys.stderr
+        self.terminal = self.out.isatty()
+        self.bars: dict[str, Any] = {}
+        self.plain_done: dict[str, int] = {}
+
+    def say(self, line: str) -> None:
+        """Write one line (above any bar)."""
+        if self.terminal and self.bars:
+            from tqdm import tqdm
+
+            tqdm.write(line, file=self.out)
+        else:
+            self.out.write(line + "\n")
+            self.out.flush()
+
+    def step(
+        self, name: str, step: int, total: int | None, metrics: dict[str, float] | None = None, unit: str = "step"
+    ) -> None:
+        """Show that `name` reached `step` of `total` (None: unknown), with its latest metrics."""
+        shown = ", ".join(f"{key} {show_number(value)}" for key, value in (metrics or {}).items())
+        if self.terminal:
+            from tqdm import tqdm
+
+            bar = self.bars.get(name)
+            if bar is None:
+                bar = self.bars[name] = tqdm(total=total, desc=f"  {name}", unit=unit, file=self.out, leave=False)
+            bar.n = step
+            bar.set_postfix_str(shown, refresh=True)
+            return
+        done = step * PLAIN_STEPS // total if total else step // PLAIN_STEPS
+        if done > self.plain_done.get(name, 0) or step == total:
+            self.plain_done[name] = done
+            of = f"/{total}" if total else ""
+            self.say(f"  {name}: {step}{of} {unit}s" + (f" ({shown})" if shown else ""))
+
+    def close(self, name: str) -> None:
+        """Take `name`'s bar away."""
+        bar = self.bars.pop(name, None)
+        if bar is not None:
+            bar.close()

@@ -12,11 +12,10 @@ work in steps (plain lines when it is not a terminal), and a table at the end.
 from __future__ import annotations
 
 import logging
-import sys
 import threading
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any
 
-from src.cli import one_line
+from src.cli import Progress, one_line
 from src.paths import pipeline_stages
 from src.tracking.stage_runs import StageRecord, finish_stage_run, open_stage_run, read_events, records_folder
 from src.tracking.tags import CACHED_TAG, STAGE_TAG
@@ -27,51 +26,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.3
-PLAIN_STEPS = 10  # without a terminal, a line at each tenth of the work
 HEADLINE_METRICS = ("accuracy", "f1_macro")
-
-
-class Progress:
-    """One line per event, and a bar for work in steps: tqdm on a terminal, a line at each tenth elsewhere."""
-
-    def __init__(self, out: TextIO = sys.stderr) -> None:
-        self.out = out
-        self.terminal = out.isatty()
-        self.bars: dict[str, Any] = {}
-        self.plain_done: dict[str, int] = {}
-
-    def say(self, line: str) -> None:
-        """Write one line (above any bar)."""
-        if self.terminal and self.bars:
-            from tqdm import tqdm
-
-            tqdm.write(line, file=self.out)
-        else:
-            self.out.write(line + "\n")
-            self.out.flush()
-
-    def step(self, name: str, step: int, total: int | None, metrics: dict[str, float]) -> None:
-        """Show that `name` reached `step` of `total`, with its latest metrics."""
-        shown = ", ".join(f"{key} {value:.4g}" for key, value in metrics.items())
-        if self.terminal and total:
-            from tqdm import tqdm
-
-            bar = self.bars.get(name)
-            if bar is None:
-                bar = self.bars[name] = tqdm(total=total, desc=f"  {name}", unit="epoch", file=self.out, leave=False)
-            bar.n = step
-            bar.set_postfix_str(shown, refresh=True)
-            return
-        done = (step * PLAIN_STEPS // total) if total else step
-        if total and (done > self.plain_done.get(name, 0) or step == total):
-            self.plain_done[name] = done
-            self.say(f"  {name}: {step}/{total} ({shown})")
-
-    def close(self, name: str) -> None:
-        """Take `name`'s bar away."""
-        bar = self.bars.pop(name, None)
-        if bar is not None:
-            bar.close()
 
 
 class StageFollower:
@@ -151,7 +106,7 @@ class StageFollower:
         for start in range(0, len(metrics), 1000):  # MLflow takes up to 1000 metrics per batch
             self.client.log_batch(self.runs[stage], metrics=metrics[start : start + 1000])
         last = events[-1]
-        self.progress.step(stage, last["step"], last.get("total"), last["metrics"])
+        self.progress.step(stage, last["step"], last.get("total"), last["metrics"], unit="epoch")
 
 
 def summary(client: MlflowClient, parent_run_id: str) -> str:

@@ -27,6 +27,7 @@ from src.cli import (
     EXIT_TERMINATED,
     ChildRunner,
     Interrupted,
+    Progress,
     exit_now,
     fail,
     parse_config,
@@ -35,7 +36,7 @@ from src.cli import (
 )
 from src.config import Config
 from src.paths import PROJECT_ROOT
-from src.pipeline.follow import Progress, StageFollower, summary
+from src.pipeline.follow import StageFollower, summary
 from src.pipeline.preload import Runner
 from src.pipeline.queue import QueueError, stop
 from src.tracking.client import (

@@ -30,7 +30,7 @@ from typing import Any
 
 import yaml
 
-from src.cli import EXIT_BAD_CONFIG, EXIT_FAILED, Interrupted, InterruptFlag, fail, parse_config
+from src.cli import EXIT_BAD_CONFIG, EXIT_FAILED, Interrupted, InterruptFlag, Progress, fail, parse_config
 from src.config import Config, ConfigError, flatten, validate
 from src.pipeline.queue import QueueError, start_workers, statuses, stop
 from src.tracking.client import describe_tracking_error, experiment_id_for, import_mlflow
@@ -170,7 +170,7 @@ def close_point(point: Point, succeeded: bool) -> None:
     experiment_parent_file(point.name).unlink(missing_ok=True)
 
 
-def run_queue(points: list[Point], jobs: int, interrupts: InterruptFlag) -> None:
+def run_queue(points: list[Point], jobs: int, interrupts: InterruptFlag, progress: Progress | None = None) -> None:
     """Start `jobs` queue workers and close each point's parent run, and report it, as soon as the point ends.
 
     Once every point has ended, the workers are stopped unless DVC's queue
@@ -178,9 +178,16 @@ def run_queue(points: list[Point], jobs: int, interrupts: InterruptFlag) -> None
     Workers that were stopping as this sweep queued its points are replaced
     when points wait with none running.
 
+    Args:
+        points: The sweep's points, queued.
+        jobs: How many queue workers to start.
+        interrupts: The signals received so far.
+        progress: Where the line of each point and the bar of points ended go (standard error by default).
+
     Raises:
         Interrupted: When a signal comes; the points not ended are left to `abandon`.
     """
+    progress = progress or Progress()
     start_workers(jobs)
     pending = {point.name: point for point in points}
     missing = dict.fromkeys(pending, 0)
@@ -196,7 +203,10 @@ def run_queue(points: list[Point], jobs: int, interrupts: InterruptFlag) -> None
                 if not status:
                     logger.error("point %s is no longer on DVC's queue (removed with `dvc queue remove`?)", name)
                 close_point(point, status == "Success")
-                logger.info("%s", point.summary())
+                progress.say(point.summary())
+                ended = [other for other in points if other.name not in pending]
+                failed = sum(other.status != "FINISHED" for other in ended)
+                progress.step("sweep", len(ended), len(points), {"failed": failed}, unit="point")
                 interrupts.check()
         if any(current.get(name) == "Running" for name in pending):
             idle_since = time.monotonic()
@@ -204,6 +214,7 @@ def run_queue(points: list[Point], jobs: int, interrupts: InterruptFlag) -> None
             logger.info("points wait with no queue worker running; starting workers again")
             start_workers(jobs)
             idle_since = time.monotonic()
+    progress.close("sweep")
     if not any(status in ("Queued", "Running") for status in statuses().values()):
         stop([])  # idle workers would linger until their own timeout, and race the next sweep
 

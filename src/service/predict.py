@@ -16,11 +16,11 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from src.cli import fail, one_line, parse_config
+from src.cli import Progress, fail, one_line, parse_config
 from src.io import atomic_path
 from src.ml.schema import EXACT_FLOAT_INTEGERS, ScoringInputError, check_columns
 from src.tracking.registry import RegistryError, input_columns, load_model, model_uri_for
@@ -69,7 +69,23 @@ def output_columns(classes: list[str]) -> list[str]:
     return ["prediction", *(f"probability_{label}" for label in classes), "model"]
 
 
-def predict_file(model: Any, version: str, source: Path, output: Path, keep: list[str] | None = None) -> int:
+def batch_count(path: Path, rows: int = BATCH_ROWS) -> int | None:
+    """How many batches of `rows` rows a file holds: known from a Parquet file's footer, None for a CSV."""
+    import pyarrow.parquet as pq
+
+    if path.suffix.lower() != ".parquet":
+        return None
+    return -(-pq.ParquetFile(path).metadata.num_rows // rows)
+
+
+def predict_file(
+    model: Any,
+    version: str,
+    source: Path,
+    output: Path,
+    keep: list[str] | None = None,
+    on_batch: Callable[[int, int], None] | None = None,
+) -> int:
     """Score `source` into `output` batch by batch; return the number of rows.
 
     Args:
@@ -78,6 +94,7 @@ def predict_file(model: Any, version: str, source: Path, output: Path, keep: lis
         source: The CSV or Parquet file to score.
         output: The CSV or Parquet file to write.
         keep: The input columns to keep beside the predictions; every column when None.
+        on_batch: Called after each batch with the batches and the rows scored so far.
 
     Raises:
         OverwriteError: If `output` is `source` or a file the project tracks.
@@ -110,7 +127,7 @@ def predict_file(model: Any, version: str, source: Path, output: Path, keep: lis
         )
     wanted = list(dict.fromkeys([*kept, *expected]))
     text = [name for name in wanted if name not in expected]
-    total = 0
+    total = done = 0
     with atomic_path(output) as temporary:
         writer: Any = None
         try:
@@ -148,6 +165,9 @@ def predict_file(model: Any, version: str, source: Path, output: Path, keep: lis
                     )
                 writer.write_table(table)
                 total += len(frame)
+                done += 1
+                if on_batch is not None:
+                    on_batch(done, total)
         except pa.ArrowInvalid as error:
             raise ScoringInputError(f"{source}: cannot read it past row {total}: {one_line(error)}") from None
         finally:
@@ -169,7 +189,15 @@ def main(argv: list[str] | None = None) -> None:
         check_output_path(arguments.output, {"INPUT": arguments.input})
         model, version = load_model(model_uri_for(arguments.model, config))
         started = time.perf_counter()
-        rows = predict_file(model, version, arguments.input, arguments.output, keep)
+        progress, batches_in_file = Progress(), {}
+
+        def show(batch: int, rows: int) -> None:
+            if not batches_in_file:  # the file is known to be readable once a batch is scored
+                batches_in_file["total"] = batch_count(arguments.input)
+            progress.step("predict", batch, batches_in_file["total"], {"rows": rows}, unit="batch")
+
+        rows = predict_file(model, version, arguments.input, arguments.output, keep, show)
+        progress.close("predict")
     except (ScoringInputError, OverwriteError, RegistryError) as error:
         fail(str(error))
     seconds = time.perf_counter() - started

@@ -6,6 +6,8 @@ One copy, in file order: an iris run first (a model with other classes), then di
 from __future__ import annotations
 
 import json
+import re
+import time
 from urllib.parse import urljoin
 
 import numpy as np
@@ -111,3 +113,31 @@ def test_init_from_a_model_with_other_classes_is_refused_with_one_line(project):
     [line] = error_lines(result)
     assert line.startswith("error: stage train failed: ValueError: train.init_from's model knows classes ['setosa', ")
     assert project.runs("attributes.status = 'RUNNING'") == []
+
+
+LIVE_EPOCHS = 30
+
+
+def test_a_network_in_training_shows_in_the_store_while_the_pipeline_runs(project):
+    """Watched as `mlflow ui` shows it: the train run is RUNNING and its loss history grows before the pipeline ends."""
+    project.set_param("data_load", "source", "synthetic")
+    project.set_param("data_load", "synthetic_rows", 25_000)
+    project.set_param("train", "init_from", "")
+    project.set_param("train", "cv_folds", 2)
+    project.set_param("train", "epochs", LIVE_EPOCHS)
+    client = project.client()
+    process = project.spawn("pipeline", RUN_NAME="live")
+    seen: list[int] = []  # the length of the train run's loss history at each look while it was RUNNING
+    while process.poll() is None:
+        for run in project.runs("attributes.run_name = 'train' and attributes.status = 'RUNNING'"):
+            seen.append(len(client.get_metric_history(run.info.run_id, "loss")))
+        time.sleep(0.2)
+    _, stderr = process.communicate()
+    assert process.returncode == 0, stderr
+    _, train = train_run(project, "live")
+    assert train.info.status == "FINISHED"
+    assert len(client.get_metric_history(train.info.run_id, "loss")) == LIVE_EPOCHS
+    growing = sorted(set(seen) - {0})
+    assert len(growing) >= 2 and growing[-1] < LIVE_EPOCHS, seen
+    assert "train: running" in stderr.splitlines()
+    assert re.search(rf"^  train: \d+/{LIVE_EPOCHS} epochs \(loss [\d.]+, val_accuracy [\d.]+\)$", stderr, re.M)

@@ -7,6 +7,7 @@ params, a crashing stage) and restore what they changed.
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import yaml
@@ -33,6 +34,22 @@ def test_full_run_gives_one_finished_parent_with_five_finished_stage_runs(piped)
     assert by_stage["train"].data.metrics["cv_accuracy_mean"] > 0.8
     assert set(by_stage["evaluate"].data.metrics) >= METRICS
     assert all("stage_seconds" in child.data.metrics for child in children)
+
+
+def test_the_terminal_shows_each_stage_as_it_runs_then_a_table_and_where_to_look(piped):
+    project, result = piped
+    lines = result.stderr.splitlines()
+    for stage in STAGES:
+        started = lines.index(f"{stage}: running")
+        [ended] = [index for index, line in enumerate(lines) if re.fullmatch(rf"{stage}: FINISHED in [\d.]+ s", line)]
+        assert started < ended
+    header = lines.index("stage        status     seconds  how")
+    table = lines[header + 1 : header + 1 + len(STAGES)]
+    assert [row.split()[:2] + row.split()[3:] for row in table] == [[stage, "FINISHED", "ran"] for stage in STAGES]
+    accuracy = project.parents()[-1].data.metrics["accuracy"]
+    assert lines[header + 1 + len(STAGES)].startswith(f"results: accuracy {accuracy:.4f}, f1_macro ")
+    assert re.search(r"MLflow parent run \w+ FINISHED; .*#/experiments/\d+/runs/\w+", result.stderr)
+    assert "Running stage" not in result.stderr  # DVC's own lines stay quiet
 
 
 def test_parent_carries_all_params_final_metrics_and_git_state(piped):
