@@ -55,6 +55,12 @@ COMMAND_OUTPUTS = ("drift_json", "drift_html", "bench_md", "bench_json", "report
 
 PIPELINE_FILE = Path("dvc.yaml")
 
+PIPELINE_DVC_SETTINGS = {"DVC_SYSTEM_CONFIG_DIR": str(PROJECT_ROOT / "src" / "pipeline" / "dvc-settings")}
+"""The environment of the dvc commands that write the pipeline's outputs: its outputs are linked to DVC's cache.
+
+See src/pipeline/dvc-settings/config: a user's own `dvc add` keeps DVC's default of copies.
+"""
+
 
 @functools.cache
 def pipeline_stages() -> dict[str, dict[str, Any]]:

@@ -21,7 +21,7 @@ import time
 from collections.abc import Collection
 from typing import TYPE_CHECKING
 
-from src.paths import PROJECT_ROOT
+from src.paths import PIPELINE_DVC_SETTINGS, PROJECT_ROOT
 from src.versions.runner import dvc
 
 if TYPE_CHECKING:
@@ -60,7 +60,7 @@ def start_workers(jobs: int) -> None:
     Raises:
         QueueError: If dvc refuses.
     """
-    started = dvc("queue", "start", "--jobs", str(jobs), quiet=True)
+    started = dvc("queue", "start", "--jobs", str(jobs), quiet=True, env=PIPELINE_DVC_SETTINGS)
     if started.returncode:
         reason = (started.stderr.strip() or "no message").splitlines()[-1]
         raise QueueError(f"dvc could not start the queue workers: {reason}")

@@ -35,7 +35,7 @@ from src.cli import (
     signals_deferred,
 )
 from src.config import Config
-from src.paths import PROJECT_ROOT
+from src.paths import PIPELINE_DVC_SETTINGS, PROJECT_ROOT
 from src.pipeline.follow import StageFollower, summary
 from src.pipeline.preload import Runner
 from src.pipeline.queue import QueueError, stop
@@ -269,7 +269,7 @@ def run_pipeline(
     follower.start()
     preloaded = Runner(dict(os.environ))
     try:
-        environment = {**os.environ, PARENT_RUN_ENV: run_id, **preloaded.environment()}
+        environment = {**os.environ, **PIPELINE_DVC_SETTINGS, PARENT_RUN_ENV: run_id, **preloaded.environment()}
         exit_code = runner.run(command, PROJECT_ROOT, environment).returncode
     except Interrupted as interrupt:
         exit_code = interrupt.exit_code

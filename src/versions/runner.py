@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -14,8 +15,10 @@ from src.paths import PROJECT_ROOT
 from src.tracking.parent import CodeVersion
 
 
-def dvc(*arguments: str, quiet: bool = False) -> subprocess.CompletedProcess:
+def dvc(*arguments: str, quiet: bool = False, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """Run the dvc command line at the project root; `quiet` captures its output instead of showing it.
+
+    `env` adds to this process's environment (e.g. `PIPELINE_DVC_SETTINGS`).
 
     A SIGINT, SIGTERM or SIGHUP to this process reaches dvc and whatever it
     runs, and no dvc process outlives the call (see `ChildRunner`).
@@ -23,7 +26,8 @@ def dvc(*arguments: str, quiet: bool = False) -> subprocess.CompletedProcess:
     Raises:
         Interrupted: If this process was told to stop while dvc ran; raised once dvc has ended.
     """
-    return ChildRunner().run([sys.executable, "-m", "dvc", *arguments], PROJECT_ROOT, capture=quiet)
+    environment = {**os.environ, **env} if env else None
+    return ChildRunner().run([sys.executable, "-m", "dvc", *arguments], PROJECT_ROOT, environment, capture=quiet)
 
 
 def dvc_error(completed: subprocess.CompletedProcess) -> str:
