@@ -214,7 +214,10 @@ venv-dev: $(DEV_STAMP) ## Create .venv holding exactly requirements-dev.txt (run
 
 # uv installs a lock in seconds: make bootstraps the version requirements.txt pins with pip
 # (one small wheel), then `uv pip sync` makes the venv hold exactly the lock, nothing left
-# over. If uv cannot be installed, pip installs the same lock, hashes checked.
+# over, compiled to bytecode as pip does: every stage is a process, and where Python may not
+# write bytecode (PYTHONDONTWRITEBYTECODE, as many container images set) each process would
+# otherwise compile pandas and scikit-learn again, seconds each time.
+# If uv cannot be installed, pip installs the same lock, hashes checked.
 UV_VERSION := $(shell sed -n 's/^uv==\([0-9.]*\).*/\1/p' requirements.txt)
 define sync_lock
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or run 'make PYTHON=/path/to/python3.11 ...'" >&2; exit 2; }
@@ -222,7 +225,7 @@ define sync_lock
 	@echo "Installing $(1) into $(VENV_DIR)..."
 	@if "$(BIN)/uv" --version 2>/dev/null | grep -qx "uv $(UV_VERSION)" \
 	    || $(PY) -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)" >/dev/null 2>&1; then \
-	  "$(BIN)/uv" pip sync --quiet --python $(PY) --require-hashes $(1); \
+	  "$(BIN)/uv" pip sync --quiet --compile-bytecode --python $(PY) --require-hashes $(1); \
 	else \
 	  echo "pip could not install uv==$(UV_VERSION); installing $(1) with pip instead, hashes checked (slower)" >&2; \
 	  $(PY) -m pip install --quiet --disable-pip-version-check --require-hashes -r $(1); \
