@@ -15,7 +15,9 @@ import argparse
 import logging
 import os
 import socket
+import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,7 +50,7 @@ from src.tracking.client import (
     where_to_browse,
 )
 from src.tracking.parent import open_parent_run
-from src.tracking.stage_runs import experiment_parent_file, records_folder
+from src.tracking.stage_runs import experiment_parent_file, import_model_logging, records_folder
 from src.tracking.tags import HOST_TAG, NOTE_TAG, PARENT_RUN_ENV, PID_TAG, ROLE_TAG, ROOT_TAG, SWEEP_EXPERIMENT_TAG
 from src.versions.runner import code_version
 
@@ -204,6 +206,80 @@ class PipelineResult:
     left: str = ""
 
 
+class Ahead:
+    """What `make pipeline` starts before its parent run is open, while MLflow loads (seconds).
+
+    Unless forced, `dvc status` finds whether any stage has to run; when one
+    has, or when forced, the preloaded runner starts importing what the stages
+    import. Nothing runs a stage before the parent run is open.
+
+    Args:
+        force: Every stage will run (`--force`): no need to ask DVC.
+    """
+
+    def __init__(self, force: bool) -> None:
+        self._runner: Runner | None = Runner(dict(os.environ)) if force else None
+        self._status: subprocess.Popen | None = None
+        self._waiting: threading.Thread | None = None
+        if not force:
+            self._status = subprocess.Popen(
+                [sys.executable, "-m", "dvc", "status", "--quiet"],
+                cwd=PROJECT_ROOT,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            self._waiting = threading.Thread(target=self._start_runner_if_needed, daemon=True)
+            self._waiting.start()
+
+    def _start_runner_if_needed(self) -> None:
+        if self._status is not None and self._status.wait() != 0:
+            self._runner = Runner(dict(os.environ))
+
+    def nothing_to_run(self) -> bool:
+        """Whether DVC said every stage is up to date (`dvc status` exits 0 only then)."""
+        if self._status is None or self._waiting is None:
+            return False
+        self._waiting.join()
+        return self._status.returncode == 0
+
+    def runner(self) -> Runner | None:
+        """The preloaded runner, if one was started."""
+        if self._waiting is not None:
+            self._waiting.join()
+        return self._runner
+
+    def stop(self) -> None:
+        """Stop `dvc status` if it still runs, and the runner."""
+        if self._status is not None and self._status.poll() is None:
+            self._status.terminate()
+            self._status.wait()
+        if self._waiting is not None:
+            self._waiting.join()
+        if self._runner is not None:
+            self._runner.stop()
+
+
+def repro(client: MlflowClient, run_id: str, force: bool, preloaded: Runner | None, progress: Progress) -> int:
+    """Run `dvc repro` under the parent run `run_id`, following its stages live; return its exit code.
+
+    An interrupt is passed on to the running stage, which ends its run KILLED and
+    writes nothing half-done; a hard kill is cleaned up by `end_orphans`.
+    """
+    command = [sys.executable, "-m", "dvc", "repro", "--quiet", *(["--force"] if force else [])]
+    threading.Thread(target=import_model_logging, name="import-model-logging", daemon=True).start()
+    follower = StageFollower(client, run_id, client.get_run(run_id).info.experiment_id, progress)
+    follower.start()
+    try:
+        runner_environment = preloaded.environment() if preloaded is not None else {}
+        environment = {**os.environ, **PIPELINE_DVC_SETTINGS, PARENT_RUN_ENV: run_id, **runner_environment}
+        return ChildRunner(stopping="the running stage").run(command, PROJECT_ROOT, environment).returncode
+    except Interrupted as interrupt:
+        return interrupt.exit_code
+    finally:
+        follower.stop()
+
+
 def run_pipeline(
     config: Config,
     params_text: str,
@@ -245,37 +321,37 @@ def run_pipeline(
         raise PipelineError(str(error)) from None
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    ahead = Ahead(force)  # while MLflow loads: what DVC has to run, and the runner if anything
     try:
-        client = import_mlflow().MlflowClient()
-        end_orphans(client, experiment_id_for(client, config.mlflow.experiment_name))
-    except Exception as error:
-        if isinstance(error, QueueError):
-            raise PipelineError(f"cannot stop the DVC queue of a killed sweep: {error}") from None
-        where = tracking_uri()
-        raise PipelineError(f"cannot open the MLflow parent run at {where}: {describe_tracking_error(error)}") from None
-    try:
-        run_id = open_parent_run(config, params_text, code_version(), run_name, tags=process_tags() | (tags or {}))
-    except Exception as error:
-        raise PipelineError(
-            f"cannot open the MLflow parent run at {tracking_uri()}: {describe_outage(error)}"
-        ) from None
-    if on_open is not None:
-        on_open(run_id)
-    command = [sys.executable, "-m", "dvc", "repro", "--quiet", *(["--force"] if force else [])]
-    # The stage ends its run KILLED and writes nothing half-done; a hard kill is cleaned up by `end_orphans`.
-    runner = ChildRunner(stopping="the running stage")
-    lock_before = read_lock()
-    follower = StageFollower(client, run_id, client.get_run(run_id).info.experiment_id, progress or Progress())
-    follower.start()
-    preloaded = Runner(dict(os.environ))
-    try:
-        environment = {**os.environ, **PIPELINE_DVC_SETTINGS, PARENT_RUN_ENV: run_id, **preloaded.environment()}
-        exit_code = runner.run(command, PROJECT_ROOT, environment).returncode
-    except Interrupted as interrupt:
-        exit_code = interrupt.exit_code
+        try:
+            client = import_mlflow().MlflowClient()
+            end_orphans(client, experiment_id_for(client, config.mlflow.experiment_name))
+        except Exception as error:
+            if isinstance(error, QueueError):
+                raise PipelineError(f"cannot stop the DVC queue of a killed sweep: {error}") from None
+            where = tracking_uri()
+            raise PipelineError(
+                f"cannot open the MLflow parent run at {where}: {describe_tracking_error(error)}"
+            ) from None
+        try:
+            run_id = open_parent_run(config, params_text, code_version(), run_name, tags=process_tags() | (tags or {}))
+        except Exception as error:
+            raise PipelineError(
+                f"cannot open the MLflow parent run at {tracking_uri()}: {describe_outage(error)}"
+            ) from None
+        if on_open is not None:
+            on_open(run_id)
+        lock_before, exit_code = read_lock(), 0
+        try:
+            nothing_to_run = ahead.nothing_to_run()
+        except KeyboardInterrupt:  # Ctrl-C before any stage ran: the parent ends KILLED
+            nothing_to_run, exit_code = False, EXIT_INTERRUPTED
+        if nothing_to_run:  # every stage is cached: the parent records them, no dvc repro needed
+            exit_code = 0
+        elif not exit_code:
+            exit_code = repro(client, run_id, force, ahead.runner(), progress or Progress())
     finally:
-        preloaded.stop()
-        follower.stop()
+        ahead.stop()
     stopped_at = stopped_stage(run_id) if exit_code else ""
     # A second Ctrl-C must not leave the parent run RUNNING: closing it is not interrupted.
     with signals_deferred():

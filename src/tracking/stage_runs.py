@@ -334,6 +334,17 @@ def _log_on_its_own(record: StageRecord, folder: Path, experiment_name: str) -> 
     )
 
 
+def import_model_logging() -> None:
+    """Import what logging a model takes (MLflow's scikit-learn flavour, skops): a second or two, paid once.
+
+    The pipeline calls it in a thread as the stages start, so that logging the
+    train stage's model does not wait for these imports after the last stage.
+    """
+    import mlflow.models
+    import mlflow.sklearn  # noqa: F401
+    import skops.io  # noqa: F401
+
+
 def _log_model(files: Path) -> None:
     """Log the model a stage kept, with its signature and pinned requirements, to the active run.
 
