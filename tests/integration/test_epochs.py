@@ -137,7 +137,7 @@ def test_a_network_in_training_shows_in_the_store_while_the_pipeline_runs(projec
     _, train = train_run(project, "live")
     assert train.info.status == "FINISHED"
     assert len(client.get_metric_history(train.info.run_id, "loss")) == LIVE_EPOCHS
-    growing = sorted(set(seen) - {0})
-    assert len(growing) >= 2 and growing[-1] < LIVE_EPOCHS, seen
+    partial = sorted({length for length in seen if 0 < length < LIVE_EPOCHS})
+    assert len(partial) >= 2, seen  # seen at least twice with some epochs logged and more to come
     assert "train: running" in stderr.splitlines()
     assert re.search(rf"^  train: \d+/{LIVE_EPOCHS} epochs \(loss [\d.]+, val_accuracy [\d.]+\)$", stderr, re.M)
