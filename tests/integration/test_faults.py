@@ -102,10 +102,19 @@ def test_after_a_hard_kill_the_next_pipeline_ends_the_orphaned_runs_and_runs(pro
 
 
 def test_two_pipelines_at_once_one_runs_the_other_refuses(project):
+    lock = project.root / ".pipeline" / "lock"
+    holder_before = lock.read_text()  # the fixture's pipeline, long ended
     first = project.spawn("pipeline", "FORCE=1", "RUN_NAME=first")
-    wait_for_stage(project, "data_load")
-    parents_before = len(project.parents())
-    second = project.make("pipeline", RUN_NAME="second")
+    deadline = time.monotonic() + 120
+    while lock.read_text() in (holder_before, "") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    # The first holds the checkout; stopped there (as by Ctrl-Z), it still runs when the second starts.
+    os.killpg(first.pid, signal.SIGSTOP)
+    try:
+        parents_before = len(project.parents())
+        second = project.make("pipeline", RUN_NAME="second")
+    finally:
+        os.killpg(first.pid, signal.SIGCONT)
     assert second.returncode != 0
     [line] = error_lines(second.stderr)
     assert line.startswith(

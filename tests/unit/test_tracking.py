@@ -22,7 +22,11 @@ GONE_PID = 2**22 + 7  # above Linux's largest process id: a process that is sure
 
 @pytest.fixture
 def client(tmp_path, monkeypatch):
-    """An MlflowClient on a store of its own, with the stage records in a folder of their own."""
+    """An MlflowClient on a store of its own, with the stage records in a folder of their own.
+
+    The working directory is tmp_path too: an experiment's artifacts go to ./mlruns, as in a project.
+    """
+    monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     monkeypatch.setenv("PIPELINE_RECORDS_DIR", str(tmp_path / "records"))
     monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
