@@ -14,7 +14,7 @@
 #   RUN_ID          the MLflow run `make checkout` restores
 #   REV             the git revision or tag `make verify` checks (default: the working tree)
 #   BASE            the git revision or tag `make report` compares with (default: HEAD)
-#   BENCH_ARGS      options of `make bench`: --quick (smoke test), --scale (1,000,000 rows), --repeats N
+#   BENCH_ARGS      options of `make bench`: --quick (smoke test), --scale (a CSV of 2,000,000 rows), --repeats N
 #   SWEEP           the grid of `make sweep`, e.g. SWEEP="train.C=0.1,1,10 data_split.test_size=0.2,0.3"
 #   JOBS            how many points of a sweep run at once, through DVC's experiment queue (default: 1)
 #   TEAM_ENV        the team-mode settings file (default: team.env; see team.env.example)

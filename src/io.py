@@ -56,10 +56,16 @@ ROWS_PER_BATCH = 250_000
 
 def read_table(path: Path, made_by: str, columns: list[str] | None = None) -> pd.DataFrame:
     """Read a Parquet table written by the stage `made_by` (only `columns`, if given)."""
-    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
-    # Without pre-buffering, Arrow does not hold a whole row group's bytes while it decodes them.
-    return pd.read_parquet(require(path, made_by), columns=columns, pre_buffer=False)
+    # Without pre-buffering, Arrow does not hold a whole row group's bytes while it decodes them;
+    # converted with self_destruct, each column's Arrow memory is freed as pandas takes it.
+    table = pq.read_table(require(path, made_by), columns=columns, pre_buffer=False)
+    frame = table.to_pandas(self_destruct=True, split_blocks=True)
+    del table
+    pa.default_memory_pool().release_unused()
+    return frame
 
 
 def parquet_writer(path: Path, schema: Any) -> Any:

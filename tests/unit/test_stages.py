@@ -4,7 +4,7 @@ import pytest
 from src.config import load_config
 from src.ml.features import Featurizer, featurize
 from src.ml.metrics import confusion_matrix, evaluate, score
-from src.ml.models import build_estimator, fit
+from src.ml.models import build_estimator, cross_validate, fit
 from src.ml.sources import (
     DataSchemaError,
     check_schema,
@@ -115,6 +115,35 @@ def test_fit_learns_iris_with_either_estimator(estimator):
     assert 0 <= scores["cv_accuracy_std"] < 0.2
     metrics, _, _ = evaluate(model, table, "target")
     assert metrics["accuracy"] > 0.9
+
+
+def test_cross_validation_scores_as_scikit_learns_own_with_the_same_folds():
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+
+    features, labels = split_label(load_bundled("wine", "target"), "target")
+    params = with_values(TEMPLATE.train, estimator="random_forest", n_estimators=10, cv_folds=4)
+    ours = cross_validate(build_estimator(params, random_state=3), features, labels, params, random_state=5)
+    folds = StratifiedKFold(n_splits=4, shuffle=True, random_state=5)
+    theirs = cross_val_score(build_estimator(params, random_state=3), features, labels, cv=folds)
+    assert ours == {"cv_accuracy_mean": theirs.mean(), "cv_accuracy_std": theirs.std()}
+
+
+@pytest.mark.parametrize(
+    ("labels", "predictions"),
+    [
+        (["setosa", "virginica", "setosa", "versicolor"], ["setosa", "setosa", "setosa", "versicolor"]),
+        ([3, 1, 2, 2, 1], [3, 2, 2, 2, 0]),  # a class only predicted, never true
+        (["b", "a", "a"], ["a", "a", "a"]),  # a class never predicted
+    ],
+)
+def test_score_is_scikit_learns_on_the_labels_themselves(labels, predictions):
+    from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score
+
+    scores = score(pd.Series(labels), list(predictions))
+    assert scores["accuracy"] == accuracy_score(labels, predictions)
+    assert scores["f1_macro"] == f1_score(labels, predictions, average="macro", zero_division=0)
+    assert scores["precision_macro"] == precision_score(labels, predictions, average="macro", zero_division=0)
+    assert scores["recall_macro"] == recall_score(labels, predictions, average="macro", zero_division=0)
 
 
 def test_build_estimator_passes_the_hyperparameters():
