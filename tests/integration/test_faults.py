@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.integration.conftest import Project, assert_outputs_match_lock, new_project
 
@@ -81,10 +82,18 @@ def test_an_interrupt_during_a_stage_ends_the_runs_killed_and_keeps_dvc_lock(pro
 
 
 def test_after_a_hard_kill_the_next_pipeline_ends_the_orphaned_runs_and_runs(project):
-    process = project.spawn("pipeline", "FORCE=1")
-    wait_for_stage(project, "train")
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait(timeout=30)
+    params = (project.root / "params.yaml").read_text()
+    # A forest of many trees: train lasts seconds, so the kill surely comes while it runs.
+    project.set_param("train", "estimator", "random_forest")
+    project.set_param("train", "n_estimators", 1000)
+    try:
+        process = project.spawn("pipeline", "FORCE=1")
+        wait_for_stage(project, "train")
+        time.sleep(0.5)
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+    finally:
+        (project.root / "params.yaml").write_text(params)
     # The parent, and the train run if the pipeline had logged it live before the kill.
     running = project.runs("attributes.status = 'RUNNING'")
     [orphan] = [run for run in running if run.data.tags.get("pipeline.role") == "parent"]
@@ -182,3 +191,28 @@ def test_a_store_where_nothing_can_be_written_stops_before_any_stage(project):
     assert line.startswith("error: cannot open the MLflow parent run at sqlite:////proc/mlflow-store/mlflow.db: ")
     assert ": running" not in result.stderr  # no stage started
     assert (project.root / "dvc.lock").read_bytes() == lock_before
+
+
+def test_plain_dvc_repro_runs_the_stages_without_the_runner_with_the_same_outputs_and_error_line(project):
+    """The stage commands `make pipeline` hands to its preloaded runner work as they are under a plain `dvc repro`."""
+    dvc = project.env()["VENV"] + "/bin/dvc"
+    path = f"{project.env()['VENV']}/bin:{os.environ['PATH']}"  # a shell with the venv active
+    result = project.run(dvc, "repro", "--force", PATH=path)
+    assert result.returncode == 0, result.stderr
+    assert project.run(dvc, "status", PATH=path).stdout.strip() == "Data and pipelines are up to date."
+    assert_outputs_match_lock(project)
+
+    before = yaml.safe_load((project.root / "params.yaml").read_text())["data_split"]["test_size"]
+    project.set_param("data_split", "test_size", 0.99)
+    try:
+        with_runner = project.make("pipeline")
+        plain = project.run(dvc, "repro", PATH=path)
+    finally:
+        project.set_param("data_split", "test_size", before)
+    assert with_runner.returncode != 0 and plain.returncode != 0
+    [line] = error_lines(with_runner.stderr)
+    assert line.startswith(
+        "error: stage data_split failed: ValueError: cannot split 150 rows with data_split.test_size=0.99"
+    )
+    assert error_lines(plain.stderr) == [line]
+    assert project.runs("attributes.status = 'RUNNING'") == []
