@@ -86,7 +86,7 @@ class Runner:
             self.process.kill()
             self.process.wait()
         with contextlib.suppress(OSError):
-            Path(self.socket_path).unlink()
+            Path(self.socket_path).unlink(missing_ok=True)  # absent if the runner was stopped before it listened
             Path(self.socket_path).parent.rmdir()
 
 
@@ -106,6 +106,7 @@ def _run_child(request: dict, fds: list[int], server: socket.socket, connection:
     connection.close()
     for signum in (*STOP_SIGNALS, signal.SIGCHLD):
         signal.signal(signum, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C is a KeyboardInterrupt, as in `python -m`
     for target, fd in enumerate(fds):
         os.dup2(fd, target)
         os.close(fd)
@@ -128,11 +129,12 @@ def _run_child(request: dict, fds: list[int], server: socket.socket, connection:
         os._exit(exit_code)
 
 
-def _wait_for(child: int, connection: socket.socket) -> None:
+def _wait_for(child: int, connection: socket.socket, children: set[int]) -> None:
     """Send the child's exit code to its command; if the command goes away first, kill the child."""
     while True:
         done, status = os.waitpid(child, os.WNOHANG)
         if done:
+            children.discard(child)  # its process id may be reused: never signal it again
             code = os.waitstatus_to_exitcode(status)
             with contextlib.suppress(OSError):
                 connection.sendall(struct.pack("!i", code))
@@ -156,7 +158,7 @@ def serve(socket_path: str) -> None:
     children: set[int] = set()
 
     def end(signum: int, frame: object) -> None:
-        for child in children:
+        for child in list(children):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(child, signal.SIGKILL)
         os._exit(0)
@@ -170,17 +172,25 @@ def serve(socket_path: str) -> None:
         if not readable:
             continue
         connection, _ = server.accept()
-        header, fds = _receive(connection, 4)
-        body, _ = _receive(connection, struct.unpack("!I", header)[0])
-        request = json.loads(body)
+        fds: list[int] = []
+        try:
+            header, fds = _receive(connection, 4)
+            body, _ = _receive(connection, struct.unpack("!I", header)[0])
+            request = json.loads(body)
+        except (OSError, ValueError):  # a command that went away mid-request: the next one is served as usual
+            for fd in fds:
+                os.close(fd)
+            connection.close()
+            continue
         child = os.fork()
         if child == 0:
             _run_child(request, fds, server, connection)
         for fd in fds:
             os.close(fd)
         children.add(child)
-        connection.sendall(struct.pack("!i", child))
-        threading.Thread(target=_wait_for, args=(child, connection), daemon=True).start()
+        with contextlib.suppress(OSError):  # a command gone already: _wait_for ends its child
+            connection.sendall(struct.pack("!i", child))
+        threading.Thread(target=_wait_for, args=(child, connection, children), daemon=True).start()
 
 
 if __name__ == "__main__":

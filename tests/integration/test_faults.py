@@ -68,6 +68,7 @@ def test_an_interrupt_during_a_stage_ends_the_runs_killed_and_keeps_dvc_lock(pro
         "before this run; train's outputs are restored from the DVC cache to match it; `dvc status` is clean"
     )
     assert parent.info.status == "KILLED"
+    assert "error: stage train interrupted; it wrote no output" in error_lines(stderr)  # the stage's own last word
     stages = {child.info.run_name: child.info.status for child in project.children(parent.info.run_id)}
     assert stages == {"data_load": "FINISHED", "featurize": "FINISHED", "data_split": "FINISHED", "train": "KILLED"}
     assert project.runs("attributes.status = 'RUNNING'") == []
