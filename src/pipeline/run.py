@@ -122,7 +122,7 @@ def end_orphans(client: MlflowClient, experiment_id: str, command: str = "make p
     Only runs started on this machine, from this checkout, are considered. Each is
     closed KILLED with a note, and the stage records it left become KILLED nested runs.
     A killed sweep's points are first taken off DVC's queue, and any queue worker
-    still training one is stopped (see `exp_queue.stop`), so nothing goes on
+    still training one is stopped (see `src.pipeline.queue.stop`), so nothing goes on
     writing to a run that is ended.
 
     Args:
@@ -233,7 +233,7 @@ class Ahead:
             self._waiting.start()
 
     def _start_runner_if_needed(self) -> None:
-        if self._status is not None and self._status.wait() != 0:
+        if self._status is not None and self._status.wait() > 0:  # not when stopped by a signal (negative)
             self._runner = Runner(dict(os.environ))
 
     def nothing_to_run(self) -> bool:
@@ -344,8 +344,8 @@ def run_pipeline(
         lock_before, exit_code = read_lock(), 0
         try:
             nothing_to_run = ahead.nothing_to_run()
-        except KeyboardInterrupt:  # Ctrl-C before any stage ran: the parent ends KILLED
-            nothing_to_run, exit_code = False, EXIT_INTERRUPTED
+        except KeyboardInterrupt as interrupt:  # Ctrl-C or SIGTERM before any stage ran: the parent ends KILLED
+            nothing_to_run, exit_code = False, getattr(interrupt, "exit_code", EXIT_INTERRUPTED)
         if nothing_to_run:  # every stage is cached: the parent records them, no dvc repro needed
             exit_code = 0
         elif not exit_code:
@@ -360,8 +360,15 @@ def run_pipeline(
         try:
             status = close_parent(client, run_id, exit_code)
         except Exception as error:
-            keep_outcome(run_id, exit_code)
             ended = {0: "ran", EXIT_INTERRUPTED: "was interrupted", EXIT_TERMINATED: "was interrupted"}
+            recorded = recorded_status(client, run_id)
+            if recorded not in ("", "RUNNING"):  # the run was ended; what failed was logging part of it
+                raise PipelineError(
+                    f"the pipeline {ended.get(exit_code, 'failed')} and run {run_id} is {recorded}, but not all of "
+                    f"its stage runs, metrics and models could be logged: {describe_outage(error)}"
+                    + (f"; {left}" if left else "")
+                ) from None
+            keep_outcome(run_id, exit_code)
             raise PipelineError(
                 f"the pipeline {ended.get(exit_code, 'failed')}, but run {run_id} cannot be recorded now: "
                 f"{describe_outage(error)}; its stage records and outcome are kept, and the next make target that "
@@ -369,6 +376,14 @@ def run_pipeline(
                 + (f"; {left}" if left else "")
             ) from None
     return PipelineResult(run_id, exit_code, status, stopped_at, left)
+
+
+def recorded_status(client: MlflowClient, run_id: str) -> str:
+    """The status the tracking store holds for `run_id`, or "" when the store cannot be asked."""
+    try:
+        return client.get_run(run_id).info.status
+    except Exception:
+        return ""
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -28,7 +28,7 @@ from typing import Any
 
 import pandas as pd
 
-from src.cli import fail, parse_config
+from src.cli import EXIT_FAILED, fail, parse_config
 from src.config import Config, ConfigError, load_config
 from src.io import write_table
 from src.ml.metrics import score_model
@@ -49,7 +49,7 @@ INIT_FROM_LINE = re.compile(r"^(\s+init_from:)[^#\n]*(#.*)?$", re.MULTILINE)
 def validate_batch(
     batch: pd.DataFrame, expected: dict[str, str], target: str, classes: list[str], source: str
 ) -> pd.DataFrame:
-    """Check a labelled batch against the model and return it with the model's columns, in order, cast to float.
+    """Check a labelled batch against the model; return its model columns in order, as floats, and its labels as text.
 
     Raises:
         ScoringInputError: A column is missing or not numeric, a label is empty or
@@ -71,6 +71,7 @@ def validate_batch(
             f"{source}: {int(duplicated.sum())} rows repeat earlier ones (first: data row {first + 1})"
         )
     checked = batch[[*expected, target]].copy()
+    checked[target] = labels.astype(str)  # text, as data_load writes labels (a CSV reads 0, 1, 2 as numbers)
     for name in casts:
         checked[name] = checked[name].astype("float64")
     return checked
@@ -173,7 +174,11 @@ def main(argv: list[str] | None = None) -> None:
         fail(f"the retraining pipeline cannot run: {error}; the champion stays {champion_uri}")
     run_id = result.run_id
     if result.exit_code:
-        fail(f"the retraining pipeline ended {result.status} (run {run_id}); the champion stays {champion_uri}")
+        fail(
+            f"the retraining pipeline ended {result.status} (run {run_id}); the champion stays {champion_uri}"
+            + (f"; {result.left}" if result.left else ""),
+            result.exit_code if result.status == "KILLED" else EXIT_FAILED,
+        )
     run = client.get_run(run_id)
     candidate = Candidate(run, logged_model_uri(client, run))
     try:
