@@ -127,7 +127,7 @@ sweep: $(RUNTIME_STAMP) close-late dvc-setup ## Run a grid of params as DVC expe
 	@[ -n "$$SWEEP" ] || { echo 'error: give the grid: make sweep SWEEP="train.C=0.1,1,10 data_split.test_size=0.2,0.3"' >&2; exit 2; }
 	@$(PY) -m src.pipeline.sweep --config params.yaml --grid "$$SWEEP" --jobs "$(JOBS)"
 
-bench: $(RUNTIME_STAMP) close-late ## Measure the pipeline's overhead against the floor: reports/bench.md (BENCH_ARGS=--scale)
+bench: $(RUNTIME_STAMP) close-late ## Measure the pipeline's overhead, memory and bytes written against the floor: reports/bench.md (BENCH_ARGS=--scale)
 	@$(PY) -m src.bench $(BENCH_ARGS)
 
 tag: $(RUNTIME_STAMP) close-late dvc-setup ## Pin the data version: push the data, then commit dvc.lock & co and tag (TAG=v1 MSG="...", PUSH=1)

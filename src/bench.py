@@ -41,7 +41,7 @@ import yaml
 from src.config import load_config
 from src.io import atomic_path, write_json
 from src.logs import setup_logging
-from src.paths import PATHS, PROJECT_ROOT, pipeline_stages
+from src.paths import PATHS, PROJECT_ROOT, pipeline_stages, stage_outputs
 from src.tracking.tags import PARENT_RUN_ENV, RECORDS_ENV
 from src.versions.runner import copy_work_tree
 
@@ -171,8 +171,7 @@ def table_mb(path: Path) -> float:
 def stage_files(stage: str) -> tuple[list[Path], list[Path]]:
     """The tables (Parquet deps and outs) and the output files of `stage`, from dvc.yaml."""
     definition = pipeline_stages()[stage]
-    outs = [Path(next(iter(out)) if isinstance(out, dict) else out) for out in definition.get("outs", [])]
-    outs += [Path(next(iter(out)) if isinstance(out, dict) else out) for out in definition.get("metrics", [])]
+    outs = [Path(path) for path in stage_outputs(definition)]
     tables = [Path(path) for path in [*definition.get("deps", []), *map(str, outs)] if str(path).endswith(".parquet")]
     return tables, outs
 

@@ -15,14 +15,11 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any, NoReturn, TextIO
+from typing import Any, NoReturn, TextIO
 
 from src.config import Config, ConfigError, load_config
+from src.forkclient import STOP_SIGNALS
 from src.logs import setup_logging
-
-if TYPE_CHECKING:
-    pass
-
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +33,6 @@ EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 143
 
 # What a terminal sends on Ctrl-C, what `kill` and service managers send, and what a closed terminal sends.
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 class Interrupted(KeyboardInterrupt):

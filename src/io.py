@@ -82,7 +82,7 @@ def parquet_writer(path: Path, schema: Any) -> Any:
 
 
 def read_features(path: Path, made_by: str, target: str) -> tuple[pd.DataFrame, pd.Series]:
-    """Read a table of numeric features and a label column as scikit-learn fits on it without copies.
+    """Read a table of numeric features and a label column into one float array, with no copy of the table.
 
     The features come as a DataFrame over one C-ordered float64 array, filled a
     column at a time from the file, and the label column `target` as a Series.
@@ -138,6 +138,8 @@ def table_writer(path: Path, schema: Any = None) -> Iterator[Callable[[pd.DataFr
         finally:
             if writer is not None:
                 writer.close()
+        if writer is None:  # nothing appended: no table to publish (the empty temporary file is removed)
+            raise ValueError(f"{path}: no rows were appended, not even an empty batch")
 
 
 def write_table(table: pd.DataFrame, path: Path) -> None:

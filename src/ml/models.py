@@ -191,8 +191,9 @@ def fit(
     """Cross-validate the configured estimator, then fit it on all training rows.
 
     Args:
-        features: The training features. Over one C-ordered float array (see
-            `src.io.read_features`), neither the folds nor the fit copy them whole.
+        features: The training features, best over one C-ordered float array (see
+            `src.io.read_features`): nothing is copied beyond what each fold and the
+            estimator itself take.
         labels: The training labels.
         params: The `train` section of params.yaml.
         random_state: The seed for the estimator and the folds.

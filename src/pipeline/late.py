@@ -4,14 +4,9 @@ from __future__ import annotations
 
 import logging
 import shutil
-from typing import TYPE_CHECKING
 
 from src.tracking.parent import close_late, pending_outcomes
 from src.tracking.stage_runs import records_folder
-
-if TYPE_CHECKING:
-    pass
-
 
 logger = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ import yaml
 
 from src.cli import fail
 from src.io import atomic_path
-from src.lockfile import LOCK_FILE, output_hashes
+from src.lockfile import LOCK_FILE, output_hashes, output_tag, read_lock
 from src.logs import setup_logging
 from src.paths import PATHS, PROJECT_ROOT
 from src.versions.runner import GitError, dvc, git
@@ -48,13 +48,14 @@ def run_for(lock: dict[str, Any]) -> str:
     if not wanted:
         return "none (no results in dvc.lock)"
     from src.tracking.client import import_mlflow
+    from src.tracking.tags import ROLE_TAG
 
     client = import_mlflow().MlflowClient()
     experiments = [experiment.experiment_id for experiment in client.search_experiments()]
     runs = client.search_runs(
         experiments,
         filter_string=(
-            f"tags.`dvc.out.{PATHS.metrics}` = '{wanted}' and tags.`pipeline.role` = 'parent' "
+            f"tags.`{output_tag(PATHS.metrics)}` = '{wanted}' and tags.`{ROLE_TAG}` = 'parent' "
             "and attributes.status = 'FINISHED'"
         ),
         order_by=["attributes.start_time DESC"],
@@ -85,7 +86,7 @@ def build_report(base: str) -> str:
     plots = json.loads(dvc_markdown("plots", "diff", base, "--json", "-o", str(PATHS.report_plots)) or "{}")
     base_image, workspace_image = image_cells(plots, base)
     base_lock = yaml.safe_load(git("show", f"{commit}:{LOCK_FILE}")) if _has_lock(commit) else {}
-    workspace_lock = yaml.safe_load((PROJECT_ROOT / LOCK_FILE).read_text(encoding="utf-8"))
+    workspace_lock = read_lock()
     return "\n".join(
         [
             f"# What changed: `{base}` ({commit[:8]}) → workspace",

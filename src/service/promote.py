@@ -17,16 +17,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import TYPE_CHECKING
 
 from src.cli import EXIT_BAD_CONFIG, fail, parse_config
 from src.config import METRICS
 from src.service.champion import PromoteError, candidate_of, promote
 from src.tracking.client import describe_tracking_error, import_mlflow
 from src.tracking.registry import RegistryError
-
-if TYPE_CHECKING:
-    pass
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from src.config import Config
-from src.ml.features import estimator_of
 from src.ml.schema import ScoringInputError
 from src.tracking.client import describe_tracking_error, import_mlflow
 from src.tracking.tags import CHAMPION, MODEL_HASH_TAG, ROLE_TAG, STAGE_TAG
@@ -170,6 +169,8 @@ def resolve_init_from(reference: str, model_name: str) -> str:
 def load_source_model(reference: str, model_name: str) -> tuple[Any, str]:
     """The scikit-learn estimator of the model `train.init_from` names (its featurize step left out), and its URI."""
     import mlflow.sklearn
+
+    from src.ml.features import estimator_of
 
     import_mlflow()
     try:

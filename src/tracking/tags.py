@@ -2,14 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from src.lockfile import output_tag
+from src.lockfile import DATA_HASH_TAG, output_tag
 from src.paths import PATHS
-
-if TYPE_CHECKING:
-    pass
-
 
 PARENT_RUN_ENV = "PIPELINE_PARENT_RUN_ID"
 
@@ -54,4 +48,4 @@ RAW_DATA_HASH_TAG = output_tag(PATHS.raw)
 TEST_DATA_HASH_TAG = output_tag(PATHS.test)
 
 # Tags copied from the parent run onto the registered version: the way back to code and data.
-LINEAGE_TAGS = ("git.commit", "git.dirty", "data.version", "data.md5", MODEL_HASH_TAG, RAW_DATA_HASH_TAG)
+LINEAGE_TAGS = ("git.commit", "git.dirty", "data.version", DATA_HASH_TAG, MODEL_HASH_TAG, RAW_DATA_HASH_TAG)

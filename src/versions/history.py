@@ -6,6 +6,7 @@ import yaml
 
 from src.lockfile import DATA_HASH_TAG, LOCK_FILE, output_hashes
 from src.paths import PATHS
+from src.tracking.tags import ROLE_TAG
 from src.versions.runner import GitError, git
 
 HISTORY_METRICS = ("accuracy", "f1_macro")
@@ -42,7 +43,7 @@ def history() -> str:
             client.search_runs(
                 experiments,
                 filter_string=(
-                    f"tags.`{DATA_HASH_TAG}` = '{data_hash}' and tags.`pipeline.role` = 'parent' "
+                    f"tags.`{DATA_HASH_TAG}` = '{data_hash}' and tags.`{ROLE_TAG}` = 'parent' "
                     "and attributes.status = 'FINISHED'"
                 ),
                 order_by=["attributes.start_time DESC"],

@@ -2,23 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-from pathlib import Path
 
+from src.io import file_md5
 from src.versions.workspace import VersionError, cache_dir, cache_file, recorded_outputs
 
 logger = logging.getLogger(__name__)
-
-
-def file_md5(path: Path) -> str:
-    """The MD5 of a file's bytes, as DVC 3 hashes files."""
-    digest = hashlib.md5()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def corrupted_objects(revision: str = "") -> tuple[list[str], int, list[str]]:

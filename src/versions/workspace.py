@@ -4,19 +4,15 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import yaml
 
 from src.cli import EXIT_FAILED
 from src.lockfile import LOCK_FILE, output_hashes, read_lock
 from src.paths import PROJECT_ROOT, pipeline_stages, stage_outputs
-from src.versions.runner import dvc, git
-
-if TYPE_CHECKING:
-    pass
+from src.versions.runner import GitError, dvc, git
 
 
 class VersionError(RuntimeError):
@@ -173,8 +169,6 @@ def check_output_path(
             link to it), a file the pipeline writes (dvc.yaml's outputs), a file tracked with
             `dvc add`, or a file tracked by git.
     """
-    from src.paths import PROJECT_ROOT, pipeline_stages, stage_outputs
-
     for input_name, source in inputs.items():
         same = output.resolve() == source.resolve() or (
             output.exists() and source.exists() and os.path.samefile(output, source)
@@ -190,8 +184,8 @@ def check_output_path(
     if relative in pipeline_outputs or any(folder in (resolved, *resolved.parents) for folder in tracked_folders):
         raise OverwriteError(f"{name} {output} is data DVC tracks for the pipeline; write to another file")
 
-    tracked = subprocess.run(
-        ["git", "ls-files", "--error-unmatch", str(relative)], cwd=PROJECT_ROOT, capture_output=True, check=False
-    )
-    if tracked.returncode == 0:
-        raise OverwriteError(f"{name} {output} is a file git tracks in this project; write to another file")
+    try:
+        git("ls-files", "--error-unmatch", str(relative))
+    except GitError:  # not a file git tracks
+        return
+    raise OverwriteError(f"{name} {output} is a file git tracks in this project; write to another file")
