@@ -154,3 +154,14 @@ def test_an_output_may_not_overwrite_what_the_project_tracks(path, message, tmp_
     with pytest.raises(OverwriteError, match=message):
         check_output_path(PROJECT_ROOT / path, {"INPUT": tmp_path / "new.csv"})
     check_output_path(tmp_path / "scored.csv", {"INPUT": tmp_path / "new.csv"})  # anywhere else is fine
+
+
+def test_a_retrain_batch_read_with_numeric_labels_is_checked_and_returned_with_text_labels():
+    from src.service.retrain import validate_batch
+
+    batch = pd.DataFrame({"a": [1, 2, 3], "b": [0.5, 0.25, 1.0], "digit": [0, 1, 2]})  # as read_csv reads them
+    checked = validate_batch(batch, {"a": "double", "b": "double"}, "digit", ["0", "1", "2"], "batch.csv")
+    assert checked["digit"].tolist() == ["0", "1", "2"]
+    assert checked["a"].dtype == "float64"
+    with pytest.raises(ScoringInputError, match=r"labels \['7'\] are unknown to the model"):
+        validate_batch(batch.assign(digit=[0, 1, 7]), {"a": "double", "b": "double"}, "digit", ["0", "1", "2"], "x")
