@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from src.cli import run_stage
+from src.cluster import parallel_work
 from src.config import Config
 from src.io import atomic_path, read_features, require
 from src.ml.features import Featurizer, with_features
@@ -32,7 +33,8 @@ def main(config: Config) -> StageResult:
     warm_start` the estimator continues from that model's weights. An mlp is
     trained epoch by epoch: its loss and validation accuracy per epoch become the
     run's metric history and reports/learning_curve.csv (a DVC plot; only the
-    header for other estimators).
+    header for other estimators). With `DASK_SCHEDULER` set, the folds and a
+    forest's trees are computed on that Dask cluster, with the same scores.
     """
     import joblib
 
@@ -50,7 +52,8 @@ def main(config: Config) -> StageResult:
     def progress(epoch: int, metrics: dict[str, float]) -> None:
         report_progress(metrics, step=epoch, total=epochs)
 
-    estimator, scores, curve = fit(features, labels, config.train, config.base.random_state, source, progress)
+    with parallel_work():  # DASK_SCHEDULER set: the folds and a forest's trees go to the cluster
+        estimator, scores, curve = fit(features, labels, config.train, config.base.random_state, source, progress)
     model = with_features(featurizer, estimator)
     with atomic_path(PATHS.model) as temporary:
         joblib.dump(model, temporary)

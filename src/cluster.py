@@ -1,0 +1,178 @@
+"""The Dask cluster a run may use: `DASK_SCHEDULER` (team.env), checked, and the joblib backend that sends work there.
+
+Unset, nothing here imports Dask and everything runs on this machine. Set, the
+train stage's parallel work (cross-validation folds, a forest's trees) goes to
+the cluster through joblib's dask backend, and `make sweep` sends its points
+there. The switch is the environment only, never params.yaml: dvc.lock and the
+scores do not depend on where a run ran.
+
+A scheduler on this machine (127.0.0.1, localhost, ::1) may be plain `tcp://`;
+any other is accepted only over `tls://`, with Dask's certificates named in
+team.env (`DASK_TLS_CA_FILE`, `DASK_TLS_CERT`, `DASK_TLS_KEY`): whoever reaches a
+scheduler can run code on its workers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+SCHEDULER_ENV = "DASK_SCHEDULER"
+
+TLS_FILES_ENV = {"ca_file": "DASK_TLS_CA_FILE", "cert": "DASK_TLS_CERT", "key": "DASK_TLS_KEY"}
+"""team.env's names of the CA certificate and of this machine's certificate and key, for a `tls://` scheduler."""
+
+CONNECT_SECONDS = 10
+
+
+class ClusterError(RuntimeError):
+    """The cluster cannot be used as set; the message names the setting and the fix."""
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` names this machine only (127.0.0.0/8, ::1 or localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_address(address: str) -> str:
+    """Return the scheduler address as Dask takes it (`tcp://host:port` or `tls://host:port`).
+
+    Raises:
+        ClusterError: If the address is malformed, its protocol is neither tcp nor
+            tls, it is plain tcp off this machine, or tls without certificates.
+    """
+    text = address.strip()
+    parts = urlsplit(text if "://" in text else f"tcp://{text}")
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if parts.scheme not in ("tcp", "tls") or not parts.hostname or port is None:
+        raise ClusterError(
+            f"{SCHEDULER_ENV}={address!r} is not a scheduler address; give e.g. tcp://127.0.0.1:8786 or tls://host:8786"
+        )
+    if parts.scheme == "tcp" and not is_loopback(parts.hostname):
+        raise ClusterError(
+            f"{SCHEDULER_ENV}={address} is plain tcp off this machine: anyone who reaches it can run code on the "
+            f"workers; use tls:// with Dask's certificates ({', '.join(TLS_FILES_ENV.values())} in team.env)"
+        )
+    if parts.scheme == "tls":
+        tls_files()
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return f"{parts.scheme}://{host}:{port}"
+
+
+def tls_files() -> dict[str, str]:
+    """The TLS files team.env names, by Dask's option (`ca_file`, `cert`, `key`).
+
+    Raises:
+        ClusterError: If one is not set or does not exist.
+    """
+    files = {option: os.environ.get(name, "") for option, name in TLS_FILES_ENV.items()}
+    for option, path in files.items():
+        if not path or not Path(path).is_file():
+            name = TLS_FILES_ENV[option]
+            raise ClusterError(f"a tls:// scheduler needs {name} in team.env, a readable file (got {path!r})")
+    return files
+
+
+def scheduler_address() -> str:
+    """The checked address of `DASK_SCHEDULER`, or "" when it is unset (everything runs here).
+
+    Raises:
+        ClusterError: As `check_address`.
+    """
+    address = os.environ.get(SCHEDULER_ENV, "").strip()
+    return check_address(address) if address else ""
+
+
+def security(address: str) -> Any:
+    """Dask's `Security` for `address`: the team's certificates for tls://, none for tcp://."""
+    if not address.startswith("tls://"):
+        return None
+    from distributed.security import Security
+
+    files = tls_files()
+    return Security(
+        tls_ca_file=files["ca_file"],
+        tls_client_cert=files["cert"],
+        tls_client_key=files["key"],
+        require_encryption=True,
+    )
+
+
+def connect(address: str) -> Any:
+    """A Dask client on the scheduler at `address`.
+
+    Raises:
+        ClusterError: If the scheduler does not answer within CONNECT_SECONDS.
+    """
+    from distributed import Client
+
+    try:
+        client = Client(address, security=security(address), timeout=CONNECT_SECONDS, set_as_default=True)
+    except (OSError, TimeoutError) as error:
+        raise ClusterError(
+            f"cannot reach the Dask scheduler at {address} ({SCHEDULER_ENV} in team.env): start it with "
+            f"`make cluster-up`, or check the address ({type(error).__name__})"
+        ) from None
+    check_environment(client, address)
+    return client
+
+
+def check_environment(client: Any, address: str) -> None:
+    """Check that the scheduler and every worker import this project's code, as Dask needs to run its tasks.
+
+    A scheduler that cannot unpickle a task leaves the client waiting for good:
+    better to say so at once.
+
+    Raises:
+        ClusterError: Naming the part that cannot, and how to start it.
+    """
+
+    def imports_project() -> bool:  # nested, so that Dask sends it by value
+        import importlib.util
+
+        return importlib.util.find_spec("src.ml") is not None
+
+    missing = [] if client.run_on_scheduler(imports_project) else ["the scheduler"]
+    missing += [f"worker {worker}" for worker, ok in client.run(imports_project).items() if not ok]
+    if missing:
+        client.close()
+        raise ClusterError(
+            f"{', '.join(missing)} of {address} cannot import this project's code: start each from a checkout of "
+            "the project, in its venv, with the checkout on PYTHONPATH (see the docs' Beyond one machine page)"
+        )
+
+
+@contextlib.contextmanager
+def parallel_work() -> Iterator[str]:
+    """Send joblib's parallel work in the block to the cluster of `DASK_SCHEDULER`; yield its address ("" if unset).
+
+    Unset, the block runs as it would without this (joblib's default: one job).
+
+    Raises:
+        ClusterError: If the setting is wrong or the scheduler does not answer.
+    """
+    address = scheduler_address()
+    if not address:
+        yield ""
+        return
+    import joblib
+
+    client = connect(address)
+    try:
+        with joblib.parallel_config(backend="dask"):
+            yield address
+    finally:
+        client.close()
