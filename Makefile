@@ -19,6 +19,8 @@
 #   JOBS            how many points of a sweep run at once, through DVC's experiment queue (default: 1)
 #   TEAM_ENV        the team-mode settings file (default: team.env; see team.env.example)
 #   NAME, ROLE      the user `make team-user` creates and its right on the experiment (read, edit, manage)
+#   WORKERS         how many workers `make cluster-up` starts (default: 2)
+#   SCHEDULER       the Dask scheduler `make worker` joins, e.g. tls://scheduler.example.org:8786
 #   DEST, NAME      where `make new` creates a project of your own, and its name
 #   MODEL           the model URI of serve, predict (default: models:/<registry.model_name>@champion)
 #   METRIC          the metric `make promote` compares (default: registry.metric in params.yaml)
@@ -62,6 +64,8 @@ MSG ?=
 RUN_ID ?=
 REV ?=
 PUSH ?=
+WORKERS ?= 2
+SCHEDULER ?=
 DVC_REMOTE ?= local
 DVC_REMOTE_URL ?= $(HOME)/.dvc-remotes/$(PROJECT_NAME)
 DVC_CACHE_DIR ?=
@@ -89,8 +93,12 @@ export PROJECT_VENV := $(VENV_DIR)
 export PATH := $(BIN):$(PATH)
 # Team mode's logins: MLflow reads the first two, DVC's S3 remote the keys (dvc-setup also writes them
 # into .dvc/config.local, so plain `dvc push` works too).
+# DASK_SCHEDULER (and a tls:// scheduler's certificates) sends sweep points and train's parallel work to a Dask cluster.
+# Only settings team.env gives a value are exported.
+TEAM_EXPORTS := MLFLOW_TRACKING_USERNAME MLFLOW_TRACKING_PASSWORD DVC_S3_ENDPOINT_URL AWS_ACCESS_KEY_ID \
+  AWS_SECRET_ACCESS_KEY DVC_REMOTE DVC_REMOTE_URL DASK_SCHEDULER DASK_TLS_CA_FILE DASK_TLS_CERT DASK_TLS_KEY
 ifneq ($(wildcard $(TEAM_ENV)),)
-export MLFLOW_TRACKING_USERNAME MLFLOW_TRACKING_PASSWORD DVC_S3_ENDPOINT_URL AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY
+$(foreach name,$(TEAM_EXPORTS),$(if $($(name)),$(eval export $(name))))
 endif
 
 # The venv is synced to a lock only when that lock's content changes. Each lock pins every
@@ -104,7 +112,7 @@ RUNTIME_STAMP := $(VENV)/.installed-runtime-$(RUNTIME_HASH)
 TEAM_STAMP := $(VENV)/.installed-team-$(TEAM_HASH)
 DEV_STAMP := $(VENV)/.installed-dev-$(DEV_HASH)
 
-.PHONY: close-late lock help pipeline ui report sweep bench tag verify checkout history gc pull docs docs-serve test lint format clean clean-mlflow venv venv-dev dvc-setup team-up team-down team-status team-user promote serve predict drift retrain hooks new
+.PHONY: close-late lock help pipeline ui report sweep bench tag verify checkout history gc pull docs docs-serve test lint format clean clean-mlflow venv venv-dev dvc-setup team-up team-down team-status team-user cluster-up cluster-down cluster-status worker promote serve predict drift retrain hooks new
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -277,6 +285,19 @@ team-down: ## Stop the team stack, by process id (PostgreSQL's data stays in .te
 
 team-status: ## Show each part of the team stack, its process and the memory it holds
 	@$(PY) -m src.team status
+
+cluster-up: $(RUNTIME_STAMP) ## Start a trial Dask cluster on 127.0.0.1 and write DASK_SCHEDULER into team.env (WORKERS=2)
+	@$(PY) -m src.team cluster-up --workers "$(WORKERS)"
+
+cluster-down: ## Stop the trial Dask cluster, by process id, and take DASK_SCHEDULER out of team.env
+	@if [ -x $(PY) ]; then $(PY) -m src.team cluster-down; fi
+
+cluster-status: ## Show the trial Dask cluster: each process, its memory, the workers joined
+	@$(PY) -m src.team cluster-status
+
+worker: $(RUNTIME_STAMP) ## Join this machine to a team's Dask cluster, in the foreground (SCHEDULER=tls://host:8786)
+	@[ -n "$$SCHEDULER" ] || { echo 'error: name the scheduler: make worker SCHEDULER=tls://scheduler.example.org:8786' >&2; exit 2; }
+	@exec $(PY) -m src.team worker --scheduler "$$SCHEDULER"
 
 team-user: $(RUNTIME_STAMP) ## Create a user on the tracking server with a right on the experiment (NAME=... ROLE=read|edit|manage)
 	@[ -n "$$NAME" ] && [ -n "$$ROLE" ] || { echo 'error: name the user and its role: make team-user NAME=alice ROLE=read|edit|manage' >&2; exit 2; }

@@ -31,7 +31,9 @@ from typing import Any
 import yaml
 
 from src.cli import EXIT_BAD_CONFIG, EXIT_FAILED, Interrupted, InterruptFlag, Progress, fail, parse_config
+from src.cluster import ClusterError, scheduler_address
 from src.config import Config, ConfigError, flatten, validate
+from src.pipeline.fanout import SweepRefusedError, run_on_cluster
 from src.pipeline.queue import QueueError, start_workers, statuses, stop
 from src.tracking.client import describe_tracking_error, experiment_id_for, import_mlflow
 from src.tracking.stage_runs import experiment_parent_file
@@ -115,29 +117,36 @@ def experiment_revision(name: str) -> str:
     raise RuntimeError(f"DVC experiment {name} left no git reference")
 
 
-def queue_point(point: Point, config: Config, sweep_id: str) -> None:
-    """Open the point's parent run, tell its stages where it is, and queue it with `dvc exp run --queue`.
+def open_point(point: Point, config: Config, sweep_id: str, tags: dict[str, str] | None = None) -> None:
+    """Open the point's parent run, with every param of `config` and the sweep's tags (and `tags`).
 
     The parent carries the sweep's process id, host and project root, as a
     pipeline's does, so that a later `make pipeline` or `make sweep` ends it if
     this process is killed outright (see `end_orphans`).
-
-    Raises:
-        QueueError: If dvc does not queue the point.
     """
     from src.pipeline.run import process_tags
     from src.tracking.parent import open_parent_run
 
     params_text = yaml.safe_dump(config.model_dump(), sort_keys=False)
-    tags = {
+    run_tags = {
         **process_tags(),
         SWEEP_TAG: sweep_id,
         SWEEP_EXPERIMENT_TAG: point.name,
         "sweep.point": point.describe(),
+        **(tags or {}),
     }
     point.run_id = open_parent_run(
-        config, params_text, code_version(), run_name=point.name, tags=tags, command="make sweep"
+        config, params_text, code_version(), run_name=point.name, tags=run_tags, command="make sweep"
     )
+
+
+def queue_point(point: Point, config: Config, sweep_id: str) -> None:
+    """Open the point's parent run, tell its stages where it is, and queue it with `dvc exp run --queue`.
+
+    Raises:
+        QueueError: If dvc does not queue the point.
+    """
+    open_point(point, config, sweep_id)
     experiment_parent_file(point.name).parent.mkdir(parents=True, exist_ok=True)
     experiment_parent_file(point.name).write_text(point.run_id)
     command = ["exp", "run", "--queue", "--name", point.name]
@@ -281,6 +290,30 @@ def wind_down(sweep_id: str, points: list[Point], exit_code: int, why: str) -> s
     return f"sweep {sweep_id} {why}: {', '.join(counts)}; {left}"
 
 
+def run_cluster_sweep(
+    address: str, points: list[Point], configs: list[Config], sweep_id: str, interrupts: InterruptFlag
+) -> None:
+    """Run the points on the Dask cluster at `address` (see `src.pipeline.fanout`)."""
+    run_on_cluster(address, points, configs, sweep_id, interrupts)
+
+
+def cluster_ending(sweep_id: str, points: list[Point], error: BaseException, signum: int) -> tuple[str, int]:
+    """The one line, and the exit code, of a cluster sweep that stopped on `error` or a signal."""
+    code = Interrupted(signum).exit_code if signum else getattr(error, "exit_code", EXIT_FAILED)
+    if not any(point.run_id for point in points):
+        if signum:
+            return f"sweep {sweep_id} interrupted ({Interrupted(signum)}) before any point started", code
+        known = isinstance(error, SweepRefusedError | ClusterError)
+        return (str(error) if known else describe_tracking_error(error)), code
+    why = f"interrupted ({Interrupted(signum)})" if signum else f"stopped on {describe_tracking_error(error)}"
+    counts = [
+        f"{sum(point.status == 'FINISHED' for point in points)} of {len(points)} points finished",
+        f"{sum(point.status == 'KILLED' for point in points)} ended KILLED",
+        f"{sum(point.status == 'FAILED' for point in points)} FAILED",
+    ]
+    return f"sweep {sweep_id} {why}: {', '.join(counts)}; the cluster keeps running", code
+
+
 def ranking(points: list[Point]) -> str:
     """Return the points as a markdown table, best main metric first, failed points last."""
     ordered = sorted(points, key=lambda point: (point.metric is None, -(point.metric or 0.0)))
@@ -317,6 +350,10 @@ def main(argv: list[str] | None = None) -> None:
         configs = [apply_overrides(config, overrides) for overrides in grid]
     except ConfigError as error:
         fail(str(error), EXIT_BAD_CONFIG)
+    try:
+        address = scheduler_address()
+    except ClusterError as error:
+        fail(str(error), EXIT_BAD_CONFIG)
     from src.pipeline.run import CheckoutLock, LockedError, end_orphans
 
     lock = CheckoutLock("make sweep")
@@ -329,16 +366,21 @@ def main(argv: list[str] | None = None) -> None:
     try:
         client = import_mlflow().MlflowClient()
         end_orphans(client, experiment_id_for(client, config.mlflow.experiment_name), "make sweep")
-        logger.info(
-            "%s: %d points, %s at a time, tagged %s=%s", sweep_id, len(points), arguments.jobs, SWEEP_TAG, sweep_id
-        )
-        for point, point_config in zip(points, configs, strict=True):
-            interrupts.check()
-            queue_point(point, point_config, sweep_id)
-        run_queue(points, int(arguments.jobs), interrupts)
+        if address:
+            run_cluster_sweep(address, points, configs, sweep_id, interrupts)
+        else:
+            logger.info(
+                "%s: %d points, %s at a time, tagged %s=%s", sweep_id, len(points), arguments.jobs, SWEEP_TAG, sweep_id
+            )
+            for point, point_config in zip(points, configs, strict=True):
+                interrupts.check()
+                queue_point(point, point_config, sweep_id)
+            run_queue(points, int(arguments.jobs), interrupts)
     except (Exception, Interrupted) as error:
         # A signal is recorded by `interrupts`, or raised as Interrupted by a dvc command it reached.
         signum = error.signum if isinstance(error, Interrupted) else interrupts.signum
+        if address:
+            fail(*cluster_ending(sweep_id, points, error, signum))
         if signum:
             stopped = Interrupted(signum)
             fail(wind_down(sweep_id, points, stopped.exit_code, f"interrupted ({stopped})"), stopped.exit_code)

@@ -1,4 +1,4 @@
-"""`python -m src.team up|down|status|user`: the trial team stack and its users."""
+"""`python -m src.team up|down|status|user|cluster-up|cluster-down|cluster-status|worker`: the trial stacks, users."""
 
 from __future__ import annotations
 
@@ -8,15 +8,17 @@ import secrets
 import sys
 
 from src.cli import EXIT_BAD_CONFIG, fail
+from src.cluster import ClusterError
 from src.config import ConfigError, load_config
 from src.logs import setup_logging
 from src.paths import PROJECT_ROOT
+from src.team import cluster
 from src.team.stack import ROLES, StackError, down, status, up
 from src.team.users import add_user
 
 
 def main(argv: list[str] | None = None) -> None:
-    """`python -m src.team up|down|status|user`."""
+    """`python -m src.team up|down|status|user|cluster-up|cluster-down|cluster-status|worker`."""
     parser = argparse.ArgumentParser(prog="python -m src.team", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     start = commands.add_parser("up", help="start the stack and write team.env")
@@ -28,8 +30,17 @@ def main(argv: list[str] | None = None) -> None:
     user.add_argument("--role", required=True)
     user.add_argument("--password", default="")
     user.add_argument("--config", default="params.yaml")
+    cluster_up = commands.add_parser("cluster-up", help="start a trial Dask cluster on 127.0.0.1")
+    cluster_up.add_argument("--workers", default="2")
+    commands.add_parser("cluster-down", help="stop the trial Dask cluster")
+    commands.add_parser("cluster-status", help="show each part of the trial Dask cluster")
+    worker = commands.add_parser("worker", help="join this machine to a Dask cluster, in the foreground")
+    worker.add_argument("--scheduler", required=True)
     arguments = parser.parse_args(argv)
     setup_logging()
+    if arguments.command.startswith("cluster-") or arguments.command == "worker":
+        run_cluster_command(arguments)
+        return
     if arguments.command == "up":
         try:
             up(arguments.project_name)
@@ -57,6 +68,25 @@ def main(argv: list[str] | None = None) -> None:
             )
         except StackError as error:
             fail(str(error))
+
+
+def run_cluster_command(arguments: argparse.Namespace) -> None:
+    """`cluster-up`, `cluster-down`, `cluster-status` or `worker`, failing in one line."""
+    try:
+        if arguments.command == "cluster-up":
+            if not arguments.workers.isdigit() or int(arguments.workers) < 1:
+                fail(f"WORKERS must be a whole number of at least 1, got {arguments.workers!r}", EXIT_BAD_CONFIG)
+            cluster.up(int(arguments.workers))
+        elif arguments.command == "cluster-down":
+            cluster.down()
+        elif arguments.command == "cluster-status":
+            sys.exit(cluster.status())
+        else:
+            cluster.join(arguments.scheduler)
+    except ClusterError as error:
+        fail(str(error), EXIT_BAD_CONFIG)
+    except StackError as error:
+        fail(str(error))
 
 
 if __name__ == "__main__":

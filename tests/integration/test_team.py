@@ -9,10 +9,12 @@ run as root, so the stack runs it as `postgres`).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
+import signal
 import socket
 import stat
 import subprocess
@@ -26,7 +28,7 @@ import pytest
 import yaml
 
 from src.team.stack import StackError, postgres_binaries
-from tests.integration.conftest import Project, assert_outputs_match_lock, error_lines, new_project
+from tests.integration.conftest import VENV, Project, assert_outputs_match_lock, error_lines, new_project
 
 pytestmark = pytest.mark.slow
 
@@ -341,6 +343,201 @@ def test_a_sweep_on_two_workers_gives_each_point_its_parent_run_on_the_server(te
         assert {child.info.run_name for child in children} == STAGES
         assert "accuracy" in parent.data.metrics
     assert "2 points, 2 at a time" in result.stderr
+
+
+@pytest.fixture(scope="module")
+def cluster(team) -> Iterator[Project]:
+    """The team copy with a bare git remote it has pushed to, and a trial Dask cluster of two workers."""
+    remote = team.root.parent / "git-remote.git"
+    team.run("git", "init", "-q", "--bare", str(remote), check=True)
+    team.run("git", "remote", "add", "origin", str(remote), check=True)
+    assert team.make("dvc-setup").returncode == 0  # the S3 remote goes into the committed .dvc/config
+    team.run("git", "add", "-A", check=True)
+    team.run("git", "commit", "-q", "--allow-empty", "-m", "Team mode settings", check=True)
+    team.run("git", "push", "-q", "-u", "origin", "HEAD", check=True)
+    team.git_remote = remote  # type: ignore[attr-defined]
+    began = time.monotonic()
+    result = team.make("cluster-up", WORKERS="2")
+    team.cluster_seconds = time.monotonic() - began  # type: ignore[attr-defined]
+    assert result.returncode == 0, result.stderr
+    team.cluster_up = result  # type: ignore[attr-defined]
+    try:
+        yield team
+    finally:
+        team.make("cluster-down")
+
+
+def cluster_processes(project: Project) -> list:
+    """Every process of the copy's trial cluster, by its pid files: scheduler, nannies, workers."""
+    import psutil
+
+    processes = []
+    for pid_file in (project.root / ".team" / "pids").glob("dask-*.json"):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process = psutil.Process(json.loads(pid_file.read_text())["pid"])
+            processes += [process, *process.children(recursive=True)]
+    return processes
+
+
+def point_processes() -> list:
+    """The sweep points running on a worker (`python -m src.pipeline.point`)."""
+    import psutil
+
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        if "src.pipeline.point" in (process.info["cmdline"] or []):
+            found.append(process)
+    return found
+
+
+def test_the_trial_cluster_listens_on_127_0_0_1_only_and_writes_the_setting(cluster):
+    assert cluster.cluster_up.stdout.startswith("Dask cluster up in ")
+    address = settings(cluster)["DASK_SCHEDULER"]
+    assert address.startswith("tcp://127.0.0.1:")
+    processes = cluster_processes(cluster)
+    assert len(processes) >= 5  # the scheduler, and a nanny and its worker twice (and their helpers)
+    listening = [
+        connection.laddr
+        for process in processes
+        for connection in process.net_connections(kind="inet")
+        if connection.status == "LISTEN"
+    ]
+    assert len(listening) >= 6  # scheduler and dashboard, each nanny, each worker and its HTTP server
+    assert {ip for ip, _ in listening} == {"127.0.0.1"}, listening
+    status = cluster.make("cluster-status")
+    assert status.returncode == 0, status.stderr
+    assert "(2 workers joined)" in status.stdout
+
+
+def test_a_cluster_sweep_is_refused_in_one_line_when_the_workers_could_not_run_it(cluster):
+    runs_before = len(cluster.runs())
+    free = free_port()
+    cases = {
+        "DASK_SCHEDULER=tcp://10.20.30.40:8786": "plain tcp off this machine",
+        f"DASK_SCHEDULER=tcp://127.0.0.1:{free}": "cannot reach the Dask scheduler at",
+    }
+    for setting, message in cases.items():
+        result = cluster.make("sweep", setting, SWEEP="train.C=0.5,2")
+        assert result.returncode != 0
+        assert len(error_lines(result)) == 1 and message in result.stderr, result.stderr
+    worker = cluster.make("worker", SCHEDULER="tcp://10.20.30.40:8786")
+    assert worker.returncode == 2 and "plain tcp off this machine" in worker.stderr, worker.stderr
+    params = cluster.root / "params.yaml"
+    original = params.read_text()
+    params.write_text(original.replace("C: 1.0", "C: 3.0"))
+    try:
+        dirty = cluster.make("sweep", SWEEP="train.C=0.5,2")
+    finally:
+        params.write_text(original)
+    assert dirty.returncode == 2
+    assert len(error_lines(dirty)) == 1 and "uncommitted changes (params.yaml)" in dirty.stderr, dirty.stderr
+    cluster.run("git", "commit", "-q", "--allow-empty", "-m", "Not pushed", check=True)
+    try:
+        unpushed = cluster.make("sweep", SWEEP="train.C=0.5,2")
+    finally:
+        cluster.run("git", "reset", "-q", "--hard", "HEAD~1", check=True)
+    assert unpushed.returncode == 2
+    assert len(error_lines(unpushed)) == 1 and "is not on the git remote origin" in unpushed.stderr, unpushed.stderr
+    assert len(cluster.runs()) == runs_before  # nothing was opened
+
+
+def test_a_cluster_sweep_survives_a_killed_worker_and_gives_one_experiment_and_run_per_point(cluster):
+    import psutil
+
+    began = time.monotonic()
+    sweep = cluster.spawn("sweep", SWEEP="train.C=0.5,2", stderr=subprocess.PIPE)
+    killed = None
+    deadline = time.monotonic() + 240
+    while killed is None and time.monotonic() < deadline and sweep.poll() is None:
+        for point in point_processes():
+            with contextlib.suppress(psutil.NoSuchProcess):
+                if any("exp" in child.cmdline() for child in point.children()):  # `dvc exp run` has started
+                    killed = point.parent()
+                    killed.kill()
+                    break
+        time.sleep(0.2)
+    stdout, stderr = sweep.communicate(timeout=400)
+    seconds = time.monotonic() - began
+    assert killed is not None, stderr
+    assert sweep.returncode == 0, stderr
+    parents = cluster.runs("tags.`sweep.cluster` LIKE 'tcp://%'")
+    assert len(parents) == 2, [parent.info.run_name for parent in parents]
+    assert {parent.data.params["train.C"] for parent in parents} == {"0.5", "2.0"}
+    assert sorted(parent.data.tags["sweep.attempt"] for parent in parents) == ["1", "2"]
+    for parent in parents:
+        assert parent.info.status == "FINISHED", parent.data.tags
+        children = cluster.children(parent.info.run_id)
+        assert sorted(child.info.run_name for child in children) == sorted(STAGES)
+        assert {child.info.status for child in children} == {"FINISHED"}
+        assert f"point {parent.info.run_name} (" in stderr
+    assert stdout.index("| 1 |") < stdout.index("| 2 |")  # the ranking
+    assert not point_processes()  # nothing of a point outlives it, the killed one included
+    # One experiment ref per point on the git remote, its outputs in the S3 bucket, and fetched here.
+    names = {parent.info.run_name for parent in parents}
+    refs = cluster.run("git", "ls-remote", str(cluster.git_remote), "refs/exps/*", check=True).stdout.splitlines()
+    assert sorted(line.rsplit("/", 1)[-1] for line in refs) == sorted(names)
+    keys = set(s3_keys(cluster, "dvc-store"))
+    for line in refs:
+        commit = line.split()[0]
+        lock = yaml.safe_load(cluster.run("git", "show", f"{commit}:dvc.lock", check=True).stdout)
+        [model] = [out for out in lock["stages"]["train"]["outs"] if out["path"] == "models/model.joblib"]
+        assert f"ml-research-template/files/md5/{model['md5'][:2]}/{model['md5'][2:]}" in keys
+    assert names <= set(cluster.run(str(VENV / "bin" / "dvc"), "exp", "list", "--name-only", check=True).stdout.split())
+    # Cross-validation on the cluster scores as a local run does.
+    [point] = [parent for parent in parents if parent.data.params["train.C"] == "0.5"]
+    cluster.set_param("train", "C", 0.5)
+    try:
+        local = cluster.make("pipeline", "DASK_SCHEDULER=", RUN_NAME="local-c-0.5")
+    finally:
+        cluster.run("git", "checkout", "--", "params.yaml", "dvc.lock", check=True)
+    assert local.returncode == 0, local.stderr
+    [here] = cluster.runs("attributes.run_name = 'local-c-0.5'")
+    for metric in ("cv_accuracy_mean", "cv_accuracy_std", "accuracy"):
+        assert point.data.metrics[metric] == here.data.metrics[metric]
+    timings = Path(os.environ.get("CLUSTER_TIMINGS", "/dev/null"))
+    timings.write_text(f"cluster up {cluster.cluster_seconds:.1f} s; sweep with a killed worker {seconds:.1f} s\n")
+
+
+def test_ctrl_c_on_a_cluster_sweep_ends_its_points_killed_and_keeps_the_cluster(cluster):
+    import psutil
+
+    sweep = cluster.spawn("sweep", SWEEP="train.C=0.25,4", stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 180
+    started = False
+    while not started and time.monotonic() < deadline and sweep.poll() is None:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            started = any("exp" in child.cmdline() for point in point_processes() for child in point.children())
+        time.sleep(0.2)
+    assert started
+    os.killpg(sweep.pid, signal.SIGINT)  # Ctrl-C in the terminal
+    _, stderr = sweep.communicate(timeout=120)
+    assert sweep.returncode == -signal.SIGINT and "sweep] Error 130" in stderr, stderr  # make dies of the signal
+    [line] = error_lines(subprocess.CompletedProcess(sweep.args, sweep.returncode, "", stderr))
+    assert "interrupted (SIGINT)" in line and "the cluster keeps running" in line, line
+    parents = [
+        parent
+        for parent in cluster.runs("tags.`sweep.cluster` LIKE 'tcp://%'")
+        if parent.data.params["train.C"] in ("0.25", "4.0")
+    ]
+    assert len(parents) == 2
+    assert {parent.info.status for parent in parents} == {"KILLED"}
+    for parent in parents:
+        assert all(child.info.status != "RUNNING" for child in cluster.children(parent.info.run_id))
+    assert not point_processes()
+    assert "(2 workers joined)" in cluster.make("cluster-status").stdout
+
+
+def test_cluster_down_leaves_no_process_and_takes_the_setting_out(cluster):
+    import psutil
+
+    processes = cluster_processes(cluster)
+    assert processes
+    result = cluster.make("cluster-down")
+    assert result.returncode == 0, result.stderr
+    _, alive = psutil.wait_procs(processes, timeout=10)
+    assert not alive
+    assert "DASK_SCHEDULER" not in settings(cluster)
+    assert not cluster_processes(cluster)
 
 
 def test_a_tracking_server_lost_after_the_last_stage_records_the_run_finished_later(team):

@@ -1,0 +1,336 @@
+"""`make sweep` on a Dask cluster: each point a task on a worker, still a DVC experiment and a complete MLflow run.
+
+With `DASK_SCHEDULER` set (team.env), `make sweep` checks first, in one line
+each, that the run is in team mode (sqlite takes no writers from other
+machines), that the tree is clean and HEAD is on the git remote (a worker
+clones it from there), and that the scheduler answers. It then opens each
+point's parent run, as a local sweep does, and submits one task per point
+(`run_point`). A worker runs a point in a fresh clone at the sweep's commit,
+with its venv checked against that commit's lock: see `src.pipeline.point` for
+what the point does there. Points are reported as each ends, their
+experiments fetched into this clone (`dvc exp pull`), and ranked at the end.
+
+A worker that dies mid-point: the scheduler runs the point again on another
+worker; its parent run carries the attempt, and only the attempt whose
+experiment reaches the git remote logs anything. Ctrl-C or SIGTERM: each point
+in flight is told to stop and ends KILLED, those not started end KILLED, and
+the cluster keeps running.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from src.cli import EXIT_BAD_CONFIG, Interrupted, InterruptFlag, Progress
+from src.cluster import SCHEDULER_ENV, connect
+from src.config import Config
+from src.paths import PROJECT_ROOT
+from src.tracking.client import import_mlflow
+from src.tracking.tags import NOTE_TAG
+from src.versions.runner import GitError, dvc, dvc_error, git
+
+logger = logging.getLogger(__name__)
+
+
+POINT_RESOURCE = "POINT"
+"""The Dask resource a point holds: each worker of `make cluster-up` and `make worker` has one (a point at a time)."""
+
+POINTS_DIR = PROJECT_ROOT / ".team" / "points"
+"""Where a worker clones the sweep's commit for each point; each clone is removed when its point ends."""
+
+POLL_SECONDS = 0.5
+
+STOP_SECONDS = 30.0
+"""How long a stopped point has to end its stage runs KILLED before it is killed outright."""
+
+
+class SweepRefusedError(RuntimeError):
+    """The sweep cannot go to the cluster as things are; the message says why and what to do."""
+
+    exit_code = EXIT_BAD_CONFIG
+
+
+def git_remote() -> str:
+    """The git remote HEAD's branch tracks, else `origin`."""
+    with contextlib.suppress(GitError):
+        upstream = git("rev-parse", "--abbrev-ref", "--symbolic-full-name", "@{upstream}")
+        return upstream.split("/", 1)[0]
+    return "origin"
+
+
+def check_ready(remote: str) -> str:
+    """Check that a cluster sweep can run from here; return the commit the workers will run.
+
+    Raises:
+        SweepRefusedError: In team mode only; with a clean tree; with HEAD on the git remote.
+    """
+    if not os.environ.get("MLFLOW_TRACKING_URI", "").startswith(("http://", "https://")):
+        raise SweepRefusedError(
+            f"a sweep on the cluster ({SCHEDULER_ENV}) needs team mode: a tracking server every worker reaches "
+            "(sqlite takes no writers from other machines); run `make team-up` or fill in team.env"
+        )
+    changed = (
+        git("diff", "--name-only", "HEAD").splitlines() + git("ls-files", "--others", "--exclude-standard").splitlines()
+    )
+    if changed:
+        shown = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
+        raise SweepRefusedError(
+            f"the tree has uncommitted changes ({shown}): the workers run the commit from the git remote; "
+            "commit and push them, or stash them"
+        )
+    commit = git("rev-parse", "HEAD")
+    try:
+        url = git("remote", "get-url", remote)
+        git("fetch", "--quiet", remote)
+    except GitError as error:
+        raise SweepRefusedError(f"the workers clone the git remote {remote!r}; it cannot be read: {error}") from None
+    if not git("branch", "--remotes", "--contains", commit, "--list", f"{remote}/*"):
+        raise SweepRefusedError(
+            f"HEAD ({commit[:8]}) is not on the git remote {remote} ({url}), where the workers clone it from: "
+            f"`git push {remote}` first"
+        )
+    return commit
+
+
+def lock_hash(requirements: Path) -> str:
+    """The hash make names a venv's stamp by: the first 16 hex digits of the lock's SHA-256."""
+    return hashlib.sha256(requirements.read_bytes()).hexdigest()[:16]
+
+
+def check_venv(venv: Path, clone: Path, commit: str) -> None:
+    """Check that `venv` holds the lock the commit's requirements.txt pins (make's stamp of it).
+
+    Raises:
+        RuntimeError: If it does not; the message says what to do on the worker.
+    """
+    wanted = lock_hash(clone / "requirements.txt")
+    if not (venv / f".installed-runtime-{wanted}").exists():
+        raise RuntimeError(
+            f"this worker's venv {venv} does not hold the lock of commit {commit[:8]} (requirements.txt {wanted}): "
+            "update the worker's checkout, run `make venv` there, and start the worker again"
+        )
+
+
+def run_point(spec: dict[str, Any]) -> dict[str, Any]:
+    """The task of one point on a worker: clone the commit, check the venv, run `src.pipeline.point` there.
+
+    The point runs in a session of its own, which the kernel stops if this
+    worker dies; the task leaves the worker's thread pool (`secede`) while it
+    waits, so that the point's own training can send work to the same cluster.
+    The stop event of the sweep, once set, stops the point (SIGTERM, then
+    SIGKILL to its session after STOP_SECONDS).
+
+    Returns:
+        The point's outcome (see `src.pipeline.point`) and the end of its log.
+    """
+    from distributed import Event, get_worker, secede
+
+    secede()
+    worker = get_worker()
+    venv = Path(os.environ.get("PROJECT_VENV") or sys.prefix)
+    folder = POINTS_DIR / str(worker.name).replace("/", "_") / spec["name"]
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    clone, log = folder / "repo", folder / "point.log"
+    stop = Event(spec["stop_event"])
+    try:
+        for command in (
+            ["git", "clone", "--quiet", "--no-checkout", spec["git_url"], str(clone)],
+            ["git", "-C", str(clone), "checkout", "--quiet", "--detach", spec["commit"]],
+        ):
+            cloned = subprocess.run(command, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+            if cloned.returncode:
+                reason = (cloned.stderr.strip() or "no message").splitlines()[-1]
+                return {"status": "FAILED", "message": f"could not clone the sweep's commit: {reason}"}
+        check_venv(venv, clone, spec["commit"])
+        environment = {
+            **os.environ,
+            "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
+            "PROJECT_VENV": str(venv),
+            "PIPELINE_RECORDS_DIR": str(clone / ".pipeline"),
+            "PYTHONPATH": str(clone),
+        }
+        if os.environ.get("DVC_REMOTE_URL") and os.environ.get("DVC_REMOTE"):
+            # The worker's own DVC remote settings and keys (team.env), and one cache for every clone of this worker.
+            remote = [f"--name={os.environ['DVC_REMOTE']}", f"--url={os.environ['DVC_REMOTE_URL']}"]
+            shared_cache = POINTS_DIR / "dvc-cache"
+            setup = [str(venv / "bin" / "python"), "-m", "src.versions.remote", *remote, f"--cache-dir={shared_cache}"]
+            subprocess.run(setup, cwd=clone, env=environment, check=True, capture_output=True, stdin=subprocess.DEVNULL)
+        command = [str(venv / "bin" / "python"), "-m", "src.pipeline.point", "--name", spec["name"]]
+        command += ["--parent-run-id", spec["parent_run_id"], "--worker-pid", str(os.getpid())]
+        for override in spec["overrides"]:
+            command += ["--set", override]
+        with log.open("w") as output:
+            point = subprocess.Popen(
+                command, cwd=clone, env=environment, stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )  # fmt: skip
+            stopped_at = 0.0
+            while point.poll() is None:
+                time.sleep(POLL_SECONDS)
+                if not stopped_at and stop.is_set():
+                    stopped_at = time.monotonic()
+                    point.send_signal(signal.SIGTERM)
+                elif stopped_at and time.monotonic() - stopped_at > STOP_SECONDS:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(point.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(point.pid, signal.SIGKILL)  # nothing of the point outlives it
+        lines = log.read_text(errors="replace").splitlines()
+        result: dict[str, Any] = {"status": "FAILED", "message": f"the point exited with code {point.returncode}"}
+        with contextlib.suppress(IndexError, ValueError):
+            result = json.loads(lines[-1])
+        result["log"] = lines[-8:]
+        return result
+    except (OSError, RuntimeError, subprocess.CalledProcessError, KeyError) as error:
+        return {"status": "FAILED", "message": str(error).splitlines()[0] if str(error) else type(error).__name__}
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def run_on_cluster(
+    address: str,
+    points: list[Any],
+    configs: list[Config],
+    sweep_id: str,
+    interrupts: InterruptFlag,
+    progress: Progress | None = None,
+) -> None:
+    """Run every point as a task on the cluster at `address`; close and report each as it ends.
+
+    Args:
+        address: The scheduler's checked address.
+        points: The sweep's points (see `src.pipeline.sweep.Point`).
+        configs: Each point's validated config, in order.
+        sweep_id: The sweep's id, for the runs' tags.
+        interrupts: The signals received so far.
+        progress: Where each point's line and the bar go.
+
+    Raises:
+        SweepRefusedError: Before any run exists, if the sweep cannot go to the cluster.
+        ClusterError: Before any run exists, if the scheduler does not answer.
+        Interrupted: Once every point not ended is stopped and KILLED.
+    """
+    from distributed import Event
+
+    from src.pipeline.sweep import open_point
+
+    progress = progress or Progress()
+    remote = git_remote()
+    commit = check_ready(remote)
+    client = connect(address)
+    stop = Event(f"{sweep_id}-stop", client=client)
+    futures: dict[str, Any] = {}
+    try:
+        url = git("remote", "get-url", remote)
+        if "://" not in url and Path(url).exists():
+            url = str(Path(url).resolve())
+        for point, config in zip(points, configs, strict=True):
+            interrupts.check()
+            open_point(point, config, sweep_id, {"sweep.cluster": address})
+            overrides = point.overrides
+            spec = {
+                "name": point.name,
+                "parent_run_id": point.run_id,
+                "overrides": [f"{key}={yaml.safe_dump(value).splitlines()[0]}" for key, value in overrides.items()],
+                "commit": commit,
+                "git_url": url,
+                "stop_event": f"{sweep_id}-stop",
+            }
+            futures[point.name] = client.submit(
+                run_point, spec, key=point.name, pure=False, resources={POINT_RESOURCE: 1}
+            )
+        logger.info("%s: %d points sent to the cluster at %s (commit %s)", sweep_id, len(points), address, commit[:8])
+        pending = {point.name: point for point in points}
+        while pending:
+            interrupts.sleep(POLL_SECONDS)
+            for name in [name for name in pending if futures[name].done()]:
+                point = pending.pop(name)
+                future = futures.pop(name)
+                try:
+                    result = future.result()
+                except Exception as error:  # the task itself failed, e.g. its workers kept dying
+                    result = {"status": "FAILED", "message": f"{type(error).__name__}: {error}"}
+                future.release()
+                end_point(point, result)
+                progress.say(point.summary())
+                ended = [other for other in points if other.name not in pending]
+                failed = sum(other.status != "FINISHED" for other in ended)
+                progress.step("sweep", len(ended), len(points), {"failed": failed}, unit="point")
+        progress.close("sweep")
+        finished = [point.name for point in points if point.status == "FINISHED"]
+        if finished:
+            pulled = dvc("exp", "pull", remote, *finished, quiet=True)
+            if pulled.returncode:
+                logger.warning("could not fetch the experiments from %s: %s", remote, dvc_error(pulled))
+    except (Exception, Interrupted):
+        stop.set()
+        stop_points(points, futures)
+        raise
+    finally:
+        client.close()
+
+
+def end_point(point: Any, result: dict[str, Any]) -> None:
+    """Take a point's outcome: end its parent run if the worker did not, and read its status and metric."""
+    from src.pipeline.sweep import MAIN_METRIC
+    from src.tracking.parent import close_parent
+
+    client = import_mlflow().MlflowClient()
+    run = client.get_run(point.run_id)
+    message = str(result.get("message") or "")
+    if run.info.status == "RUNNING":
+        client.set_tag(point.run_id, NOTE_TAG, message or "the point ended without logging its run")
+        close_parent(client, point.run_id, 130 if result.get("status") == "KILLED" else 1)
+        run = client.get_run(point.run_id)
+    point.status = run.info.status
+    point.metric = run.data.metrics.get(MAIN_METRIC)
+    if point.status != "FINISHED":
+        sys.stderr.write(f"  {point.name}: {message or 'failed'}\n")
+        sys.stderr.write("".join(f"  {point.name}: {line}\n" for line in result.get("log", [])[-6:]))
+
+
+def stop_points(points: list[Any], futures: dict[str, Any]) -> None:
+    """Wait for the points in flight to stop (the stop event is set), then end every parent still open KILLED.
+
+    A point is in flight once a worker has marked its parent run with an attempt.
+    """
+    from src.pipeline.point import ATTEMPT_TAG
+    from src.tracking.parent import close_parent
+
+    client = import_mlflow().MlflowClient()
+    deadline = time.monotonic() + STOP_SECONDS + 10
+    by_name = {point.name: point for point in points}
+    while futures and time.monotonic() < deadline:
+        in_flight = [
+            name
+            for name, future in futures.items()
+            if not future.done() and ATTEMPT_TAG in client.get_run(by_name[name].run_id).data.tags
+        ]
+        if not in_flight:
+            break
+        time.sleep(POLL_SECONDS)
+    for future in futures.values():
+        future.cancel()
+    for point in points:
+        if not point.run_id or point.status != "not run":
+            continue
+        run = client.get_run(point.run_id)
+        if run.info.status == "RUNNING":
+            client.set_tag(point.run_id, NOTE_TAG, "the sweep was interrupted")
+            close_parent(client, point.run_id, 130)
+            run = client.get_run(point.run_id)
+        point.status = run.info.status
