@@ -510,11 +510,18 @@ PARTS = {
 
 
 def write_team_env(settings: Settings, project_name: str) -> None:
-    """Write team.env for this stack, unless it exists (it may point at a real team's servers)."""
+    """Write team.env for this stack, unless it names a tracking server already (a real team's, maybe).
+
+    Settings a team.env without a tracking server holds (`make cluster-up`'s DASK_SCHEDULER) are kept.
+    """
+    kept: list[str] = []
     if TEAM_ENV.exists():
-        if f"MLFLOW_TRACKING_URI={settings.mlflow_url}\n" not in TEAM_ENV.read_text():
-            logger.warning("team.env exists and points elsewhere than this stack (%s); kept", settings.mlflow_url)
-        return
+        existing = TEAM_ENV.read_text()
+        if "MLFLOW_TRACKING_URI=" in existing:
+            if f"MLFLOW_TRACKING_URI={settings.mlflow_url}\n" not in existing:
+                logger.warning("team.env exists and points elsewhere than this stack (%s); kept", settings.mlflow_url)
+            return
+        kept = [line for line in existing.splitlines() if line.strip() and not line.startswith("#")]
     TEAM_ENV.touch(mode=0o600)
     TEAM_ENV.write_text(
         "# Team mode: every make target reads this file (gitignored: it holds passwords).\n"
@@ -526,7 +533,7 @@ def write_team_env(settings: Settings, project_name: str) -> None:
         f"DVC_REMOTE_URL=s3://{DATA_BUCKET}/{project_name}\n"
         f"DVC_S3_ENDPOINT_URL={settings.s3_url}\n"
         f"AWS_ACCESS_KEY_ID={settings.s3_access_key_id}\n"
-        f"AWS_SECRET_ACCESS_KEY={settings.s3_secret_access_key}\n"
+        f"AWS_SECRET_ACCESS_KEY={settings.s3_secret_access_key}\n" + "".join(f"{line}\n" for line in kept)
     )
 
 

@@ -1,0 +1,122 @@
+"""The Dask setting's rules, team.env's edits and the worker's venv check, without a cluster."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from src.cluster import ClusterError, check_address, parallel_work
+from src.paths import PROJECT_ROOT
+from src.pipeline.fanout import check_venv, lock_hash
+from src.team import cluster, stack
+
+
+@pytest.mark.parametrize(
+    ("given", "taken"),
+    [
+        ("tcp://127.0.0.1:8786", "tcp://127.0.0.1:8786"),
+        ("127.0.0.1:8786", "tcp://127.0.0.1:8786"),
+        ("tcp://localhost:8786", "tcp://localhost:8786"),
+        ("tcp://127.8.9.10:1234", "tcp://127.8.9.10:1234"),
+        ("tcp://[::1]:8786", "tcp://[::1]:8786"),
+        (" tcp://127.0.0.1:8786 ", "tcp://127.0.0.1:8786"),
+    ],
+)
+def test_a_scheduler_on_this_machine_may_be_plain_tcp(given, taken):
+    assert check_address(given) == taken
+
+
+@pytest.mark.parametrize(
+    "address", ["tcp://10.0.0.5:8786", "192.168.1.2:8786", "tcp://scheduler.example.org:8786", "tcp://[fe80::1]:8786"]
+)
+def test_plain_tcp_off_this_machine_is_refused_in_one_line(address):
+    with pytest.raises(ClusterError, match="plain tcp off this machine") as refused:
+        check_address(address)
+    assert "\n" not in str(refused.value) and "tls://" in str(refused.value)
+
+
+@pytest.mark.parametrize("address", ["ws://127.0.0.1:8786", "tcp://127.0.0.1", "tcp://:8786", "127.0.0.1:port"])
+def test_a_malformed_address_is_named(address):
+    with pytest.raises(ClusterError, match="is not a scheduler address"):
+        check_address(address)
+
+
+def test_tls_needs_the_three_files_team_env_names(tmp_path, monkeypatch):
+    for name in ("DASK_TLS_CA_FILE", "DASK_TLS_CERT", "DASK_TLS_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(ClusterError, match="needs DASK_TLS_CA_FILE"):
+        check_address("tls://scheduler.example.org:8786")
+    for name in ("DASK_TLS_CA_FILE", "DASK_TLS_CERT"):
+        (tmp_path / name).write_text("pem")
+        monkeypatch.setenv(name, str(tmp_path / name))
+    monkeypatch.setenv("DASK_TLS_KEY", str(tmp_path / "missing.pem"))
+    with pytest.raises(ClusterError, match="needs DASK_TLS_KEY"):
+        check_address("tls://scheduler.example.org:8786")
+    (tmp_path / "key.pem").write_text("pem")
+    monkeypatch.setenv("DASK_TLS_KEY", str(tmp_path / "key.pem"))
+    assert check_address("tls://scheduler.example.org:8786") == "tls://scheduler.example.org:8786"
+
+
+def test_without_the_setting_the_block_runs_here_and_a_bad_one_is_refused(monkeypatch):
+    monkeypatch.delenv("DASK_SCHEDULER", raising=False)
+    with parallel_work() as address:
+        assert address == ""
+    monkeypatch.setenv("DASK_SCHEDULER", "tcp://10.0.0.5:8786")
+    with pytest.raises(ClusterError, match="plain tcp"), parallel_work():
+        pass
+
+
+def test_the_train_stage_does_not_import_dask_when_no_cluster_is_set():
+    code = "import sys, src.stages.train; print('distributed' in sys.modules, 'dask' in sys.modules)"
+    imported = subprocess.run(
+        [sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True
+    ).stdout
+    assert imported.split() == ["False", "False"]
+
+
+def test_cluster_setting_is_added_replaced_and_removed_in_team_env(tmp_path, monkeypatch):
+    team_env = tmp_path / "team.env"
+    monkeypatch.setattr(cluster, "TEAM_ENV", team_env)
+    cluster.set_team_env("DASK_SCHEDULER", "tcp://127.0.0.1:1")
+    assert team_env.read_text() == "DASK_SCHEDULER=tcp://127.0.0.1:1\n"
+    assert team_env.stat().st_mode & 0o777 == 0o600
+    team_env.write_text("# team\nMLFLOW_TRACKING_URI=http://x\nDASK_SCHEDULER=tcp://127.0.0.1:1\n")
+    cluster.set_team_env("DASK_SCHEDULER", "tcp://127.0.0.1:2")
+    assert team_env.read_text() == "# team\nMLFLOW_TRACKING_URI=http://x\nDASK_SCHEDULER=tcp://127.0.0.1:2\n"
+    cluster.set_team_env("DASK_SCHEDULER", "")
+    assert team_env.read_text() == "# team\nMLFLOW_TRACKING_URI=http://x\n"
+    team_env.write_text("DASK_SCHEDULER=tcp://127.0.0.1:2\n")
+    cluster.set_team_env("DASK_SCHEDULER", "")
+    assert not team_env.exists()  # it held nothing else: no empty team.env switches make to team mode
+
+
+def test_team_up_keeps_the_cluster_setting_of_a_team_env_without_a_server(tmp_path, monkeypatch):
+    team_env = tmp_path / "team.env"
+    monkeypatch.setattr(stack, "TEAM_ENV", team_env)
+    team_env.write_text("DASK_SCHEDULER=tcp://127.0.0.1:1\n")
+    stack.write_team_env(stack.Settings(admin_password="p", s3_access_key_id="k", s3_secret_access_key="s"), "demo")
+    written = team_env.read_text()
+    assert "MLFLOW_TRACKING_URI=http://127.0.0.1:5100\n" in written
+    assert written.endswith("DASK_SCHEDULER=tcp://127.0.0.1:1\n")
+
+
+def test_a_worker_venv_must_hold_the_commits_lock(tmp_path):
+    clone, venv = tmp_path / "clone", tmp_path / "venv"
+    clone.mkdir()
+    venv.mkdir()
+    (clone / "requirements.txt").write_text("pandas==3.1.1\n")
+    (venv / ".installed-runtime-0123456789abcdef").touch()
+    with pytest.raises(RuntimeError, match="does not hold the lock of commit abcdef12") as refused:
+        check_venv(venv, clone, "abcdef1234")
+    assert "make venv" in str(refused.value)
+    (venv / f".installed-runtime-{lock_hash(clone / 'requirements.txt')}").touch()
+    check_venv(venv, clone, "abcdef1234")
+
+
+def test_the_stamp_hash_is_the_one_make_computes():
+    made = subprocess.run(
+        "cat requirements.txt | sha256sum | cut -c1-16", shell=True, cwd=PROJECT_ROOT, capture_output=True, text=True
+    )
+    assert lock_hash(PROJECT_ROOT / "requirements.txt") == made.stdout.strip()
