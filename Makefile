@@ -16,7 +16,7 @@
 #   BASE            the git revision or tag `make report` compares with (default: HEAD)
 #   BENCH_ARGS      options of `make bench`: --quick (smoke test), --scale (a CSV of 2,000,000 rows), --repeats N
 #   SWEEP           the grid of `make sweep`, e.g. SWEEP="train.C=0.1,1,10 data_split.test_size=0.2,0.3"
-#   JOBS            how many points of a sweep run at once, through DVC's experiment queue (default: 1)
+#   JOBS            how many points of a sweep run at once, through DVC's experiment queue (default: 1; on a Dask cluster, one per worker)
 #   TEAM_ENV        the team-mode settings file (default: team.env; see team.env.example)
 #   NAME, ROLE      the user `make team-user` creates and its right on the experiment (read, edit, manage)
 #   WORKERS         how many workers `make cluster-up` starts (default: 2)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from src.cli import (
+    EXIT_BAD_CONFIG,
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_TERMINATED,
@@ -36,6 +37,7 @@ from src.cli import (
     process_alive,
     signals_deferred,
 )
+from src.cluster import ClusterError, scheduler_address
 from src.config import Config
 from src.paths import PIPELINE_DVC_SETTINGS, PROJECT_ROOT
 from src.pipeline.follow import StageFollower, summary
@@ -390,7 +392,7 @@ def main(argv: list[str] | None = None) -> None:
     """`make pipeline`: open the parent run, run `dvc repro` under it, close it with the outcome.
 
     Prints the parent run's id alone on stdout as soon as the run is open.
-    Exits 2 on a bad params.yaml (before any run exists), 1 when the tracking
+    Exits 2 on a bad params.yaml or DASK_SCHEDULER (before any run exists), 1 when the tracking
     store cannot be reached or another pipeline runs in this checkout, and
     otherwise with the exit code of `dvc repro` (130 or 143 when interrupted).
     """
@@ -400,6 +402,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tag", action="append", default=[], help="KEY=VALUE: a tag of the parent run (repeatable)")
     arguments, config = parse_config(parser, argv)
     tags = dict(tag.split("=", 1) for tag in arguments.tag if "=" in tag)
+    try:
+        scheduler_address()  # a wrong DASK_SCHEDULER is named before any run, not at the train stage
+    except ClusterError as error:
+        fail(str(error), EXIT_BAD_CONFIG)
 
     def announce(run_id: str) -> None:
         sys.stdout.write(f"{run_id}\n")

@@ -38,9 +38,6 @@ def main(argv: list[str] | None = None) -> None:
     worker.add_argument("--scheduler", required=True)
     arguments = parser.parse_args(argv)
     setup_logging()
-    if arguments.command.startswith("cluster-") or arguments.command == "worker":
-        run_cluster_command(arguments)
-        return
     if arguments.command == "up":
         try:
             up(arguments.project_name)
@@ -48,6 +45,22 @@ def main(argv: list[str] | None = None) -> None:
             fail(str(error))
     elif arguments.command == "down":
         down()
+    elif arguments.command.startswith("cluster-") or arguments.command == "worker":
+        try:
+            if arguments.command == "cluster-up":
+                if not arguments.workers.isdigit() or int(arguments.workers) < 1:
+                    fail(f"WORKERS must be a whole number of at least 1, got {arguments.workers!r}", EXIT_BAD_CONFIG)
+                cluster.up(int(arguments.workers))
+            elif arguments.command == "cluster-down":
+                cluster.down()
+            elif arguments.command == "cluster-status":
+                sys.exit(cluster.status())
+            else:
+                cluster.join(arguments.scheduler)
+        except ClusterError as error:
+            fail(str(error), EXIT_BAD_CONFIG)
+        except StackError as error:
+            fail(str(error))
     elif arguments.command == "status":
         sys.exit(status())
     else:
@@ -68,25 +81,6 @@ def main(argv: list[str] | None = None) -> None:
             )
         except StackError as error:
             fail(str(error))
-
-
-def run_cluster_command(arguments: argparse.Namespace) -> None:
-    """`cluster-up`, `cluster-down`, `cluster-status` or `worker`, failing in one line."""
-    try:
-        if arguments.command == "cluster-up":
-            if not arguments.workers.isdigit() or int(arguments.workers) < 1:
-                fail(f"WORKERS must be a whole number of at least 1, got {arguments.workers!r}", EXIT_BAD_CONFIG)
-            cluster.up(int(arguments.workers))
-        elif arguments.command == "cluster-down":
-            cluster.down()
-        elif arguments.command == "cluster-status":
-            sys.exit(cluster.status())
-        else:
-            cluster.join(arguments.scheduler)
-    except ClusterError as error:
-        fail(str(error), EXIT_BAD_CONFIG)
-    except StackError as error:
-        fail(str(error))
 
 
 if __name__ == "__main__":

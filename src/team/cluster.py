@@ -75,6 +75,11 @@ class ClusterSettings:
         return [SCHEDULER, *(f"dask-worker-{index}" for index in range(1, self.workers + 1))]
 
 
+def plural(workers: int) -> str:
+    """`1 worker`, `2 workers`."""
+    return f"{workers} worker{'' if workers == 1 else 's'}"
+
+
 def free_port() -> int:
     """A port free on 127.0.0.1 now."""
     with socket.socket() as probe:
@@ -197,7 +202,7 @@ def up(workers: int) -> None:
     settings.save()
     set_team_env(SCHEDULER_ENV, settings.address)
     say(
-        f"Dask cluster up in {time.monotonic() - began:.1f} s: scheduler {settings.address}, {workers} workers, "
+        f"Dask cluster up in {time.monotonic() - began:.1f} s: scheduler {settings.address}, {plural(workers)}, "
         f"dashboard {settings.dashboard}"
     )
     say("team.env now has DASK_SCHEDULER: `make sweep` and train send their work there; `make cluster-down` stops it.")
@@ -234,7 +239,7 @@ def status() -> int:
         state, pid = ("running", str(process.pid)) if process is not None else ("stopped", "-")
         say(f"{part:<15} {state:<8} {pid:>7} {shown:>9}  {log_file(part)}")
     connected = workers_connected(settings.address) if running(SCHEDULER) else -1
-    joined = f"{connected} workers joined" if connected >= 0 else "not answering"
+    joined = f"{plural(connected)} joined" if connected >= 0 else "not answering"
     say(f"scheduler {settings.address} ({joined}), dashboard {settings.dashboard}; memory held: {total / 2**20:.0f} MB")
     return 0 if all_running else 1
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -120,3 +121,19 @@ def test_the_stamp_hash_is_the_one_make_computes():
         "cat requirements.txt | sha256sum | cut -c1-16", shell=True, cwd=PROJECT_ROOT, capture_output=True, text=True
     )
     assert lock_hash(PROJECT_ROOT / "requirements.txt") == made.stdout.strip()
+
+
+def test_make_pipeline_names_a_wrong_scheduler_before_any_run(tmp_path):
+    environment = {
+        **os.environ,
+        "DASK_SCHEDULER": "tcp://10.0.0.5:8786",
+        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/m.db",
+    }
+    ended = subprocess.run(
+        [sys.executable, "-m", "src.pipeline", "--config", "params.yaml"],
+        cwd=PROJECT_ROOT, env=environment, capture_output=True, text=True,
+    )  # fmt: skip
+    assert ended.returncode == 2
+    [line] = ended.stderr.splitlines()
+    assert line.startswith("error: DASK_SCHEDULER=tcp://10.0.0.5:8786 is plain tcp off this machine")
+    assert not (tmp_path / "m.db").exists()  # no run was opened
