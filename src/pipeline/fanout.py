@@ -39,7 +39,7 @@ from src.cluster import SCHEDULER_ENV, connect
 from src.config import Config
 from src.paths import PROJECT_ROOT
 from src.tracking.client import import_mlflow
-from src.tracking.tags import NOTE_TAG
+from src.tracking.tags import ATTEMPT_TAG, NOTE_TAG
 from src.versions.runner import GitError, dvc, dvc_error, git
 
 logger = logging.getLogger(__name__)
@@ -308,7 +308,6 @@ def stop_points(points: list[Any], futures: dict[str, Any]) -> None:
 
     A point is in flight once a worker has marked its parent run with an attempt.
     """
-    from src.pipeline.point import ATTEMPT_TAG
     from src.tracking.parent import close_parent
 
     client = import_mlflow().MlflowClient()

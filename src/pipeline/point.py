@@ -40,16 +40,11 @@ from src.logs import setup_logging
 from src.paths import PIPELINE_DVC_SETTINGS
 from src.pipeline.sweep import experiment_revision
 from src.tracking.client import describe_tracking_error, import_mlflow
-from src.tracking.tags import NOTE_TAG, PARENT_RUN_ENV
+from src.tracking.tags import ATTEMPT_TAG, NOTE_TAG, PARENT_RUN_ENV, WORKER_TAG
 from src.versions.runner import GitError, dvc, dvc_error, git
 
 logger = logging.getLogger(__name__)
 
-
-ATTEMPT_TAG = "sweep.attempt"
-"""How many times the point has started on a worker; a point whose worker died runs again with the next number."""
-
-WORKER_TAG = "sweep.worker"
 
 EXIT_LOST = 3
 """The attempt ran, but another attempt of the same point had pushed its experiment first."""

@@ -13,6 +13,7 @@ from src.ml.models import INPUT_EXAMPLE_ROWS, fit
 from src.paths import PATHS
 from src.tracking.registry import load_source_model
 from src.tracking.stage_runs import StageResult, mlflow_stage, report_progress
+from src.tracking.tags import PARALLEL_WORK_TAG
 
 
 def raw_example(rows: int = INPUT_EXAMPLE_ROWS) -> pd.DataFrame:
@@ -34,7 +35,8 @@ def main(config: Config) -> StageResult:
     trained epoch by epoch: its loss and validation accuracy per epoch become the
     run's metric history and reports/learning_curve.csv (a DVC plot; only the
     header for other estimators). With `DASK_SCHEDULER` set, the folds and a
-    forest's trees are computed on that Dask cluster, with the same scores.
+    forest's trees are computed on that Dask cluster, with the same scores; the
+    run's `train.parallel_work` tag says where they were computed.
     """
     import joblib
 
@@ -52,8 +54,9 @@ def main(config: Config) -> StageResult:
     def progress(epoch: int, metrics: dict[str, float]) -> None:
         report_progress(metrics, step=epoch, total=epochs)
 
-    with parallel_work():  # DASK_SCHEDULER set: the folds and a forest's trees go to the cluster
+    with parallel_work() as cluster:  # DASK_SCHEDULER set: the folds and a forest's trees go to the cluster
         estimator, scores, curve = fit(features, labels, config.train, config.base.random_state, source, progress)
+    tags[PARALLEL_WORK_TAG] = cluster or "this machine"
     model = with_features(featurizer, estimator)
     with atomic_path(PATHS.model) as temporary:
         joblib.dump(model, temporary)

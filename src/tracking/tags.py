@@ -33,6 +33,15 @@ SWEEP_EXPERIMENT_TAG = "sweep.experiment"
 """The DVC experiment a sweep's parent run is the point of."""
 
 
+ATTEMPT_TAG = "sweep.attempt"
+"""On a cluster sweep's parent run: how many times its point started on a worker (a worker that died: one more)."""
+
+WORKER_TAG = "sweep.worker"
+"""On a cluster sweep's parent run: the host of the worker its latest attempt ran on."""
+
+PARALLEL_WORK_TAG = "train.parallel_work"
+"""On a train run: where its folds and trees were computed, a Dask scheduler's address or "this machine"."""
+
 PID_TAG = "pipeline.pid"
 
 HOST_TAG = "pipeline.host"
