@@ -29,6 +29,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,9 @@ POINTS_DIR = PROJECT_ROOT / ".team" / "points"
 """Where a worker clones the sweep's commit for each point; each clone is removed when its point ends."""
 
 POLL_SECONDS = 0.5
+
+WINNER_SECONDS = 120.0
+"""How long a point whose attempt lost the push waits for the attempt that won to end its parent run."""
 
 STOP_SECONDS = 30.0
 """How long a stopped point has to end its stage runs KILLED before it is killed outright."""
@@ -136,13 +140,12 @@ def run_point(spec: dict[str, Any]) -> dict[str, Any]:
     Returns:
         The point's outcome (see `src.pipeline.point`) and the end of its log.
     """
-    from distributed import Event, get_worker, secede
+    from distributed import Event, secede
 
     secede()
-    worker = get_worker()
     venv = Path(os.environ.get("PROJECT_VENV") or sys.prefix)
-    folder = POINTS_DIR / str(worker.name).replace("/", "_") / spec["name"]
-    shutil.rmtree(folder, ignore_errors=True)
+    # A folder of this attempt's own: a point whose worker died may still be stopping in its old one.
+    folder = POINTS_DIR / f"{spec['name']}-{uuid.uuid4().hex[:8]}"
     folder.mkdir(parents=True)
     clone, log = folder / "repo", folder / "point.log"
     stop = Event(spec["stop_event"])
@@ -170,7 +173,7 @@ def run_point(spec: dict[str, Any]) -> dict[str, Any]:
             setup = [str(venv / "bin" / "python"), "-m", "src.versions.remote", *remote, f"--cache-dir={shared_cache}"]
             subprocess.run(setup, cwd=clone, env=environment, check=True, capture_output=True, stdin=subprocess.DEVNULL)
         command = [str(venv / "bin" / "python"), "-m", "src.pipeline.point", "--name", spec["name"]]
-        command += ["--parent-run-id", spec["parent_run_id"], "--worker-pid", str(os.getpid())]
+        command += ["--parent-run-id", spec["parent_run_id"], "--worker-pid", str(os.getpid()), "--folder", str(folder)]
         for override in spec["overrides"]:
             command += ["--set", override]
         with log.open("w") as output:
@@ -232,6 +235,13 @@ def run_on_cluster(
     remote = git_remote()
     commit = check_ready(remote)
     client = connect(address)
+    workers = client.scheduler_info(n_workers=-1)["workers"].values()
+    if not any(POINT_RESOURCE in worker.get("resources", {}) for worker in workers):
+        client.close()
+        raise SweepRefusedError(
+            f"no worker of the Dask cluster at {address} takes sweep points: start them with `make worker` "
+            f"(or give each `--resources {POINT_RESOURCE}=1`)"
+        )
     stop = Event(f"{sweep_id}-stop", client=client)
     futures: dict[str, Any] = {}
     try:
@@ -276,9 +286,11 @@ def run_on_cluster(
             pulled = dvc("exp", "pull", remote, *finished, quiet=True)
             if pulled.returncode:
                 logger.warning("could not fetch the experiments from %s: %s", remote, dvc_error(pulled))
-    except (Exception, Interrupted):
+    except (Exception, Interrupted) as error:
         stop.set()
-        stop_points(points, futures)
+        interrupted = isinstance(error, Interrupted) or interrupts.signum
+        note = "the sweep was interrupted" if interrupted else f"the sweep stopped on {type(error).__name__}: {error}"
+        stop_points(points, futures, note, 130 if interrupted else 1)
         raise
     finally:
         client.close()
@@ -291,6 +303,10 @@ def end_point(point: Any, result: dict[str, Any]) -> None:
 
     client = import_mlflow().MlflowClient()
     run = client.get_run(point.run_id)
+    deadline = time.monotonic() + WINNER_SECONDS
+    while result.get("status") == "LOST" and run.info.status == "RUNNING" and time.monotonic() < deadline:
+        time.sleep(POLL_SECONDS)  # the attempt that won is logging the point's runs
+        run = client.get_run(point.run_id)
     message = str(result.get("message") or "")
     if run.info.status == "RUNNING":
         client.set_tag(point.run_id, NOTE_TAG, message or "the point ended without logging its run")
@@ -303,10 +319,16 @@ def end_point(point: Any, result: dict[str, Any]) -> None:
         sys.stderr.write("".join(f"  {point.name}: {line}\n" for line in result.get("log", [])[-6:]))
 
 
-def stop_points(points: list[Any], futures: dict[str, Any]) -> None:
-    """Wait for the points in flight to stop (the stop event is set), then end every parent still open KILLED.
+def stop_points(points: list[Any], futures: dict[str, Any], note: str, exit_code: int) -> None:
+    """Wait for the points in flight to stop (the stop event is set), then end every parent still open.
 
     A point is in flight once a worker has marked its parent run with an attempt.
+
+    Args:
+        points: The sweep's points.
+        futures: The tasks of the points not ended yet, by name.
+        note: Why the sweep stopped, for the parents' `pipeline.note` tag.
+        exit_code: 130 (KILLED) for an interrupt, 1 (FAILED) for an error.
     """
     from src.tracking.parent import close_parent
 
@@ -329,7 +351,7 @@ def stop_points(points: list[Any], futures: dict[str, Any]) -> None:
             continue
         run = client.get_run(point.run_id)
         if run.info.status == "RUNNING":
-            client.set_tag(point.run_id, NOTE_TAG, "the sweep was interrupted")
-            close_parent(client, point.run_id, 130)
+            client.set_tag(point.run_id, NOTE_TAG, note)
+            close_parent(client, point.run_id, exit_code)
             run = client.get_run(point.run_id)
         point.status = run.info.status

@@ -31,6 +31,7 @@ import ctypes
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -133,6 +134,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--set", action="append", default=[], help="a param override, key=value")
     parser.add_argument("--remote", default="origin", help="the git remote to push the experiment to")
     parser.add_argument("--worker-pid", type=int, default=0, help="the Dask worker that started this")
+    parser.add_argument("--folder", default="", help="the attempt's folder, removed if its worker died")
     arguments = parser.parse_args(argv)
     setup_logging()
     if not die_with_parent(arguments.worker_pid):
@@ -141,6 +143,8 @@ def main(argv: list[str] | None = None) -> None:
         result = run(arguments.name, arguments.parent_run_id, arguments.set, arguments.remote, arguments.worker_pid)
     except (GitError, OSError, RuntimeError) as error:
         result = outcome("FAILED", describe_tracking_error(error) or one_line(error))
+    if result["status"] == "ABANDONED" and arguments.folder:
+        shutil.rmtree(arguments.folder, ignore_errors=True)  # no task is left to remove it
     sys.stdout.write(json.dumps(result) + "\n")
     codes = {"FINISHED": 0, "LOST": EXIT_LOST, "KILLED": 130}
     sys.exit(codes.get(str(result["status"]), EXIT_FAILED))
