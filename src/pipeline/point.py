@@ -82,7 +82,10 @@ def run(name: str, parent_run_id: str, overrides: list[str], remote: str, worker
     from src.tracking.parent import close_parent
 
     client = import_mlflow().MlflowClient()
-    attempt = int(client.get_run(parent_run_id).data.tags.get(ATTEMPT_TAG, "0")) + 1
+    parent = client.get_run(parent_run_id)
+    if parent.info.status != "RUNNING":  # another attempt ran the point to its end already
+        return outcome("LOST", f"the point's run is {parent.info.status} already")
+    attempt = int(parent.data.tags.get(ATTEMPT_TAG, "0")) + 1
     client.set_tag(parent_run_id, ATTEMPT_TAG, str(attempt))
     client.set_tag(parent_run_id, WORKER_TAG, socket.gethostname())
     logger.info("point %s, attempt %d, on %s", name, attempt, socket.gethostname())
@@ -122,6 +125,8 @@ def run(name: str, parent_run_id: str, overrides: list[str], remote: str, worker
         client.set_tag(parent_run_id, NOTE_TAG, f"dvc exp push: {reason}")
         close_parent(client, parent_run_id, EXIT_FAILED, commit)
         return outcome("FAILED", f"could not push the experiment: {reason}", commit, attempt)
+    client.set_tag(parent_run_id, ATTEMPT_TAG, str(attempt))  # the attempt that won, if two ran at once
+    client.set_tag(parent_run_id, WORKER_TAG, socket.gethostname())
     status = close_parent(client, parent_run_id, 0, commit)
     return outcome(status, "", commit, attempt)
 

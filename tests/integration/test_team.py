@@ -351,6 +351,8 @@ def cluster(team) -> Iterator[Project]:
     remote = team.root.parent / "git-remote.git"
     team.run("git", "init", "-q", "--bare", str(remote), check=True)
     team.run("git", "remote", "add", "origin", str(remote), check=True)
+    if not (team.root / "data/processed/train.parquet").exists():  # run alone, without the tests above
+        assert team.make("pipeline").returncode == 0
     assert team.make("dvc-setup").returncode == 0  # the S3 remote goes into the committed .dvc/config
     team.run("git", "add", "-A", check=True)
     team.run("git", "commit", "-q", "--allow-empty", "-m", "Team mode settings", check=True)
@@ -497,6 +499,36 @@ def test_a_cluster_sweep_survives_a_killed_worker_and_gives_one_experiment_and_r
     assert train.data.tags["train.parallel_work"] == settings(cluster)["DASK_SCHEDULER"]
     timings = Path(os.environ.get("CLUSTER_TIMINGS", "/dev/null"))
     timings.write_text(f"cluster up {cluster.cluster_seconds:.1f} s; sweep with a killed worker {seconds:.1f} s\n")
+
+
+def test_a_point_that_runs_again_after_its_experiment_was_pushed_logs_nothing(cluster):
+    # As when the scheduler runs a point again while its first attempt still runs: the later push loses.
+    [first] = [
+        parent
+        for parent in cluster.runs("tags.`sweep.cluster` LIKE 'tcp://%'")
+        if parent.data.params["train.C"] == "2.0" and parent.info.status == "FINISHED"
+    ]
+    name = first.info.run_name
+    remote = str(cluster.git_remote)
+    before = cluster.run("git", "ls-remote", remote, f"refs/exps/*/{name}", check=True).stdout
+    duplicate = cluster.client().create_run(first.info.experiment_id, run_name=name).info.run_id
+    clone = cluster.root.parent / "duplicate"
+    cluster.run("git", "clone", "-q", remote, str(clone), check=True)
+    cluster.run("git", "-C", str(clone), "checkout", "-q", "--detach", first.data.tags["git.commit"], check=True)
+    team = settings(cluster)
+    command = [str(VENV / "bin" / "python"), "-m", "src.pipeline.point", "--name", name]
+    command += ["--parent-run-id", duplicate, "--set", "train.C=2.0"]
+    environment = cluster.env(**team, PATH=f"{VENV / 'bin'}:{os.environ['PATH']}")
+    environment["PIPELINE_RECORDS_DIR"] = str(clone / ".pipeline")
+    point = subprocess.run(command, cwd=clone, capture_output=True, text=True, timeout=300, env=environment)
+    outcome = json.loads(point.stdout.splitlines()[-1])
+    assert point.returncode == 3 and outcome["status"] == "LOST", point.stdout + point.stderr
+    assert cluster.run("git", "ls-remote", remote, f"refs/exps/*/{name}", check=True).stdout == before
+    run = cluster.client().get_run(duplicate)
+    assert run.info.status == "RUNNING" and not cluster.children(duplicate)  # it logged nothing
+    assert cluster.client().get_run(first.info.run_id).data.tags["sweep.attempt"] in ("1", "2")
+    cluster.client().set_terminated(duplicate, "KILLED")
+    shutil.rmtree(clone)
 
 
 def test_ctrl_c_on_a_cluster_sweep_ends_its_points_killed_and_keeps_the_cluster(cluster):
