@@ -40,7 +40,7 @@ from src.cluster import SCHEDULER_ENV, connect
 from src.config import Config
 from src.paths import PROJECT_ROOT
 from src.tracking.client import import_mlflow
-from src.tracking.tags import ATTEMPT_TAG, NOTE_TAG
+from src.tracking.tags import NOTE_TAG
 from src.versions.runner import GitError, dvc, dvc_error, git
 
 logger = logging.getLogger(__name__)
@@ -143,12 +143,14 @@ def run_point(spec: dict[str, Any]) -> dict[str, Any]:
     from distributed import Event, secede
 
     secede()
+    stop = Event(spec["stop_event"])
+    if stop.is_set():  # the sweep stopped while the point waited for a worker
+        return {"status": "KILLED", "message": "the sweep stopped before the point started"}
     venv = Path(os.environ.get("PROJECT_VENV") or sys.prefix)
     # A folder of this attempt's own: a point whose worker died may still be stopping in its old one.
     folder = POINTS_DIR / f"{spec['name']}-{uuid.uuid4().hex[:8]}"
     folder.mkdir(parents=True)
     clone, log = folder / "repo", folder / "point.log"
-    stop = Event(spec["stop_event"])
     try:
         for command in (
             ["git", "clone", "--quiet", "--no-checkout", spec["git_url"], str(clone)],
@@ -290,7 +292,7 @@ def run_on_cluster(
         stop.set()
         interrupted = isinstance(error, Interrupted) or interrupts.signum
         note = "the sweep was interrupted" if interrupted else f"the sweep stopped on {type(error).__name__}: {error}"
-        stop_points(points, futures, note, 130 if interrupted else 1)
+        stop_points(client, points, futures, note, 130 if interrupted else 1)
         raise
     finally:
         client.close()
@@ -319,12 +321,14 @@ def end_point(point: Any, result: dict[str, Any]) -> None:
         sys.stderr.write("".join(f"  {point.name}: {line}\n" for line in result.get("log", [])[-6:]))
 
 
-def stop_points(points: list[Any], futures: dict[str, Any], note: str, exit_code: int) -> None:
-    """Wait for the points in flight to stop (the stop event is set), then end every parent still open.
+def stop_points(cluster: Any, points: list[Any], futures: dict[str, Any], note: str, exit_code: int) -> None:
+    """Cancel the points not started, wait for those running to stop (the stop event is set), end every parent open.
 
-    A point is in flight once a worker has marked its parent run with an attempt.
+    A point a worker runs stops its stages and ends its parent KILLED itself;
+    its task kills what is left of it after STOP_SECONDS, so the wait is bounded.
 
     Args:
+        cluster: The Dask client.
         points: The sweep's points.
         futures: The tasks of the points not ended yet, by name.
         note: Why the sweep stopped, for the parents' `pipeline.note` tag.
@@ -332,20 +336,17 @@ def stop_points(points: list[Any], futures: dict[str, Any], note: str, exit_code
     """
     from src.tracking.parent import close_parent
 
-    client = import_mlflow().MlflowClient()
-    deadline = time.monotonic() + STOP_SECONDS + 10
-    by_name = {point.name: point for point in points}
-    while futures and time.monotonic() < deadline:
-        in_flight = [
-            name
-            for name, future in futures.items()
-            if not future.done() and ATTEMPT_TAG in client.get_run(by_name[name].run_id).data.tags
-        ]
-        if not in_flight:
-            break
-        time.sleep(POLL_SECONDS)
+    with contextlib.suppress(Exception):  # a scheduler gone leaves nothing running to wait for
+        running = {key for keys in cluster.processing().values() for key in keys}
+        for name, future in futures.items():
+            if name not in running:
+                future.cancel()
+        deadline = time.monotonic() + STOP_SECONDS + 30
+        while time.monotonic() < deadline and not all(future.done() for future in futures.values()):
+            time.sleep(POLL_SECONDS)
     for future in futures.values():
         future.cancel()
+    client = import_mlflow().MlflowClient()
     for point in points:
         if not point.run_id or point.status != "not run":
             continue

@@ -57,40 +57,37 @@ def test_report_refuses_an_unknown_base(project):
     ]
 
 
-def test_sweep_runs_each_point_as_an_experiment_with_its_own_parent_run(project):
+def test_sweep_runs_each_point_as_an_experiment_with_its_own_parent_run_and_a_failed_point_lets_the_others_go_on(
+    project,
+):
     project.set_param("train", "C", 1.0)
     project.run("git", "commit", "-qam", "back to C=1", check=True)
-    result = project.make("sweep", SWEEP="train.C=0.1,3")
-    assert result.returncode == 0, result.stderr
+    result = project.make("sweep", SWEEP="train.C=0.1,3 data_split.test_size=0.2,0.01")
+    assert result.returncode != 0
+    assert "error: 2 of 4 points failed" in result.stderr
     parents = project.runs("tags.sweep LIKE 'sweep-%'")
-    assert len(parents) == 2
-    assert {parent.data.params["train.C"] for parent in parents} == {"0.1", "3.0"}
-    for parent in parents:
+    assert len(parents) == 4
+    finished = [parent for parent in parents if parent.data.params["data_split.test_size"] == "0.2"]
+    assert {parent.data.params["train.C"] for parent in finished} == {"0.1", "3.0"}
+    for parent in finished:
         assert parent.info.status == "FINISHED"
         children = project.children(parent.info.run_id)
         assert {child.info.run_name for child in children} == STAGES
         assert {child.info.status for child in children} == {"FINISHED"}
         assert "accuracy" in parent.data.metrics
+    failed = [parent for parent in parents if parent not in finished]
+    assert [parent.info.status for parent in failed] == ["FAILED", "FAILED"]  # data_split refuses 1 test row
+    assert project.runs("attributes.status = 'RUNNING'") == []
     rows = [line for line in result.stdout.splitlines() if line.startswith("| ") and line[2].isdigit()]
-    assert len(rows) == 2
-    ranked = sorted(parents, key=lambda parent: -parent.data.metrics["accuracy"])
+    assert len(rows) == 4
+    ranked = sorted(finished, key=lambda parent: -parent.data.metrics["accuracy"])
     assert rows[0].startswith("| 1 | train.C=")
     assert rows[0].endswith(f"| {ranked[0].info.run_id} |")
     assert rows[1].endswith(f"| {ranked[1].info.run_id} |")
+    assert all("| FAILED |" in row and "data_split.test_size=0.01" in row for row in rows[2:])
     assert (project.root / "params.yaml").read_text().count("C: 1.0") == 1  # the workspace is untouched
     experiments = project.run(project.env()["VENV"] + "/bin/dvc", "exp", "list", "--name-only").stdout.split()
     assert len(experiments) == 2
-
-
-def test_a_failed_point_is_reported_and_the_others_go_on(project):
-    result = project.make("sweep", SWEEP="data_split.test_size=0.01,0.3")
-    assert result.returncode != 0
-    rows = [line for line in result.stdout.splitlines() if line.startswith("| ") and line[2].isdigit()]
-    assert len(rows) == 2
-    assert "| FINISHED |" in rows[0] and "data_split.test_size=0.3" in rows[0]
-    assert "| FAILED |" in rows[1] and "data_split.test_size=0.01" in rows[1]
-    assert "error: 1 of 2 points failed" in result.stderr
-    assert project.runs("attributes.status = 'RUNNING'") == []
 
 
 def test_a_bad_sweep_key_stops_before_any_run(project):
