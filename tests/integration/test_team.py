@@ -485,15 +485,21 @@ def test_a_cluster_sweep_survives_a_killed_worker_and_gives_one_experiment_and_r
         [model] = [out for out in lock["stages"]["train"]["outs"] if out["path"] == "models/model.joblib"]
         assert f"ml-research-template/files/md5/{model['md5'][:2]}/{model['md5'][2:]}" in keys
     assert names <= set(cluster.run(str(VENV / "bin" / "dvc"), "exp", "list", "--name-only", check=True).stdout.split())
-    # Cross-validation on the cluster (the point's folds went to it) scores as this machine does.
-    from src.config import load_config
+    # Cross-validation on the cluster (the point's folds went to it) scores as this machine does, on the
+    # point's own params and training table (from its commit and this clone's DVC cache, which `dvc exp pull` filled).
+    from src.config import validate
     from src.io import read_features
     from src.ml.models import fit
 
     [point] = [parent for parent in parents if parent.data.params["train.C"] == "0.5"]
-    config = load_config(cluster.root / "params.yaml")
-    features, labels = read_features(cluster.root / "data/processed/train.parquet", "data_split", "target")
-    _, here, _ = fit(features, labels, config.train.model_copy(update={"C": 0.5}), config.base.random_state)
+    commit = {line.rsplit("/", 1)[-1]: line.split()[0] for line in refs}[point.info.run_name]
+    config = validate(yaml.safe_load(cluster.git("show", f"{commit}:params.yaml")), "params.yaml")
+    lock = yaml.safe_load(cluster.git("show", f"{commit}:dvc.lock"))
+    [table] = [out for out in lock["stages"]["data_split"]["outs"] if out["path"] == "data/processed/train.parquet"]
+    cached = cluster.root / ".dvc/cache/files/md5" / table["md5"][:2] / table["md5"][2:]
+    features, labels = read_features(cached, "data_split", config.data_load.target)
+    _, here, _ = fit(features, labels, config.train, config.base.random_state)
+    assert config.train.C == 0.5
     assert {name: point.data.metrics[name] for name in here} == here
     [train] = [child for child in cluster.children(point.info.run_id) if child.info.run_name == "train"]
     assert train.data.tags["train.parallel_work"] == settings(cluster)["DASK_SCHEDULER"]
