@@ -39,8 +39,9 @@ from src.cli import EXIT_BAD_CONFIG, Interrupted, InterruptFlag, Progress
 from src.cluster import SCHEDULER_ENV, connect
 from src.config import Config
 from src.paths import PROJECT_ROOT
-from src.tracking.client import import_mlflow
+from src.tracking.client import import_mlflow, uses_tracking_server
 from src.tracking.tags import NOTE_TAG
+from src.versions.remote import configure_remote
 from src.versions.runner import GitError, dvc, dvc_error, git
 
 logger = logging.getLogger(__name__)
@@ -75,13 +76,16 @@ def git_remote() -> str:
     return "origin"
 
 
-def check_ready(remote: str) -> str:
-    """Check that a cluster sweep can run from here; return the commit the workers will run.
+def check_ready(remote: str) -> tuple[str, str]:
+    """Check that a cluster sweep can run from here; return the commit the workers will run and where they get it.
+
+    Returns:
+        The commit, and the git remote's URL (a local path made absolute).
 
     Raises:
         SweepRefusedError: In team mode only; with a clean tree; with HEAD on the git remote.
     """
-    if not os.environ.get("MLFLOW_TRACKING_URI", "").startswith(("http://", "https://")):
+    if not uses_tracking_server():
         raise SweepRefusedError(
             f"a sweep on the cluster ({SCHEDULER_ENV}) needs team mode: a tracking server every worker reaches "
             "(sqlite takes no writers from other machines); run `make team-up` or fill in team.env"
@@ -106,7 +110,9 @@ def check_ready(remote: str) -> str:
             f"HEAD ({commit[:8]}) is not on the git remote {remote} ({url}), where the workers clone it from: "
             f"`git push {remote}` first"
         )
-    return commit
+    if "://" not in url and Path(url).exists():
+        url = str(Path(url).resolve())
+    return commit, url
 
 
 def lock_hash(requirements: Path) -> str:
@@ -152,14 +158,11 @@ def run_point(spec: dict[str, Any]) -> dict[str, Any]:
     folder.mkdir(parents=True)
     clone, log = folder / "repo", folder / "point.log"
     try:
-        for command in (
-            ["git", "clone", "--quiet", "--no-checkout", spec["git_url"], str(clone)],
-            ["git", "-C", str(clone), "checkout", "--quiet", "--detach", spec["commit"]],
-        ):
-            cloned = subprocess.run(command, capture_output=True, text=True, stdin=subprocess.DEVNULL)
-            if cloned.returncode:
-                reason = (cloned.stderr.strip() or "no message").splitlines()[-1]
-                return {"status": "FAILED", "message": f"could not clone the sweep's commit: {reason}"}
+        try:
+            git("clone", "--quiet", "--no-checkout", spec["git_url"], str(clone))
+            git("-C", str(clone), "checkout", "--quiet", "--detach", spec["commit"])
+        except GitError as error:
+            return {"status": "FAILED", "message": f"could not clone the sweep's commit: {error}"}
         check_venv(venv, clone, spec["commit"])
         environment = {
             **os.environ,
@@ -170,10 +173,13 @@ def run_point(spec: dict[str, Any]) -> dict[str, Any]:
         }
         if os.environ.get("DVC_REMOTE_URL") and os.environ.get("DVC_REMOTE"):
             # The worker's own DVC remote settings and keys (team.env), and one cache for every clone of this worker.
-            remote = [f"--name={os.environ['DVC_REMOTE']}", f"--url={os.environ['DVC_REMOTE_URL']}"]
-            shared_cache = POINTS_DIR / "dvc-cache"
-            setup = [str(venv / "bin" / "python"), "-m", "src.versions.remote", *remote, f"--cache-dir={shared_cache}"]
-            subprocess.run(setup, cwd=clone, env=environment, check=True, capture_output=True, stdin=subprocess.DEVNULL)
+            configure_remote(
+                clone / ".dvc" / "config.local",
+                os.environ["DVC_REMOTE"],
+                os.environ["DVC_REMOTE_URL"],
+                str(POINTS_DIR / "dvc-cache"),
+                clone / ".dvc" / "config",
+            )
         command = [str(venv / "bin" / "python"), "-m", "src.pipeline.point", "--name", spec["name"]]
         command += ["--parent-run-id", spec["parent_run_id"], "--worker-pid", str(os.getpid()), "--folder", str(folder)]
         for override in spec["overrides"]:
@@ -200,7 +206,7 @@ def run_point(spec: dict[str, Any]) -> dict[str, Any]:
             result = json.loads(lines[-1])
         result["log"] = lines[-8:]
         return result
-    except (OSError, RuntimeError, subprocess.CalledProcessError, KeyError) as error:
+    except (OSError, RuntimeError, KeyError) as error:
         return {"status": "FAILED", "message": str(error).splitlines()[0] if str(error) else type(error).__name__}
     finally:
         shutil.rmtree(folder, ignore_errors=True)
@@ -235,7 +241,7 @@ def run_on_cluster(
 
     progress = progress or Progress()
     remote = git_remote()
-    commit = check_ready(remote)
+    commit, url = check_ready(remote)
     client = connect(address)
     workers = client.scheduler_info(n_workers=-1)["workers"].values()
     if not any(POINT_RESOURCE in worker.get("resources", {}) for worker in workers):
@@ -247,9 +253,6 @@ def run_on_cluster(
     stop = Event(f"{sweep_id}-stop", client=client)
     futures: dict[str, Any] = {}
     try:
-        url = git("remote", "get-url", remote)
-        if "://" not in url and Path(url).exists():
-            url = str(Path(url).resolve())
         for point, config in zip(points, configs, strict=True):
             interrupts.check()
             open_point(point, config, sweep_id, {"sweep.cluster": address})
@@ -265,7 +268,10 @@ def run_on_cluster(
             futures[point.name] = client.submit(
                 run_point, spec, key=point.name, pure=False, resources={POINT_RESOURCE: 1}
             )
-        logger.info("%s: %d points sent to the cluster at %s (commit %s)", sweep_id, len(points), address, commit[:8])
+        logger.info(
+            "%s: %d points sent to the cluster at %s (commit %s), one at a time per worker (JOBS does not apply)",
+            sweep_id, len(points), address, commit[:8],
+        )  # fmt: skip
         pending = {point.name: point for point in points}
         while pending:
             interrupts.sleep(POLL_SECONDS)

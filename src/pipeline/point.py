@@ -39,7 +39,7 @@ import sys
 from src.cli import EXIT_FAILED, Interrupted, one_line
 from src.logs import setup_logging
 from src.paths import PIPELINE_DVC_SETTINGS
-from src.pipeline.sweep import experiment_revision
+from src.pipeline.sweep import experiment_commit, experiment_revision
 from src.tracking.client import describe_tracking_error, import_mlflow
 from src.tracking.tags import ATTEMPT_TAG, NOTE_TAG, PARENT_RUN_ENV, WORKER_TAG
 from src.versions.runner import GitError, dvc, dvc_error, git
@@ -65,11 +65,7 @@ def die_with_parent(parent_pid: int) -> bool:
 
 def remote_experiment(remote: str, name: str) -> str:
     """The commit of the experiment `name` on the git remote, or "" if the remote has none."""
-    for line in git("ls-remote", remote, "refs/exps/*").splitlines():
-        commit, _, reference = line.partition("\t")
-        if reference.rsplit("/", 1)[-1] == name:
-            return commit
-    return ""
+    return experiment_commit(git("ls-remote", remote, "refs/exps/*"), name)
 
 
 def outcome(status: str, message: str = "", commit: str = "", attempt: int = 0) -> dict[str, object]:

@@ -108,13 +108,21 @@ def apply_overrides(config: Config, overrides: dict[str, Any]) -> Config:
     return validate(document, "SWEEP")
 
 
-def experiment_revision(name: str) -> str:
-    """Return the commit of the DVC experiment called `name`."""
-    for line in git("for-each-ref", "refs/exps", "--format=%(refname) %(objectname)").splitlines():
-        reference, commit = line.split()
+def experiment_commit(references: str, name: str) -> str:
+    """The commit of the DVC experiment `name` in `<commit> <ref>` lines (git for-each-ref, git ls-remote), or ""."""
+    for line in references.splitlines():
+        commit, reference = line.split(maxsplit=1)
         if reference.rsplit("/", 1)[-1] == name:
             return commit
-    raise RuntimeError(f"DVC experiment {name} left no git reference")
+    return ""
+
+
+def experiment_revision(name: str) -> str:
+    """Return the commit of the DVC experiment called `name`."""
+    commit = experiment_commit(git("for-each-ref", "refs/exps", "--format=%(objectname) %(refname)"), name)
+    if not commit:
+        raise RuntimeError(f"DVC experiment {name} left no git reference")
+    return commit
 
 
 def open_point(point: Point, config: Config, sweep_id: str, tags: dict[str, str] | None = None) -> None:
@@ -290,13 +298,6 @@ def wind_down(sweep_id: str, points: list[Point], exit_code: int, why: str) -> s
     return f"sweep {sweep_id} {why}: {', '.join(counts)}; {left}"
 
 
-def run_cluster_sweep(
-    address: str, points: list[Point], configs: list[Config], sweep_id: str, interrupts: InterruptFlag
-) -> None:
-    """Run the points on the Dask cluster at `address` (see `src.pipeline.fanout`)."""
-    run_on_cluster(address, points, configs, sweep_id, interrupts)
-
-
 def cluster_ending(sweep_id: str, points: list[Point], error: BaseException, signum: int) -> tuple[str, int]:
     """The one line, and the exit code, of a cluster sweep that stopped on `error` or a signal."""
     code = Interrupted(signum).exit_code if signum else getattr(error, "exit_code", EXIT_FAILED)
@@ -367,7 +368,7 @@ def main(argv: list[str] | None = None) -> None:
         client = import_mlflow().MlflowClient()
         end_orphans(client, experiment_id_for(client, config.mlflow.experiment_name), "make sweep")
         if address:
-            run_cluster_sweep(address, points, configs, sweep_id, interrupts)
+            run_on_cluster(address, points, configs, sweep_id, interrupts)
         else:
             logger.info(
                 "%s: %d points, %s at a time, tagged %s=%s", sweep_id, len(points), arguments.jobs, SWEEP_TAG, sweep_id

@@ -23,16 +23,13 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 from src.cluster import SCHEDULER_ENV, check_address, is_loopback, tls_files
 from src.paths import PROJECT_ROOT
 from src.pipeline.fanout import POINT_RESOURCE
-from src.team.stack import TEAM_DIR, TEAM_ENV, StackError, launch, log_file, resident, running, say, stop
+from src.team.stack import TEAM_DIR, TEAM_ENV, StackError, launch, log_file, resident, running, say, stop, wait_until
 
 SCHEDULER = "dask-scheduler"
-
-READY_SECONDS = 60
 
 DASK_DIR = TEAM_DIR / "dask"
 
@@ -129,18 +126,6 @@ def workers_connected(address: str) -> int:
         return -1
 
 
-def wait_for(part: str, process: Any, ready: Any, what: str) -> None:
-    """Wait until `ready()` is true; raise StackError naming `what` if its process ends or time runs out."""
-    deadline = time.monotonic() + READY_SECONDS
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise StackError(f"{what} exited with code {process.returncode} while starting; see {log_file(part)}")
-        if ready():
-            return
-        time.sleep(0.2)
-    raise StackError(f"{what} did not start within {READY_SECONDS} s; see {log_file(part)}")
-
-
 def set_team_env(key: str, value: str) -> None:
     """Set `key=value` in team.env ("" removes the line); a team.env left with no setting is removed."""
     lines = TEAM_ENV.read_text().splitlines() if TEAM_ENV.exists() else []
@@ -186,14 +171,14 @@ def up(workers: int) -> None:
             ],
             worker_environment(settings.address),  # the scheduler unpickles the tasks: it imports this checkout too
         )
-        wait_for(SCHEDULER, scheduler, lambda: workers_connected(settings.address) >= 0, "the Dask scheduler")
+        wait_until(SCHEDULER, scheduler, lambda: workers_connected(settings.address) >= 0, "the Dask scheduler")
         processes = {}
         for part in settings.parts()[1:]:
             started.append(part)
             command = worker_command(settings.address, part, threads=1, host="127.0.0.1")
             processes[part] = launch(part, command, worker_environment(settings.address))
         for index, (part, process) in enumerate(processes.items(), start=1):
-            wait_for(part, process, lambda index=index: workers_connected(settings.address) >= index, f"Dask {part}")
+            wait_until(part, process, lambda index=index: workers_connected(settings.address) >= index, f"Dask {part}")
     except BaseException as error:
         for part in reversed(started):
             stop(part)

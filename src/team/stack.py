@@ -61,6 +61,7 @@ ROLES = {"read": "READ", "edit": "EDIT", "manage": "MANAGE"}
 
 # Each part gets this long to answer; MLflow builds its schema on the first start (16 s here).
 READY_SECONDS = {"postgres": 30, "s3": 30, "mlflow": 180}
+READY_SECONDS_DEFAULT = 60  # the trial Dask cluster's parts
 
 STOP_SECONDS = 20
 
@@ -233,14 +234,15 @@ def launch(part: str, command: list[str], environment: dict[str, str] | None = N
 
 def wait_until(part: str, process: subprocess.Popen, answers: Any, what: str) -> None:
     """Wait until `answers()` is true; raise StackError if the process ends or time runs out."""
-    deadline = time.monotonic() + READY_SECONDS[part]
+    seconds = READY_SECONDS.get(part, READY_SECONDS_DEFAULT)
+    deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise StackError(f"{what} exited with code {process.returncode} while starting; see {log_file(part)}")
         if answers():
             return
         time.sleep(0.3)
-    raise StackError(f"{what} did not answer within {READY_SECONDS[part]} s; see {log_file(part)}")
+    raise StackError(f"{what} did not answer within {seconds} s; see {log_file(part)}")
 
 
 def http_status(url: str, user: str = "", password: str = "") -> int:

@@ -21,10 +21,16 @@ def add_user(name: str, role: str, password: str, experiment_name: str, model_na
     """
     from mlflow.exceptions import MlflowException
 
-    from src.tracking.client import describe_tracking_error, experiment_id_for, import_mlflow, tracking_uri
+    from src.tracking.client import (
+        describe_tracking_error,
+        experiment_id_for,
+        import_mlflow,
+        tracking_uri,
+        uses_tracking_server,
+    )
 
     uri = tracking_uri()
-    if not uri.startswith(("http://", "https://")):
+    if not uses_tracking_server():
         raise StackError(
             f"make team-user needs a tracking server, and MLFLOW_TRACKING_URI is {uri}: run `make team-up` first"
         )

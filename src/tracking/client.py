@@ -75,10 +75,15 @@ def describe_tracking_error(error: BaseException, refused: str = "create or chan
     return one_line(error)
 
 
+def uses_tracking_server() -> bool:
+    """Whether the tracking URI is a tracking server (team mode), not a local store."""
+    return tracking_uri().startswith(("http://", "https://"))
+
+
 def where_to_browse(run_id: str) -> str:
     """Where a user sees a run: the tracking server's page of it in team mode, `make ui` otherwise."""
     uri = tracking_uri()
-    if uri.startswith(("http://", "https://")):
+    if uses_tracking_server():
         experiment_id = import_mlflow().MlflowClient().get_run(run_id).info.experiment_id
         return f"browse it at {uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
     experiment_id = import_mlflow().MlflowClient().get_run(run_id).info.experiment_id
@@ -107,7 +112,7 @@ def describe_outage(error: BaseException) -> str:
     `describe_tracking_error` when both answer, or in embedded mode.
     """
     uri = tracking_uri()
-    if uri.startswith(("http://", "https://")):
+    if uses_tracking_server():
         if not answers(f"{uri.rstrip('/')}/health"):
             return f"the tracking server {uri} does not answer; start it again (`make team-up` for the trial stack)"
         endpoint = os.environ.get("DVC_S3_ENDPOINT_URL", "")

@@ -137,3 +137,15 @@ def test_make_pipeline_names_a_wrong_scheduler_before_any_run(tmp_path):
     [line] = ended.stderr.splitlines()
     assert line.startswith("error: DASK_SCHEDULER=tcp://10.0.0.5:8786 is plain tcp off this machine")
     assert not (tmp_path / "m.db").exists()  # no run was opened
+
+
+def test_an_experiment_is_found_by_name_in_local_and_remote_reference_lines():
+    from src.pipeline.sweep import experiment_commit
+
+    local = "aaa111 refs/exps/ab/cdef/sweep-1-1\nbbb222 refs/exps/ab/cdef/sweep-1-10\n"
+    remote = "ccc333\trefs/exps/ab/cdef/sweep-1-1\n"
+    assert experiment_commit(local, "sweep-1-1") == "aaa111"
+    assert experiment_commit(local, "sweep-1-10") == "bbb222"
+    assert experiment_commit(remote, "sweep-1-1") == "ccc333"
+    assert experiment_commit(remote, "sweep-1-2") == ""
+    assert experiment_commit("", "sweep-1-1") == ""
