@@ -149,3 +149,12 @@ def test_an_experiment_is_found_by_name_in_local_and_remote_reference_lines():
     assert experiment_commit(remote, "sweep-1-1") == "ccc333"
     assert experiment_commit(remote, "sweep-1-2") == ""
     assert experiment_commit("", "sweep-1-1") == ""
+
+
+def test_a_cluster_sweep_outside_team_mode_is_refused_before_git_or_any_run(monkeypatch):
+    from src.pipeline.fanout import SweepRefusedError, check_ready
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////tmp/nowhere.db")
+    with pytest.raises(SweepRefusedError, match="needs team mode") as refused:
+        check_ready("origin")
+    assert "\n" not in str(refused.value) and refused.value.exit_code == 2
