@@ -15,7 +15,7 @@
 #   REV             the git revision or tag `make verify` checks (default: the working tree)
 #   BASE            the git revision or tag `make report` compares with (default: HEAD)
 #   BENCH_ARGS      options of `make bench`: --quick (smoke test), --scale (a CSV of 2,000,000 rows), --repeats N
-#   SWEEP           the grid of `make sweep`, e.g. SWEEP="train.C=0.1,1,10 data_split.test_size=0.2,0.3"
+#   SWEEP           the grid of `make sweep`, e.g. SWEEP="train.linear.C=0.1,1,10 data_split.test_size=0.2,0.3"
 #   JOBS            how many points of a sweep run at once, through DVC's experiment queue (default: 1; on a Dask cluster, one per worker)
 #   TEAM_ENV        the team-mode settings file (default: team.env; see team.env.example)
 #   NAME, ROLE      the user `make team-user` creates and its right on the experiment (read, edit, manage)
@@ -131,8 +131,8 @@ endif
 report: $(RUNTIME_STAMP) close-late ## Compare params, metrics and plots with a git revision: reports/report.md (BASE=HEAD)
 	@$(PY) -m src.report.compare --base "$(BASE)"
 
-sweep: $(RUNTIME_STAMP) close-late dvc-setup ## Run a grid of params as DVC experiments, one MLflow parent run each (SWEEP="train.C=0.1,1 ...")
-	@[ -n "$$SWEEP" ] || { echo 'error: give the grid: make sweep SWEEP="train.C=0.1,1,10 data_split.test_size=0.2,0.3"' >&2; exit 2; }
+sweep: $(RUNTIME_STAMP) close-late dvc-setup ## Run a grid of params as DVC experiments, one MLflow parent run each (SWEEP="train.linear.C=0.1,1 ...")
+	@[ -n "$$SWEEP" ] || { echo 'error: give the grid: make sweep SWEEP="train.linear.C=0.1,1,10 data_split.test_size=0.2,0.3"' >&2; exit 2; }
 	@$(PY) -m src.pipeline.sweep --config params.yaml --grid "$$SWEEP" --jobs "$(JOBS)"
 
 bench: $(RUNTIME_STAMP) close-late ## Measure the pipeline's overhead, memory and bytes written against the floor: reports/bench.md (BENCH_ARGS=--scale)

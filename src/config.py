@@ -13,41 +13,15 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, create_model, field_validator, model_validator
 
-ESTIMATORS = ("logistic_regression", "random_forest", "mlp")
-
-BUNDLED_DATASETS = ("iris", "wine", "breast_cancer", "digits")
-
-SYNTHETIC = "synthetic"
+from src.ml.catalog import AUTO, ESTIMATORS, MAX_PRODUCTS, METRICS, SOURCES, SYNTHETIC, TASKS, Section
 
 SOURCE_SUFFIXES = (".csv", ".parquet")
-
-TABULAR_SOURCES = ("iris", "wine", "breast_cancer", SYNTHETIC)
-
-DIGITS_SIDE = 8
-
-MAX_PRODUCTS = 500
-"""The most `<a>_x_<b>` columns featurize's pairwise products may add."""
-
-
-METRICS = ("accuracy", "f1_macro", "precision_macro", "recall_macro")
-"""The held-out metrics `src.ml.metrics.score` computes; higher is better for each."""
 
 
 class ConfigError(ValueError):
     """params.yaml is unreadable or invalid; the message is the one line to show."""
-
-
-class Section(BaseModel):
-    """Base for every params.yaml section.
-
-    Unknown keys, missing keys and loose types are errors: dvc.yaml names every
-    key, so DVC needs each of them in params.yaml, and the template's
-    params.yaml holds the defaults.
-    """
-
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
 class BaseParams(Section):
@@ -55,6 +29,15 @@ class BaseParams(Section):
 
     random_state: int = Field(ge=0, le=2**32 - 1, description="Seed for every random step (scikit-learn's range).")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(description="Log level of every entry point.")
+    task: Literal[(AUTO, *TASKS)] = Field(  # type: ignore[valid-type]
+        description=(
+            "What the pipeline learns: `classification` (classes), `regression` (a number), or `auto`: from the "
+            "label column, by the rule of the docs' *Your own table* (text, booleans and two values are classes; "
+            "numbers with fractions are a regression; whole numbers are classes when few and a regression when "
+            "many, and in between data_load asks you to set it). The choice and its reason are printed and tag "
+            "the parent run."
+        )
+    )
 
 
 class MlflowParams(Section):
@@ -69,41 +52,55 @@ class DataLoadParams(Section):
     source: str = Field(
         min_length=1,
         description=(
-            "A dataset bundled with scikit-learn (`iris`, `wine`, `breast_cancer`, `digits`: 8x8 images), "
-            "`synthetic` (generated, see below), a CSV or Parquet file under `data/external/`, or a folder "
-            "of PNG images under `data/external/` with one folder per class (`<folder>/<class>/<file>.png`); "
-            "files and folders tracked with DVC."
+            "A dataset made in code (see the sources in `src/ml/catalog.py`: `iris`, `wine`, `breast_cancer`, "
+            "`digits` (8x8 images), `diabetes` (regression), `synthetic`), a CSV or Parquet file under "
+            "`data/external/`, or a folder of PNG images under `data/external/` with one folder per class "
+            "(`<folder>/<class>/<file>.png`); files and folders tracked with DVC."
         ),
     )
     rev: str = Field(
         description=(
             "A git tag or commit: read the data as it was at that data version (the source file, "
-            "or for a bundled dataset or an image folder the raw table the pipeline wrote). "
+            "or for a dataset made in code or an image folder the raw table the pipeline wrote). "
             '`""`: the working tree.'
         ),
     )
     target: str = Field(min_length=1, description="Name of the label column.")
+    id_columns: list[str] = Field(
+        description=(
+            "Columns that identify a row (a passenger id, a name): never features, kept beside the "
+            "predictions of `make predict` and `make serve`."
+        )
+    )
     synthetic_rows: int = Field(ge=10, le=100_000_000, description="`synthetic` source: rows to generate.")
     synthetic_features: int = Field(ge=2, le=1000, description="`synthetic` source: numeric features to generate.")
 
     @field_validator("source")
     @classmethod
     def _known_source(cls, source: str) -> str:
-        if source in (*BUNDLED_DATASETS, SYNTHETIC):
+        if source in SOURCES:
             return source
         path = PurePosixPath(source)
         known_kind = path.suffix.lower() in SOURCE_SUFFIXES or not path.suffix
         if not known_kind or path.parts[:2] != ("data", "external") or len(path.parts) < 3 or ".." in path.parts:
             raise ValueError(
-                f"must be one of {', '.join(BUNDLED_DATASETS)}, {SYNTHETIC}, "
+                f"must be one of {', '.join(SOURCES)}, "
                 "or a .csv or .parquet file or a folder of PNG images under data/external/"
             )
         return source.rstrip("/")
 
+    @field_validator("id_columns")
+    @classmethod
+    def _no_repeats(cls, names: list[str]) -> list[str]:
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"names {repeated[0]!r} twice; list each column once")
+        return names
+
     @property
     def generated(self) -> bool:
         """Whether the source is made in code (a bundled or synthetic dataset), not read from a file."""
-        return self.source in (*BUNDLED_DATASETS, SYNTHETIC)
+        return self.source in SOURCES
 
     @property
     def image_folder(self) -> bool:
@@ -113,13 +110,23 @@ class DataLoadParams(Section):
     @property
     def pixel_max(self) -> int:
         """The largest value a pixel of this source takes: 16 for digits, 255 for 8-bit images."""
-        return 16 if self.source == "digits" else 255
+        return SOURCES[self.source].pixel_max if self.generated else 255
 
 
 class FeaturizeParams(Section):
-    """The `featurize` section: engineered features added to the raw table."""
+    """The `featurize` section: row-wise features added to the raw table, which learn nothing from the data.
 
-    pairwise_products: bool = Field(description="Add `<a>_x_<b>` for every pair of numeric features.")
+    Dates become their parts, booleans 1 and 0, id columns are left out; what is
+    learned from the data (category codes, imputation, scaling) is fitted by
+    train, inside each cross-validation fold.
+    """
+
+    pairwise_products: bool = Field(
+        description=(
+            "Add `<a>_x_<b>` for every pair of numeric features (not pixels, not date parts). Off by default: "
+            "on a user's table they cost more than they give (see the docs' *Your own table*)."
+        )
+    )
     drop_columns: list[str] = Field(description="Raw feature columns to leave out.")
     scale_pixels: bool = Field(
         description=(
@@ -141,7 +148,7 @@ class DataSplitParams(Section):
     """The `data_split` section: how the feature table is split into train and test."""
 
     test_size: float = Field(gt=0, lt=1, description="Fraction of rows held out for test.")
-    stratify: bool = Field(description="Keep class proportions equal in both parts.")
+    stratify: bool = Field(description="Classification: keep class proportions equal in both parts.")
     batch_holdout: float = Field(
         gt=0,
         lt=1,
@@ -149,26 +156,13 @@ class DataSplitParams(Section):
     )
 
 
-class TrainParams(Section):
-    """The `train` section: the estimator, its hyperparameters and cross-validation.
+class TrainSettings(Section):
+    """The keys of the `train` section every estimator shares."""
 
-    Hyperparameters sit side by side; each applies to the estimator named in its
-    description and is ignored by the others.
-    """
-
-    estimator: Literal[ESTIMATORS] = Field(description="The model to fit.")  # type: ignore[valid-type]
-    C: float = Field(gt=0, description="logistic_regression: inverse regularisation strength.")
-    max_iter: int = Field(ge=1, description="logistic_regression: solver iterations.")
-    n_estimators: int = Field(ge=1, description="random_forest: number of trees.")
-    max_depth: int | None = Field(ge=1, description="random_forest: tree depth (null: unlimited).")
-    cv_folds: int = Field(ge=2, le=20, description="Folds of the k-fold cross-validation.")
-    hidden_units: int = Field(ge=1, le=10_000, description="mlp: units of its hidden layer.")
-    learning_rate: float = Field(gt=0, le=1, description="mlp: initial learning rate (adam).")
-    epochs: int = Field(
-        ge=1,
-        le=10_000,
-        description="mlp: passes over the training data; loss and validation accuracy logged per epoch.",
+    estimator: Literal[tuple(ESTIMATORS)] = Field(  # type: ignore[valid-type]
+        description="The model to fit; its knobs are under `train.<estimator>` (see `src/ml/catalog.py`)."
     )
+    cv_folds: int = Field(ge=2, le=20, description="Folds of the k-fold cross-validation.")
     init_from: str = Field(
         description=(
             "The model to start from: a model URI (`models:/<name>/<version>`, `models:/<name>@champion`, "
@@ -178,8 +172,10 @@ class TrainParams(Section):
     )
     init_mode: Literal["warm_start", "refit"] = Field(
         description=(
-            "With init_from: `warm_start` continues from the model's weights (logistic_regression starts from its "
-            "coefficients, random_forest keeps its trees and adds n_estimators more); `refit` trains afresh."
+            "With init_from: `warm_start` continues from the model's weights as its estimator declares "
+            "(boosting adds `max_iter` iterations, a forest `n_estimators` trees, an mlp more epochs, logistic "
+            "regression starts from its coefficients), with the source's encoding of the columns; `refit` trains "
+            "afresh."
         )
     )
 
@@ -192,34 +188,65 @@ class TrainParams(Section):
             )
         return reference
 
+    @property
+    def knobs(self) -> Section:
+        """The knobs of the chosen estimator (its `train.<estimator>` section)."""
+        return getattr(self, self.estimator)
+
+
+TrainParams = create_model(
+    "TrainParams",
+    __base__=TrainSettings,
+    __doc__=(
+        "The `train` section: the estimator, its knobs and cross-validation. Each estimator of "
+        "`src/ml/catalog.py` has its knobs in a section of its own, `train.<name>`."
+    ),
+    **{name: (estimator.knobs, Field(description=estimator.summary)) for name, estimator in ESTIMATORS.items()},
+)
+
 
 class EvaluateParams(Section):
-    """The `evaluate` section: how the test-set results are reported."""
+    """The `evaluate` section: how the test-set results are judged and reported."""
 
+    main_metric: str = Field(
+        description=(
+            "The metric that ranks runs: the terminal's results line, `make sweep`, `make promote`, `make retrain`'s "
+            "gate and `make report`'s headline. `auto`: accuracy for classification, rmse for regression; or a "
+            "metric of `src/ml/catalog.py` that fits the task. Each metric knows whether higher or lower is better."
+        )
+    )
     normalize_confusion_matrix: bool = Field(
         description="Show row fractions instead of counts in the confusion matrix."
     )
+
+    @field_validator("main_metric")
+    @classmethod
+    def _known_metric(cls, name: str) -> str:
+        if name != AUTO and name not in METRICS:
+            raise ValueError(f"must be auto or one of {', '.join(METRICS)}")
+        return name
 
 
 class RegistryParams(Section):
     """The `registry` section: the registered model that promote, serve, predict and drift use."""
 
     model_name: str = Field(min_length=1, description="Name of the model in MLflow's model registry.")
-    metric: Literal[METRICS] = Field(  # type: ignore[valid-type]
+    min_improvement: float = Field(
+        ge=0,
         description=(
-            "The held-out metric that decides the champion (higher wins): both models are scored on the "
-            "candidate's test rows."
-        )
+            "How much a candidate must beat the champion on `evaluate.main_metric` by (in its direction), both "
+            "scored on the candidate's test rows."
+        ),
     )
-    min_improvement: float = Field(ge=0, description="How much a candidate must beat the champion's metric by.")
 
 
 class DriftParams(Section):
     """The `drift` section: when a feature of a new batch counts as drifted from the reference.
 
-    Every feature is tested (Kolmogorov-Smirnov, chi-squared or a z-test); once
-    the smaller of its two samples has `large_sample` rows it must also have
-    moved by a distance, as in Evidently's data drift report.
+    Every feature is tested (Kolmogorov-Smirnov, chi-squared or a z-test), and
+    so is its share of missing values; once the smaller of its two samples has
+    `large_sample` rows it must also have moved by a distance, as in
+    Evidently's data drift report.
     """
 
     p_value: float = Field(
@@ -227,8 +254,8 @@ class DriftParams(Section):
         lt=1,
         description=(
             "The false-alarm rate of the whole report: how often a batch drawn from the reference's "
-            "distribution may be reported drifted. Each feature's p-value is compared with this divided by "
-            "the number of features (Bonferroni)."
+            "distribution may be reported drifted. Each test's p-value is compared with this divided by "
+            "the number of tests (Bonferroni)."
         ),
     )
     numeric_distance: float = Field(
@@ -273,7 +300,7 @@ class Config(Section):
     data_load: DataLoadParams
     featurize: FeaturizeParams
     data_split: DataSplitParams
-    train: TrainParams
+    train: TrainParams  # type: ignore[valid-type]
     evaluate: EvaluateParams
     registry: RegistryParams
     drift: DriftParams
@@ -284,18 +311,20 @@ class Config(Section):
 
     @model_validator(mode="after")
     def _knobs_that_work_together(self) -> Config:
-        """Refuse the combinations of knobs that cannot work with a source whose shape is known from params alone."""
+        """Refuse the combinations of knobs that cannot work, where params alone tell."""
         source, featurize = self.data_load.source, self.featurize
-        if featurize.pixel_pooling > 1 and source in TABULAR_SOURCES:
+        made = SOURCES.get(source)
+        if featurize.pixel_pooling > 1 and made is not None and made.image_side is None:
             raise ValueError(
                 f"featurize.pixel_pooling is {featurize.pixel_pooling}, but data_load.source {source} is not images; "
                 "set it to 1"
             )
-        if featurize.pixel_pooling > 1 and source == "digits" and DIGITS_SIDE % featurize.pixel_pooling:
-            divisors = [str(k) for k in range(1, DIGITS_SIDE + 1) if DIGITS_SIDE % k == 0]
+        if featurize.pixel_pooling > 1 and made is not None and made.image_side % featurize.pixel_pooling:
+            side = made.image_side
+            divisors = [str(k) for k in range(1, side + 1) if side % k == 0]
             raise ValueError(
-                f"featurize.pixel_pooling is {featurize.pixel_pooling}, which does not divide the 8x8 digits; "
-                f"use one of {', '.join(divisors)}"
+                f"featurize.pixel_pooling is {featurize.pixel_pooling}, which does not divide the {side}x{side} "
+                f"{source}; use one of {', '.join(divisors)}"
             )
         width = self.data_load.synthetic_features - len(featurize.drop_columns)
         if source == SYNTHETIC and featurize.pairwise_products and width * (width - 1) // 2 > MAX_PRODUCTS:
@@ -304,6 +333,30 @@ class Config(Section):
                 f"{width} synthetic features (at most {MAX_PRODUCTS}); set it to false or lower "
                 "data_load.synthetic_features"
             )
+        if self.data_load.target in self.data_load.id_columns:
+            raise ValueError(f"data_load.id_columns names the label column {self.data_load.target!r}; remove it")
+        task = self.base.task
+        estimator = ESTIMATORS[self.train.estimator]
+        if task != AUTO and task not in estimator.tasks:
+            raise ValueError(
+                f"train.estimator {estimator.name} does not do {task} (it does {', '.join(estimator.tasks)}); "
+                f"choose one of {', '.join(name for name, known in ESTIMATORS.items() if task in known.tasks)}"
+            )
+        metric = METRICS.get(self.evaluate.main_metric)
+        if metric is not None and task != AUTO and metric.task != task:
+            fitting = [name for name, known in METRICS.items() if known.task == task]
+            raise ValueError(
+                f"evaluate.main_metric {metric.name} scores {metric.task}, but base.task is {task}; "
+                f"use auto or one of {', '.join(fitting)}"
+            )
+        if self.train.init_from and self.train.init_mode == "warm_start":
+            tasks = TASKS if task == AUTO else (task,)
+            if estimator.warm_start is None or not set(tasks) & set(estimator.warm_start_tasks):
+                raise ValueError(
+                    f"train.estimator {estimator.name} cannot continue from train.init_from's model"
+                    + (f" for {task}" if task != AUTO and estimator.warm_start is not None else "")
+                    + "; set train.init_mode: refit, or choose an estimator that can"
+                )
         return self
 
 

@@ -82,13 +82,12 @@ def parquet_writer(path: Path, schema: Any) -> Any:
 
 
 def read_features(path: Path, made_by: str, target: str) -> tuple[pd.DataFrame, pd.Series]:
-    """Read a table of numeric features and a label column into one float array, with no copy of the table.
+    """Read a table of features and its label column, with no copy of the table.
 
-    The features come as a DataFrame over one C-ordered float64 array, filled a
-    column at a time from the file, and the label column `target` as a Series.
-
-    Raises:
-        ValueError: If a feature column is not numeric.
+    When every feature is a number, the features come as a DataFrame over one
+    C-ordered float64 array, filled a column at a time from the file; with text
+    features, as a DataFrame of their own types. The label column `target` comes
+    as a Series.
     """
     import numpy as np
     import pandas as pd
@@ -98,12 +97,12 @@ def read_features(path: Path, made_by: str, target: str) -> tuple[pd.DataFrame, 
     table = pq.ParquetFile(require(path, made_by), pre_buffer=False)
     names = [name for name in table.schema_arrow.names if name != target]
     labels = table.read(columns=[target]).column(0).to_pandas().rename(target)
+    types = [table.schema_arrow.field(name).type for name in names]
+    if not all(pa.types.is_floating(kind) or pa.types.is_integer(kind) for kind in types):
+        return read_table(path, made_by, columns=names), labels
     matrix = np.empty((table.metadata.num_rows, len(names)), dtype="float64")
     for position, name in enumerate(names):  # a column at a time: the file's table is never in memory whole
-        column = table.read(columns=[name]).column(0)
-        if not (pa.types.is_floating(column.type) or pa.types.is_integer(column.type)):
-            raise ValueError(f"{path}: column {name!r} holds {column.type} values, not numbers")
-        matrix[:, position] = column.to_numpy()
+        matrix[:, position] = table.read(columns=[name]).column(0).to_numpy()
     return pd.DataFrame(matrix, columns=names, copy=False), labels
 
 

@@ -22,6 +22,7 @@ class Paths:
     """
 
     raw: Path = Path("data/raw/dataset.parquet")
+    schema: Path = Path("data/raw/schema.json")
     features: Path = Path("data/processed/features.parquet")
     train: Path = Path("data/processed/train.parquet")
     test: Path = Path("data/processed/test.parquet")
@@ -29,8 +30,7 @@ class Paths:
     model: Path = Path("models/model.joblib")
     metrics: Path = Path("reports/metrics.json")
     learning_curve: Path = Path("reports/learning_curve.csv")
-    confusion_matrix_png: Path = Path("reports/confusion_matrix.png")
-    samples_png: Path = Path("reports/samples.png")
+    plots: Path = Path("reports/plots")
     stage_metrics_dir: Path = Path("reports/stages")
     drift_json: Path = Path("reports/drift.json")
     drift_html: Path = Path("reports/drift.html")
@@ -38,6 +38,26 @@ class Paths:
     bench_json: Path = Path("reports/bench.json")
     report_md: Path = Path("reports/report.md")
     report_plots: Path = Path("reports/report")
+
+    @property
+    def confusion_matrix_png(self) -> Path:
+        """Classification: the test rows' confusion matrix."""
+        return self.plots / "confusion_matrix.png"
+
+    @property
+    def samples_png(self) -> Path:
+        """Images: a grid of test images with their true and predicted labels."""
+        return self.plots / "samples.png"
+
+    @property
+    def predicted_png(self) -> Path:
+        """Regression: each test row's prediction against its true value."""
+        return self.plots / "predicted_vs_actual.png"
+
+    @property
+    def residuals_png(self) -> Path:
+        """Regression: each test row's error (true minus predicted) against its prediction."""
+        return self.plots / "residuals.png"
 
     def stage_metrics(self, stage: str) -> Path:
         """The metrics file of `stage`: what its nested run logged, kept for cached runs.
@@ -70,8 +90,13 @@ def pipeline_stages() -> dict[str, dict[str, Any]]:
 
 
 def stage_param_keys(stage: str) -> list[str]:
-    """Return the params.yaml keys dvc.yaml lists for `stage`, e.g. `train.C`."""
+    """Return the params.yaml keys dvc.yaml lists for `stage`: a key (`base.task`) or a whole section (`train`)."""
     return list(pipeline_stages()[stage].get("params", []))
+
+
+def params_under(flat: dict[str, Any], keys: list[str]) -> dict[str, Any]:
+    """The entries of a flat `section.key -> value` mapping that `keys` name, a key itself or every key under it."""
+    return {name: value for name, value in flat.items() if any(name == k or name.startswith(f"{k}.") for k in keys)}
 
 
 def stage_outputs(stage: dict[str, Any]) -> list[str]:

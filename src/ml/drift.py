@@ -1,13 +1,20 @@
-"""Has a batch drifted from a reference? The statistics behind `make drift`, column by column."""
+"""Has a batch drifted from a reference? The statistics behind `make drift`, column by column.
+
+Each feature's values are compared (numbers, categories, dates as numbers), and
+so is its share of missing values wherever either sample has some: a column that
+starts arriving empty has drifted as surely as one whose values moved.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from src.config import DriftParams
+if TYPE_CHECKING:
+    from src.config import DriftParams
 
 # Evidently's floor: a constant reference column still gives a finite distance.
 STD_FLOOR = 1e-3
@@ -21,13 +28,16 @@ NAMES = {
     "jensen_shannon": "Jensen-Shannon distance",
 }
 
+MISSING = "missing"
+"""The kind of a feature's missing-value share, compared beside its values (`<feature> (missing)`)."""
+
 
 @dataclass(frozen=True)
 class Measurement:
     """What was measured of one feature, before the verdict."""
 
     feature: str
-    kind: str  # numeric | categorical
+    kind: str  # numeric | categorical | missing (the share of missing values)
     values: int | None  # distinct values of a categorical feature in both samples
     rows: int  # the smaller of the two samples
     test: str  # ks | chi2 | z
@@ -44,12 +54,12 @@ class FeatureDrift:
     """The verdict on one feature, and what decided it."""
 
     feature: str
-    kind: str  # numeric | categorical
+    kind: str  # numeric | categorical | missing (the share of missing values)
     rows: int  # the smaller of the two samples, which decides whether a distance counts
     test: str  # ks | chi2 | z
     statistic: float  # the test's statistic: KS D, chi-squared or z
     p_value: float
-    threshold: float  # what the p-value is compared with: drift.p_value / features (Bonferroni)
+    threshold: float  # what the p-value is compared with: drift.p_value / tests (Bonferroni)
     distance: str | None  # wasserstein | jensen_shannon from drift.large_sample rows on, else None
     distance_value: float | None
     distance_threshold: float | None  # drift.numeric_distance or drift.categorical_distance
@@ -67,12 +77,13 @@ def is_categorical(values: pd.Series, params: DriftParams) -> bool:
         params: The `drift` section of params.yaml.
 
     Returns:
-        True for text and booleans, and for integers with at most
-        `params.max_categories` distinct values.
+        True for text and booleans (also as 1.0 and 0.0), and for whole numbers
+        with at most `params.max_categories` distinct values.
     """
     if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
         return True
-    return pd.api.types.is_integer_dtype(values) and values.nunique() <= params.max_categories
+    numbers = values.to_numpy(dtype="float64")
+    return bool(np.array_equal(numbers, np.round(numbers))) and values.nunique() <= params.max_categories
 
 
 def is_large(reference_rows: int, new_rows: int, params: DriftParams) -> bool:
@@ -187,15 +198,32 @@ def measure_categorical(name: str, reference: pd.Series, new: pd.Series, params:
     )  # fmt: skip
 
 
+def measure_missing(name: str, reference: pd.Series, new: pd.Series) -> Measurement:
+    """Compare a feature's share of missing values with the two-proportion z-test (`<name> (missing)`).
+
+    Args:
+        name: The feature.
+        reference: Its values in the reference, missing ones included.
+        new: Its values in the new batch, missing ones included.
+    """
+    counts = np.array([[reference.isna().sum(), reference.notna().sum()], [new.isna().sum(), new.notna().sum()]])
+    statistic, p_value = two_proportion_z_test(counts)
+    shares = counts[:, 0] / counts.sum(axis=1)
+    return Measurement(
+        f"{name} ({MISSING})", MISSING, None, min(len(reference), len(new)), "z", statistic, p_value,
+        None, None, float(shares[0]), float(shares[1]),
+    )  # fmt: skip
+
+
 def decide(measurements: list[Measurement], params: DriftParams) -> list[FeatureDrift]:
     """Turn the measurements of one batch into verdicts whose false-alarm rate is at most `params.p_value`.
 
-    With k features each tested at level a, a batch from the reference's
-    distribution has some feature flagged with chance 1 - (1 - a)^k (40% for
-    ten features at 0.05). Each p-value is therefore compared with
-    `params.p_value` / k (Bonferroni), which bounds the chance that any
-    feature is flagged by `params.p_value`, whatever the dependence between
-    features. On large samples a feature must in addition have moved by its
+    With k tests (a feature's values, and its missing share where there is
+    one) each at level a, a batch from the reference's distribution has some
+    feature flagged with chance 1 - (1 - a)^k (40% for ten tests at 0.05). Each
+    p-value is therefore compared with `params.p_value` / k (Bonferroni), which
+    bounds the chance that any feature is flagged by `params.p_value`, whatever
+    the dependence between the tests. On large samples a feature must in addition have moved by its
     distance threshold: there a test finds differences too small to matter.
     The distance alone would not do: at a thousand rows its sampling noise
     still crosses the threshold for a few percent of undrifted features, and
@@ -210,13 +238,13 @@ def decide(measurements: list[Measurement], params: DriftParams) -> list[Feature
         One verdict per measurement, in the same order, each with a one-line reason.
     """
     threshold = params.p_value / max(len(measurements), 1)
-    correction = (
-        f"{params.p_value:g} / {len(measurements)} features, Bonferroni" if len(measurements) > 1 else "one feature"
-    )
+    correction = f"{params.p_value:g} / {len(measurements)} tests, Bonferroni" if len(measurements) > 1 else "one test"
     verdicts = []
     for item in measurements:
         significant = item.p_value < threshold
         kind = item.kind if item.values is None else f"{item.kind} ({item.values} values)"
+        if item.kind == MISSING:
+            kind = f"missing share {item.reference_mean:.1%} in the reference, {item.new_mean:.1%} in the batch"
         size = f"{item.rows} rows in the smaller sample ({'<' if item.distance is None else '≥'} {params.large_sample})"
         reason = (
             f"{kind}, {size}: "
@@ -256,7 +284,11 @@ def decide(measurements: list[Measurement], params: DriftParams) -> list[Feature
 
 
 def compare(reference: pd.DataFrame, new: pd.DataFrame, features: list[str], params: DriftParams) -> list[FeatureDrift]:
-    """Compare every feature of `features` between the two tables.
+    """Compare every feature of `features` between the two tables: its values, and its share of missing values.
+
+    The new batch's columns are read as the reference's kinds (the model's): a
+    number sent as text is a number, ISO text is a date; dates are compared as
+    days. The share of missing values is compared wherever either sample has one.
 
     Args:
         reference: The data the model learnt from.
@@ -265,12 +297,17 @@ def compare(reference: pd.DataFrame, new: pd.DataFrame, features: list[str], par
         params: The `drift` section of params.yaml.
 
     Returns:
-        One verdict per feature (see `decide`); the batch has drifted when any has.
+        One verdict per feature (see `decide`), and one per feature's missing share
+        where there is one; the batch has drifted when any has.
 
     Raises:
-        ValueError: A feature is missing from the new batch, either table is
-            empty, or a feature has no values (all missing) in one of them.
+        ValueError: A feature is missing from the new batch, either table is empty,
+            a value of the new batch is not of its column's kind, or a feature has
+            no values (all missing) in the reference.
     """
+    from src.ml.features import as_kind, column_kind
+    from src.ml.tables import DATE
+
     missing = [name for name in features if name not in new.columns]
     if missing:
         raise ValueError(f"the new batch lacks column {missing[0]!r}; it needs {', '.join(features)}")
@@ -278,16 +315,28 @@ def compare(reference: pd.DataFrame, new: pd.DataFrame, features: list[str], par
         raise ValueError("the reference and the new batch both need rows")
     measurements = []
     for name in features:
-        reference_values, new_values = reference[name].dropna(), new[name].dropna()
-        for values, where in ((reference_values, "the reference"), (new_values, "the new batch")):
-            if values.empty:
-                raise ValueError(f"column {name!r} has no values in {where}, only missing ones")
+        kind = column_kind(reference[name])
+        reference_column, new_column = reference[name], as_kind(new[name], kind, name)
+        if kind == DATE:  # dates as days, compared as numbers
+            reference_column, new_column = _days(reference_column), _days(new_column)
+        if reference_column.isna().any() or new_column.isna().any():
+            measurements.append(measure_missing(name, reference_column, new_column))
+        reference_values, new_values = reference_column.dropna(), new_column.dropna()
+        if reference_values.empty:
+            raise ValueError(f"column {name!r} has no values in the reference, only missing ones")
+        if new_values.empty:  # its missing share has drifted; there are no values to compare
+            continue
         if is_categorical(reference_values, params):
             measurements.append(measure_categorical(name, reference_values, new_values, params))
         else:
             reference_floats, new_floats = reference_values.to_numpy(float), new_values.to_numpy(float)
             measurements.append(measure_numeric(name, reference_floats, new_floats, params))
     return decide(measurements, params)
+
+
+def _days(dates: pd.Series) -> pd.Series:
+    """Dates as days since 1970 (empty stays empty)."""
+    return (dates - pd.Timestamp("1970-01-01")).dt.total_seconds() / 86_400
 
 
 def method_summary(results: list[FeatureDrift], params: DriftParams) -> str:
@@ -301,11 +350,13 @@ def method_summary(results: list[FeatureDrift], params: DriftParams) -> str:
         Plain text naming the tests, the correction, the false-alarm rate and the distances.
     """
     large = sum(item.distance is not None for item in results)
+    shares = sum(item.kind == MISSING for item in results)
+    tested = f"{len(results) - shares} features" + (f" and {shares} shares of missing values" if shares else "")
     summary = (
-        f"Each of the {len(results)} features was tested (Kolmogorov-Smirnov for numbers, chi-squared or the "
-        f"two-proportion z-test for categories) and its p-value compared with {params.p_value:g} / {len(results)} "
-        f"(Bonferroni): a batch drawn from the reference's distribution is reported drifted at most "
-        f"{params.p_value * 100:g}% of the time."
+        f"Each of the {tested} was tested (Kolmogorov-Smirnov for numbers and dates, chi-squared or the "
+        f"two-proportion z-test for categories and missing shares) and its p-value compared with "
+        f"{params.p_value:g} / {len(results)} (Bonferroni): a batch drawn from the reference's distribution is "
+        f"reported drifted at most {params.p_value * 100:g}% of the time."
     )
     if large:
         summary += (

@@ -1,4 +1,9 @@
-"""The held-out metrics: one computation for evaluate, `make promote`, `make retrain` and the sweep ranking."""
+"""The held-out metrics: one computation for evaluate, cross-validation, `make promote`, `make retrain` and the sweep.
+
+Which metrics exist, which task each scores and which way is better is declared
+in `src.ml.catalog.METRICS`; a run's main metric is `evaluate.main_metric`, or
+its task's default.
+"""
 
 from __future__ import annotations
 
@@ -7,38 +12,85 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from src.config import METRICS
+from src.ml.catalog import AUTO, CLASSIFICATION, MAIN_METRICS, METRICS, Metric
 
 
-def score(labels: pd.Series, predictions: Any) -> dict[str, float]:
-    """Compute accuracy and the macro-averaged F1, precision and recall.
+def main_metric(requested: str, task: str) -> Metric:
+    """The metric that ranks a run: `evaluate.main_metric`, or its task's default when it is `auto`.
+
+    Raises:
+        ValueError: One line, if the metric scores another task.
+    """
+    metric = METRICS[MAIN_METRICS[task] if requested == AUTO else requested]
+    if metric.task != task:
+        fitting = [name for name, known in METRICS.items() if known.task == task]
+        raise ValueError(
+            f"evaluate.main_metric {metric.name} scores {metric.task}, but the task is {task}; "
+            f"set it to auto or one of {', '.join(fitting)}"
+        )
+    return metric
+
+
+def better(metric: Metric, candidate: float, incumbent: float, margin: float = 0.0) -> bool:
+    """Whether `candidate` beats `incumbent` on `metric` by more than `margin`, in the metric's direction."""
+    return candidate > incumbent + margin if metric.higher_is_better else candidate < incumbent - margin
+
+
+def _as_codes(labels: Any, predictions: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Classes as small integer codes over the classes of both.
+
+    The scores are the same; on many rows of text labels scikit-learn's own
+    checks would hold several object copies of them.
+    """
+    classes = list(dict.fromkeys([*pd.unique(pd.Series(labels)), *pd.unique(pd.Series(predictions))]))
+    return (
+        np.asarray(pd.Categorical(labels, categories=classes).codes),
+        np.asarray(pd.Categorical(predictions, categories=classes).codes),
+    )
+
+
+def score(labels: Any, predictions: Any, task: str) -> dict[str, float]:
+    """Compute every metric of `task` that applies to these labels.
 
     Args:
-        labels: The true labels.
-        predictions: The predicted labels, in the same order.
+        labels: The true labels (classes, or the true values of a regression).
+        predictions: The predictions, in the same order.
+        task: `classification` or `regression`.
 
     Returns:
-        One value per name of `src.config.METRICS`.
+        One value per metric of `src.ml.catalog.METRICS` for the task (MAPE only
+        where the true values hold no zero).
     """
-    from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score
-
-    # The same scores on small integer codes of the classes: on many rows of text labels
-    # scikit-learn's own checks would hold several object copies of them.
-    classes = list(dict.fromkeys([*pd.unique(pd.Series(labels)), *pd.unique(pd.Series(predictions))]))
-    labels = pd.Categorical(labels, categories=classes).codes
-    predictions = pd.Categorical(predictions, categories=classes).codes
-    scores = {
-        "accuracy": float(accuracy_score(labels, predictions)),
-        "f1_macro": float(f1_score(labels, predictions, average="macro", zero_division=0)),
-        "precision_macro": float(precision_score(labels, predictions, average="macro", zero_division=0)),
-        "recall_macro": float(recall_score(labels, predictions, average="macro", zero_division=0)),
+    if task == CLASSIFICATION:
+        labels, predictions = _as_codes(labels, predictions)
+    else:
+        labels, predictions = np.asarray(labels, dtype="float64"), np.asarray(predictions, dtype="float64")
+    return {
+        name: metric.compute(labels, predictions)
+        for name, metric in METRICS.items()
+        if metric.task == task and metric.applies(labels)
     }
-    return {name: scores[name] for name in METRICS}
 
 
-def score_model(model: Any, table: pd.DataFrame, target: str) -> dict[str, float]:
+def score_one(name: str, labels: Any, predictions: Any) -> float:
+    """Compute the metric `name` (see `score`).
+
+    Raises:
+        ValueError: If the metric is not defined for these labels (MAPE with a zero).
+    """
+    metric = METRICS[name]
+    if metric.task == CLASSIFICATION:
+        labels, predictions = _as_codes(labels, predictions)
+    else:
+        labels, predictions = np.asarray(labels, dtype="float64"), np.asarray(predictions, dtype="float64")
+    if not metric.applies(labels):
+        raise ValueError(f"metric {name} is not defined for these values ({metric.summary}); choose another")
+    return metric.compute(labels, predictions)
+
+
+def score_model(model: Any, table: pd.DataFrame, target: str, task: str) -> dict[str, float]:
     """Score a model on a labelled table of the rows it takes (see `score`)."""
-    return score(table[target], model.predict(table.drop(columns=[target])))
+    return score(table[target], model.predict(table.drop(columns=[target])), task)
 
 
 def confusion_matrix(labels: pd.Series, predictions: pd.Series) -> pd.DataFrame:
@@ -69,16 +121,17 @@ PREDICT_ROWS = 20_000
 """Rows the model predicts at a time in `evaluate`."""
 
 
-def evaluate(model: Any, test: pd.DataFrame, target: str) -> tuple[dict[str, float], pd.DataFrame, pd.Series]:
+def evaluate(model: Any, test: pd.DataFrame, target: str, task: str) -> tuple[dict[str, float], pd.Series]:
     """Predict the test table and score the predictions.
 
     Args:
-        model: A fitted estimator.
+        model: A fitted model that takes the test table's rows.
         test: The test table, with the label column `target`.
         target: The label column.
+        task: `classification` or `regression`.
 
     Returns:
-        The metrics (see `score`), the confusion matrix and the predictions.
+        The metrics of the task (see `score`) and the predictions.
     """
     labels = test[target]
     # A batch of rows at a time: neither the test table without its labels nor the model's features
@@ -88,7 +141,7 @@ def evaluate(model: Any, test: pd.DataFrame, target: str) -> tuple[dict[str, flo
         for start in range(0, max(len(test), 1), PREDICT_ROWS)
     ]
     predictions = pd.Series(np.concatenate(batches), index=test.index)
-    return score(labels, predictions), confusion_matrix(labels, predictions), predictions
+    return score(labels, predictions, task), predictions
 
 
 def choose_samples(labels: pd.Series, predictions: pd.Series, count: int = SAMPLE_COUNT) -> list[int]:

@@ -1,76 +1,83 @@
-"""The models: an estimator built from params.yaml, cross-validated and fitted, afresh or from a model's weights."""
+"""The model train fits: the encoder and the estimator params.yaml names, cross-validated and fitted, afresh or on.
+
+Which estimators exist, what tasks they serve, what their input needs and how
+they continue from a model are declared in `src.ml.catalog`; this module only
+reads those declarations.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from src.config import TrainParams
+from src.ml.catalog import CLASSIFICATION, ESTIMATORS, Estimator
+from src.ml.encoding import TableEncoder
+from src.ml.metrics import score_one
 
-
-def build_estimator(params: TrainParams, random_state: int) -> Any:
-    """Return the unfitted scikit-learn estimator named by `params.estimator`.
-
-    Args:
-        params: The `train` section of params.yaml.
-        random_state: The seed for estimators that draw random numbers.
-
-    Returns:
-        `logistic_regression`: standard scaling then LogisticRegression;
-        `random_forest`: a RandomForestClassifier; `mlp`: an MLPClassifier with one
-        hidden layer (trained in epochs by the train stage).
-    """
-    if params.estimator == "logistic_regression":
-        from sklearn.linear_model import LogisticRegression
-        from sklearn.pipeline import make_pipeline
-        from sklearn.preprocessing import StandardScaler
-
-        return make_pipeline(
-            StandardScaler(),
-            LogisticRegression(C=params.C, max_iter=params.max_iter, random_state=random_state),
-        )
-    if params.estimator == "mlp":
-        from sklearn.neural_network import MLPClassifier
-
-        return MLPClassifier(
-            hidden_layer_sizes=(params.hidden_units,),
-            learning_rate_init=params.learning_rate,
-            max_iter=params.epochs,
-            random_state=random_state,
-        )
-    from sklearn.ensemble import RandomForestClassifier
-
-    return RandomForestClassifier(
-        n_estimators=params.n_estimators,
-        max_depth=params.max_depth,
-        random_state=random_state,
-        n_jobs=None,  # one job, or the trees spread over a Dask cluster (`src.cluster.parallel_work`)
-    )
-
+if TYPE_CHECKING:
+    from src.config import TrainParams
 
 INPUT_EXAMPLE_ROWS = 5
 
 VALIDATION_FRACTION = 0.1
 
-CURVE_COLUMNS = ["epoch", "loss", "val_accuracy"]
+CURVE_COLUMNS = ["epoch", "loss", "val_score"]
+"""The learning curve of an estimator trained in epochs: its training loss and its own score on held-out rows."""
+
+
+def estimator_for(params: TrainParams, task: str) -> Estimator:
+    """The declared estimator `train.estimator` names, checked to serve `task`.
+
+    Raises:
+        ValueError: One line, if it does not serve the task.
+    """
+    estimator = ESTIMATORS[params.estimator]
+    if task not in estimator.tasks:
+        serving = [name for name, known in ESTIMATORS.items() if task in known.tasks]
+        raise ValueError(f"train.estimator {estimator.name} does not do {task}; choose one of {', '.join(serving)}")
+    return estimator
+
+
+def build_model(params: TrainParams, task: str, random_state: int) -> Any:
+    """Return the unfitted model: the encoder the estimator declares it needs, then the estimator.
+
+    Args:
+        params: The `train` section of params.yaml (`estimator` and its knobs).
+        task: `classification` or `regression`.
+        random_state: The seed for everything that draws random numbers.
+    """
+    from sklearn.pipeline import Pipeline
+
+    estimator = estimator_for(params, task)
+    return Pipeline(
+        [
+            ("encode", TableEncoder.for_estimator(estimator.inputs, task, random_state)),
+            ("estimate", estimator.build(task, params.knobs, random_state)),
+        ]
+    )
 
 
 def cross_validate(
-    estimator: Any, features: pd.DataFrame, labels: pd.Series, params: TrainParams, random_state: int
+    model: Any, features: pd.DataFrame, labels: pd.Series, task: str, metric: str, folds: int, random_state: int
 ) -> dict[str, float]:
-    """Score `estimator` with stratified k-fold cross-validation on the training data.
+    """Score `model` by k-fold cross-validation on the training rows, on the run's main metric.
+
+    The encoder is fitted inside each fold, on that fold's training rows only.
+    Classification folds keep the class proportions (stratified).
 
     Args:
-        estimator: An unfitted estimator.
+        model: An unfitted model (see `build_model`).
         features: The training features.
         labels: The training labels.
-        params: The `train` section of params.yaml (`cv_folds`).
+        task: `classification` or `regression`.
+        metric: The main metric's name.
+        folds: `train.cv_folds`.
         random_state: The seed of the fold shuffle.
 
     Returns:
-        `cv_accuracy_mean` and `cv_accuracy_std` over the folds.
+        `cv_<metric>_mean` and `cv_<metric>_std` over the folds.
 
     Raises:
         ValueError: If a class has fewer training rows than `train.cv_folds`.
@@ -78,73 +85,84 @@ def cross_validate(
     import numpy as np
     from joblib import Parallel, delayed
     from sklearn.base import clone
-    from sklearn.model_selection import StratifiedKFold
+    from sklearn.model_selection import KFold, StratifiedKFold
 
-    smallest = labels.value_counts().min()
-    if smallest < params.cv_folds:
-        raise ValueError(
-            f"train.cv_folds is {params.cv_folds} but a class has only {smallest} training rows; lower train.cv_folds"
-        )
-    folds = StratifiedKFold(n_splits=params.cv_folds, shuffle=True, random_state=random_state)
-    # scikit-learn's cross_val_score holds a fold's train and test rows at once; here the test rows
-    # are taken only once the fit is done, so a large table costs one fold less.
+    if task == CLASSIFICATION:
+        smallest = labels.value_counts().min()
+        if smallest < folds:
+            raise ValueError(
+                f"train.cv_folds is {folds} but a class has only {smallest} training rows; lower train.cv_folds"
+            )
+        splitter: Any = StratifiedKFold(n_splits=folds, shuffle=True, random_state=random_state)
+    else:
+        splitter = KFold(n_splits=folds, shuffle=True, random_state=random_state)
     # The folds go through joblib: one after another by default, on a Dask cluster inside
     # `src.cluster.parallel_work`; the scores are the same either way.
-    matrix, classes = features.to_numpy(), labels.to_numpy()
     scores = np.array(
         Parallel()(
-            delayed(fold_accuracy)(clone(estimator), matrix, classes, train_rows, test_rows)
-            for train_rows, test_rows in folds.split(matrix, classes)
+            delayed(fold_score)(clone(model), features, labels, train_rows, test_rows, metric)
+            for train_rows, test_rows in splitter.split(features, labels)
         )
     )
-    return {"cv_accuracy_mean": float(scores.mean()), "cv_accuracy_std": float(scores.std())}
+    return {f"cv_{metric}_mean": float(scores.mean()), f"cv_{metric}_std": float(scores.std())}
 
 
-def fold_accuracy(model: Any, matrix: Any, classes: Any, train_rows: Any, test_rows: Any) -> float:
-    """Fit `model` on the train rows of one fold and return its accuracy on the fold's test rows."""
-    from sklearn.metrics import accuracy_score
+def fold_score(
+    model: Any, features: pd.DataFrame, labels: pd.Series, train_rows: Any, test_rows: Any, metric: str
+) -> float:
+    """Fit `model` on the train rows of one fold and return `metric` on the fold's test rows."""
+    model.fit(features.iloc[train_rows], labels.iloc[train_rows])
+    return score_one(metric, labels.iloc[test_rows], model.predict(features.iloc[test_rows]))
 
-    model.fit(matrix[train_rows], classes[train_rows])
-    return float(accuracy_score(classes[test_rows], model.predict(matrix[test_rows])))
 
+def start_from(source: Any, features: pd.DataFrame, labels: pd.Series, params: TrainParams, task: str) -> Any:
+    """A model that continues from `source` (`init_mode: warm_start`), ready to fit on new rows.
 
-def start_from(source: Any, features: pd.DataFrame, labels: pd.Series, params: TrainParams) -> Any:
-    """An estimator that starts from `source`'s weights (`init_mode: warm_start`), ready to fit on new data.
+    The source's encoder is kept as it was fitted, so the estimator sees the
+    columns it learnt (a category it never saw is scored as missing); the
+    estimator continues as its declaration says.
 
-    logistic_regression starts from the source's coefficients; random_forest
-    keeps the source's trees and grows `n_estimators` more; mlp continues from
-    its weights, epoch by epoch.
+    Args:
+        source: What follows the featurizer in the model `train.init_from` names: its encoder and estimator.
+        features: The new training features.
+        labels: The new training labels.
+        params: The `train` section of params.yaml.
+        task: The run's task.
 
     Raises:
-        ValueError: If the source's classes or input columns differ from the data's.
+        ValueError: One line: the estimator cannot continue for this task, or the
+            source's estimator, classes or input columns differ from the data's.
     """
-    import copy
+    from sklearn.pipeline import Pipeline
 
-    from sklearn.base import clone
-
-    classes = sorted(map(str, getattr(source, "classes_", [])))
-    if classes != sorted(map(str, labels.unique())):
+    estimator = estimator_for(params, task)
+    if estimator.warm_start is None or task not in estimator.warm_start_tasks:
         raise ValueError(
-            f"train.init_from's model knows classes {classes}, the data has {sorted(map(str, labels.unique()))}"
+            f"train.estimator {estimator.name} cannot continue from a model for {task}; set train.init_mode: refit"
         )
-    columns = list(getattr(source, "feature_names_in_", []))
-    if columns != list(features.columns):
+    steps = getattr(source, "steps", [])
+    if len(steps) != 2 or not isinstance(steps[0][1], TableEncoder):
+        raise ValueError(
+            "train.init_from's model has no encoder step (it was trained by an older version of the pipeline); "
+            "set train.init_mode: refit"
+        )
+    encoder, source_estimator = steps[0][1], steps[1][1]
+    fresh = estimator.build(task, params.knobs, 0)
+    if type(source_estimator) is not type(fresh):
+        raise ValueError(
+            f"train.init_from's model is a {type(source_estimator).__name__}, train.estimator {estimator.name} "
+            f"builds a {type(fresh).__name__}; set train.init_mode: refit or the estimator of that model"
+        )
+    if task == CLASSIFICATION:
+        known = sorted(map(str, getattr(source_estimator, "classes_", [])))
+        if known != sorted(map(str, labels.unique())):
+            raise ValueError(
+                f"train.init_from's model knows classes {known}, the data has {sorted(map(str, labels.unique()))}"
+            )
+    columns = [str(name) for name in encoder.feature_names_in_]
+    if columns != [str(name) for name in features.columns]:
         raise ValueError(f"train.init_from's model takes columns {columns}, the data has {list(features.columns)}")
-    source_final = source.steps[-1][1] if hasattr(source, "steps") else source
-    if hasattr(source_final, "coefs_"):
-        return copy.deepcopy(source)
-    model = clone(source)
-    final = model.steps[-1][1] if hasattr(model, "steps") else model
-    if hasattr(source_final, "coef_"):
-        final.set_params(warm_start=True)
-        final.coef_, final.intercept_ = source_final.coef_.copy(), source_final.intercept_.copy()
-    elif hasattr(source_final, "estimators_"):
-        final.set_params(warm_start=True, n_estimators=len(source_final.estimators_) + params.n_estimators)
-        final.estimators_ = list(source_final.estimators_)
-        for attribute in ("classes_", "n_classes_", "n_outputs_", "n_features_in_", "feature_names_in_"):
-            if hasattr(source_final, attribute):
-                setattr(final, attribute, getattr(source_final, attribute))
-    return model
+    return Pipeline([("encode", encoder), ("estimate", estimator.warm_start(source_estimator, params.knobs))])
 
 
 def train_in_epochs(
@@ -152,39 +170,51 @@ def train_in_epochs(
     features: pd.DataFrame,
     labels: pd.Series,
     epochs: int,
+    task: str,
     random_state: int,
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
 ) -> tuple[Any, pd.DataFrame]:
-    """Train `model` with `partial_fit`, one pass over the data per epoch.
+    """Train `model` (encoder, then an estimator with `partial_fit`), one pass over the data per epoch.
 
-    A tenth of the rows is held out to measure the validation accuracy after
-    each epoch; the model learns from the rest. `on_epoch(epoch, metrics)` is
-    called after each epoch with its `loss` and `val_accuracy`.
+    A tenth of the rows is held out to measure the estimator's own score (accuracy,
+    or R² for a regression) after each epoch; the model learns from the rest. The
+    encoder is fitted on those rows first, unless it was fitted already (a warm
+    start keeps its source's). `on_epoch(epoch, metrics)` is called after each
+    epoch with its `loss` and `val_score`.
 
     Returns:
         The model and its learning curve: one row per epoch with `epoch`, `loss`
-        (the training loss) and `val_accuracy`.
+        (the training loss) and `val_score`.
     """
     import warnings
 
     import numpy as np
     from sklearn.model_selection import train_test_split
+    from sklearn.utils.validation import check_is_fitted
 
+    stratify = labels if task == CLASSIFICATION else None
     try:
         fit_x, val_x, fit_y, val_y = train_test_split(
-            features, labels, test_size=VALIDATION_FRACTION, stratify=labels, random_state=random_state
+            features, labels, test_size=VALIDATION_FRACTION, stratify=stratify, random_state=random_state
         )
     except ValueError:  # a class too small to stratify
         fit_x, val_x, fit_y, val_y = train_test_split(
             features, labels, test_size=VALIDATION_FRACTION, random_state=random_state
         )
-    classes = np.unique(labels)
+    encoder, estimator = model.steps[0][1], model.steps[-1][1]
+    try:
+        check_is_fitted(encoder, "transformer_")
+        encoded = encoder.transform(fit_x)
+    except Exception:  # a fresh encoder: fitted on the rows the estimator learns from
+        encoded = encoder.fit_transform(fit_x, fit_y)
+    validation = encoder.transform(val_x)
+    extra = {"classes": np.unique(labels)} if task == CLASSIFICATION else {}
     rows = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # partial_fit on a model that was fitted with fit
         for epoch in range(1, epochs + 1):
-            model.partial_fit(fit_x, fit_y, classes=classes)
-            metrics = {"loss": float(model.loss_), "val_accuracy": float(model.score(val_x, val_y))}
+            estimator.partial_fit(encoded, fit_y, **extra)
+            metrics = {"loss": float(estimator.loss_), "val_score": float(estimator.score(validation, val_y))}
             rows.append({"epoch": epoch, **metrics})
             if on_epoch is not None:
                 on_epoch(epoch, metrics)
@@ -195,37 +225,45 @@ def fit(
     features: pd.DataFrame,
     labels: pd.Series,
     params: TrainParams,
+    task: str,
+    metric: str,
     random_state: int,
     source: Any = None,
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
 ) -> tuple[Any, dict[str, float], pd.DataFrame]:
-    """Cross-validate the configured estimator, then fit it on all training rows.
+    """Cross-validate the configured model, then fit it on all training rows.
 
     Args:
-        features: The training features, best over one C-ordered float array (see
-            `src.io.read_features`): nothing is copied beyond what each fold and the
-            estimator itself take.
+        features: The training features (featurize's output: numbers and text).
         labels: The training labels.
         params: The `train` section of params.yaml.
-        random_state: The seed for the estimator and the folds.
-        source: The model `train.init_from` names, or None. With `init_mode:
-            warm_start` the fit starts from its weights (see `start_from`).
-        on_epoch: Called after each epoch of an mlp with the epoch and its metrics.
+        task: `classification` or `regression`.
+        metric: The main metric, which the cross-validation scores.
+        random_state: The seed for the encoder, the estimator and the folds.
+        source: What follows the featurizer in the model `train.init_from` names, or None.
+            With `init_mode: warm_start` the fit continues from it (see `start_from`).
+        on_epoch: Called after each epoch of an estimator trained in epochs.
 
     Returns:
-        The fitted estimator, its cross-validation scores and its learning curve
-        (one row per epoch for an mlp, trained with `train_in_epochs`; no rows otherwise).
+        The fitted model (encoder and estimator), its cross-validation scores and
+        its learning curve (one row per epoch for an estimator trained in epochs; no rows otherwise).
 
     Raises:
-        ValueError: If `source`'s classes or input columns differ from the data's,
-            or a class has fewer rows than `train.cv_folds`.
+        ValueError: One line: the estimator does not serve the task or cannot
+            continue from the source, the source's classes or input columns differ
+            from the data's, or a class has fewer rows than `train.cv_folds`.
     """
-    estimator = build_estimator(params, random_state)
+    estimator = estimator_for(params, task)
+    model = build_model(params, task, random_state)
     warm = source is not None and params.init_mode == "warm_start"
-    start = start_from(source, features, labels, params) if warm else estimator
-    scores = cross_validate(estimator, features, labels, params, random_state)
-    if params.estimator == "mlp":
-        model, curve = train_in_epochs(start, features, labels, params.epochs, random_state, on_epoch)
-    else:
-        model, curve = start.fit(features, labels), pd.DataFrame(columns=CURVE_COLUMNS)
-    return model, scores, curve
+    start = start_from(source, features, labels, params, task) if warm else model
+    scores = cross_validate(model, features, labels, task, metric, params.cv_folds, random_state)
+    if estimator.epochs is not None:
+        epochs = estimator.epochs(params.knobs)
+        fitted, curve = train_in_epochs(start, features, labels, epochs, task, random_state, on_epoch)
+        return fitted, scores, curve
+    if warm:
+        encoder, continued = start.steps[0][1], start.steps[-1][1]
+        continued.fit(encoder.transform(features), labels)
+        return start, scores, pd.DataFrame(columns=CURVE_COLUMNS)
+    return start.fit(features, labels), scores, pd.DataFrame(columns=CURVE_COLUMNS)

@@ -53,11 +53,83 @@ def save_confusion_matrix(matrix: pd.DataFrame, path: Path, normalize: bool = Fa
     plt.close(figure)
 
 
-def save_learning_curve(curve: pd.DataFrame, path: Path) -> None:
-    """Draw the training loss and the validation accuracy per epoch and save them as a PNG, atomically.
+SCATTER_POINTS = 20_000
+"""The most test rows a scatter plot draws (a seeded sample of a larger test table)."""
+
+
+def _scatter_sample(values: np.ndarray, predictions: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
+    """At most SCATTER_POINTS rows of both, the same rows each time, and how many of how many are shown."""
+    import numpy as np
+
+    if len(values) <= SCATTER_POINTS:
+        return values, predictions, f"{len(values)} test rows"
+    rows = np.random.default_rng(0).choice(len(values), SCATTER_POINTS, replace=False)
+    return values[rows], predictions[rows], f"{SCATTER_POINTS:,} of {len(values):,} test rows"
+
+
+def save_predicted_against_actual(values: np.ndarray, predictions: np.ndarray, path: Path) -> None:
+    """Regression: draw each test row's prediction against its true value, with the line of a perfect model.
 
     Args:
-        curve: One row per epoch with `epoch`, `loss` and `val_accuracy` (reports/learning_curve.csv).
+        values: The true values.
+        predictions: The predictions, in the same order.
+        path: The PNG file to write, atomically.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown, predicted, what = _scatter_sample(values, predictions)
+    low, high = float(min(shown.min(), predicted.min())), float(max(shown.max(), predicted.max()))
+    figure, axes = plt.subplots(figsize=(5, 4.5), dpi=100)
+    axes.scatter(shown, predicted, s=8, alpha=0.5, color="tab:blue")
+    axes.plot([low, high], [low, high], color="tab:red", linewidth=1, label="predicted = actual")
+    axes.set_xlabel("actual")
+    axes.set_ylabel("predicted")
+    axes.set_title(f"Predicted against actual ({what})")
+    axes.legend(loc="upper left")
+    figure.tight_layout()
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, format="png")
+    plt.close(figure)
+
+
+def save_residuals(values: np.ndarray, predictions: np.ndarray, path: Path) -> None:
+    """Regression: draw each test row's error (actual minus predicted) against its prediction, around zero.
+
+    A good model's errors scatter evenly around zero whatever it predicts; a
+    funnel or a curve says where it is wrong.
+
+    Args:
+        values: The true values.
+        predictions: The predictions, in the same order.
+        path: The PNG file to write, atomically.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown, predicted, what = _scatter_sample(values, predictions)
+    figure, axes = plt.subplots(figsize=(5, 4.5), dpi=100)
+    axes.scatter(predicted, shown - predicted, s=8, alpha=0.5, color="tab:blue")
+    axes.axhline(0, color="tab:red", linewidth=1)
+    axes.set_xlabel("predicted")
+    axes.set_ylabel("residual (actual - predicted)")
+    axes.set_title(f"Residuals ({what})")
+    figure.tight_layout()
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, format="png")
+    plt.close(figure)
+
+
+def save_learning_curve(curve: pd.DataFrame, path: Path) -> None:
+    """Draw the training loss and the validation score per epoch and save them as a PNG, atomically.
+
+    Args:
+        curve: One row per epoch with `epoch`, `loss` and `val_score` (reports/learning_curve.csv):
+            the estimator's own score, accuracy for a classifier and R² for a regressor.
         path: The PNG file to write.
     """
     import matplotlib
@@ -69,9 +141,9 @@ def save_learning_curve(curve: pd.DataFrame, path: Path) -> None:
     loss_axes.plot(curve["epoch"], curve["loss"], color="tab:red", label="training loss")
     loss_axes.set_xlabel("epoch")
     loss_axes.set_ylabel("training loss", color="tab:red")
-    accuracy_axes = loss_axes.twinx()
-    accuracy_axes.plot(curve["epoch"], curve["val_accuracy"], color="tab:blue", label="validation accuracy")
-    accuracy_axes.set_ylabel("validation accuracy", color="tab:blue")
+    score_axes = loss_axes.twinx()
+    score_axes.plot(curve["epoch"], curve["val_score"], color="tab:blue", label="validation score")
+    score_axes.set_ylabel("validation score (accuracy or R²)", color="tab:blue")
     loss_axes.set_title("Learning curve")
     figure.tight_layout()
     with atomic_path(path) as temporary:
@@ -79,14 +151,13 @@ def save_learning_curve(curve: pd.DataFrame, path: Path) -> None:
     plt.close(figure)
 
 
-def save_sample_images(images: np.ndarray | None, labels: list[str], predictions: list[str], path: Path) -> None:
+def save_sample_images(images: np.ndarray, labels: list[str], predictions: list[str], path: Path) -> None:
     """Draw a grid of images with their true and predicted labels and save it as a PNG, atomically.
 
     A misclassified image gets a red frame and a red caption marked "wrong".
 
     Args:
-        images: (n, height, width) grayscale or (n, height, width, 3) RGB arrays, scaled
-            to any range; None when the data is not images, which the PNG then says.
+        images: (n, height, width) grayscale or (n, height, width, 3) RGB arrays, scaled to any range.
         labels: The true label of each image.
         predictions: The predicted label of each image.
         path: The PNG file to write.
@@ -96,13 +167,6 @@ def save_sample_images(images: np.ndarray | None, labels: list[str], predictions
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    if images is None or len(images) == 0:
-        figure = plt.figure(figsize=(4, 0.6), dpi=100)
-        figure.text(0.5, 0.5, "No sample images: the features are not image pixels", ha="center", va="center")
-        with atomic_path(path) as temporary:
-            figure.savefig(temporary, format="png")
-        plt.close(figure)
-        return
     columns = min(8, len(images))
     rows = -(-len(images) // columns)
     figure, axes_grid = plt.subplots(rows, columns, figsize=(1.3 * columns, 1.55 * rows + 0.4), dpi=100, squeeze=False)

@@ -1,26 +1,55 @@
-"""A table's columns against a model's signature: what is missing, what must be cast."""
+"""A table's columns against a model's signature: what is missing, what holds the wrong kind, what must be cast."""
 
 from __future__ import annotations
 
-import numpy as np
-import pandas as pd
-
 EXACT_FLOAT_INTEGERS = 2**53  # the largest integer range a float64 holds exactly
 
-FLOAT_TYPES = ("double", "float")
+NUMBER_TYPES = ("double", "float", "long", "integer")
+"""A model's (MLflow's) column types that take numbers."""
 
-INTEGER_TYPES = ("long", "integer")
+DATE_TYPES = ("datetime",)
+"""A model's column types that take dates (or ISO 8601 text)."""
+
+TEXT_TYPES = ("string",)
+"""A model's column types that take text (a number sent there is its text)."""
+
+
+PLURALS = {"number": "numbers", "boolean": "booleans", "date": "dates", "text": "text", "empty": "no value"}
+"""What a message says a column of each kind holds."""
 
 
 class ScoringInputError(ValueError):
     """An input file does not fit the model; the message names the file and the column."""
 
 
+def file_kind(dtype: str) -> str:
+    """What a file's column holds by its pandas or Arrow type: number, boolean, date, text or empty (no value)."""
+    dtype = dtype.lower()
+    if dtype in ("null", "na"):
+        return "empty"
+    if dtype.startswith("bool"):
+        return "boolean"
+    if dtype.startswith(("int", "uint", "float", "double", "decimal", "halffloat")):
+        return "number"
+    if dtype.startswith(("timestamp", "date", "datetime")):
+        return "date"
+    return "text"
+
+
 def check_columns(columns: dict[str, str], expected: dict[str, str], source: str) -> list[str]:
-    """Check a file's columns (name -> pandas/arrow dtype) against the model's; return the columns to cast to float.
+    """Check a file's columns (name -> pandas/Arrow type) against the model's; return the number columns to cast.
+
+    A number column takes numbers, booleans (1 and 0) and empty columns; a date
+    column dates and text (each value is parsed as it is scored); a text column
+    anything (a number is its text). A new category or word is fine: the model
+    scores what it never saw.
+
+    Returns:
+        The columns that hold integers where the model takes floats (cast, exact up to 2**53).
 
     Raises:
-        ScoringInputError: A column is missing, or holds values the model cannot take.
+        ScoringInputError: A column is missing, or holds a kind its model column cannot take
+            (text where numbers were, numbers where dates were).
     """
     missing = [name for name in expected if name not in columns]
     if missing:
@@ -31,35 +60,17 @@ def check_columns(columns: dict[str, str], expected: dict[str, str], source: str
         )
     casts = []
     for name, model_type in expected.items():
-        dtype = str(columns[name]).lower()
-        numeric = dtype.startswith(("int", "uint", "float", "double"))
-        if model_type in FLOAT_TYPES and dtype.startswith(("int", "uint")):
-            casts.append(name)
-        elif model_type in (*FLOAT_TYPES, *INTEGER_TYPES) and not numeric:
+        kind = file_kind(str(columns[name]))
+        if model_type in NUMBER_TYPES and kind in ("text", "date"):
             raise ScoringInputError(
-                f"{source}: column {name!r} holds {dtype} values; the model needs numbers ({model_type})"
+                f"{source}: column {name!r} holds {PLURALS[kind]} where the model takes numbers ({model_type}); "
+                "was it changed? one cell that is not a number makes a whole column text"
             )
+        if model_type in DATE_TYPES and kind in ("number", "boolean"):
+            raise ScoringInputError(
+                f"{source}: column {name!r} holds {PLURALS[kind]} where the model takes dates; "
+                "send ISO 8601 dates (2024-03-01)"
+            )
+        if model_type in NUMBER_TYPES and str(columns[name]).lower().startswith(("int", "uint")):
+            casts.append(name)
     return casts
-
-
-def column_problem(values: pd.Series, row: str = "row") -> tuple[str, str] | None:
-    """What keeps a column from being a feature: not numbers, empty values or infinite ones (None if nothing).
-
-    Args:
-        values: The column.
-        row: What a row is called in the message (`data row` for a file under its header).
-
-    Returns:
-        The kind of problem (`type`, `empty` or `infinite`) and a clause naming it and
-        the first row it is in (counted from 1), e.g. `has 2 empty values (first in row 5)`.
-    """
-    if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
-        example = values.dropna().iloc[0] if values.notna().any() else None
-        return "type", f"holds {values.dtype} values such as {example!r}"
-    for kind, bad in (
-        ("empty", values.isna().to_numpy()),
-        ("infinite", np.isinf(values.to_numpy(dtype="float64", na_value=0.0))),
-    ):
-        if bad.any():
-            return kind, f"has {int(bad.sum())} {kind} values (first in {row} {int(bad.nonzero()[0][0]) + 1})"
-    return None

@@ -17,16 +17,12 @@ import numpy as np
 import pandas as pd
 
 from src.ml.images import pixel_names
-from src.ml.schema import column_problem
+from src.ml.tables import DataSchemaError
 from src.paths import PROJECT_ROOT
 
 IMAGE_SUFFIX = ".png"
 
 IMAGE_MODES = ("L", "RGB")  # 8-bit grayscale and RGB
-
-
-class DataSchemaError(ValueError):
-    """The source table cannot be used; the message names the file and the column."""
 
 
 def snake_case(name: str) -> str:
@@ -38,12 +34,12 @@ def load_bundled(name: str, target: str) -> pd.DataFrame:
     """Return a scikit-learn bundled dataset as one table.
 
     Args:
-        name: `iris`, `wine` or `breast_cancer`.
+        name: `iris`, `wine`, `breast_cancer`, `digits` or `diabetes` (scikit-learn's `load_<name>`).
         target: The name to give the label column.
 
     Returns:
         One row per sample: the features with snake_case names, then the label
-        column `target` holding class names.
+        column `target`: class names for a classification set, the numbers of a regression one.
     """
     from sklearn import datasets
 
@@ -51,7 +47,9 @@ def load_bundled(name: str, target: str) -> pd.DataFrame:
     features = bunch.data.rename(columns=snake_case)
     if target in features.columns:
         raise DataSchemaError(f"data_load.target is {target!r}, which is also a feature of {name}; choose another name")
-    class_names = pd.Categorical.from_codes(bunch.target.to_numpy(), categories=list(bunch.target_names))
+    if "target_names" not in bunch:  # a regression set: the target is a number
+        return features.assign(**{target: bunch.target.to_numpy(dtype="float64")})
+    class_names = pd.Categorical.from_codes(bunch.target.to_numpy(), categories=list(map(str, bunch.target_names)))
     return features.assign(**{target: class_names.astype(str)})
 
 
@@ -170,48 +168,6 @@ def _parquet_column_names(handle: io.BufferedIOBase, name: str) -> list[str]:
     except Exception as error:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise DataSchemaError(f"{name}: not a readable parquet table ({reason})") from None
-
-
-def check_schema(table: pd.DataFrame, target: str, name: str) -> pd.DataFrame:
-    """Check that a user's table can be trained on, and return it with the label last.
-
-    Args:
-        table: The table as read from the file.
-        target: The label column (`data_load.target`).
-        name: The file, for the error messages.
-
-    Returns:
-        The table with the label column last.
-
-    Raises:
-        DataSchemaError: One line naming the file and the column: no rows, no label
-            column, an empty label, a feature that is not numeric or has empty or
-            infinite values, fewer than two classes.
-    """
-    if target not in table.columns:
-        raise DataSchemaError(
-            f"{name}: no column {target!r} (data_load.target); columns: {', '.join(map(str, table.columns))}"
-        )
-    features = [column for column in table.columns if column != target]
-    if not features:
-        raise DataSchemaError(f"{name}: no feature columns besides {target!r}")
-    if table.empty:
-        raise DataSchemaError(f"{name}: no data rows, only the header; add rows")
-    empty_labels = table[target].isna() | (table[target].astype(str).str.strip() == "")
-    if empty_labels.any():
-        raise DataSchemaError(f"{name}: column {target!r} has {int(empty_labels.sum())} empty labels; label every row")
-    advice = {
-        "type": "features must be numbers",
-        "empty": "fill or drop them",
-        "infinite": "replace them with finite numbers or drop the rows",
-    }
-    for column in features:
-        problem = column_problem(table[column], row="data row")
-        if problem is not None:
-            raise DataSchemaError(f"{name}: column {column!r} {problem[1]}; {advice[problem[0]]}")
-    if table[target].nunique() < 2:
-        raise DataSchemaError(f"{name}: column {target!r} has fewer than two classes")
-    return table[[*features, target]].assign(**{target: table[target].astype(str)})
 
 
 def decode_png(content: bytes, name: str) -> np.ndarray:
@@ -340,15 +296,6 @@ def load_image_folder(name: str, target: str, root: Path = PROJECT_ROOT) -> tupl
 def describe_image(shape: tuple[int, ...]) -> str:
     """Describe a decoded image's shape as a user sees it: `8x8 pixels, grayscale (L)`."""
     return f"{shape[1]}x{shape[0]} pixels, " + ("RGB" if len(shape) == 3 else "grayscale (L)")
-
-
-def describe(table: pd.DataFrame, target: str) -> dict[str, float]:
-    """Count the rows, feature columns and classes of a labelled table."""
-    return {
-        "n_rows": len(table),
-        "n_features": table.shape[1] - 1,
-        "n_classes": table[target].nunique(),
-    }
 
 
 def read_any(path: Path) -> pd.DataFrame:

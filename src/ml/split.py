@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pandas as pd
 
-from src.config import DataSplitParams
 from src.ml.features import Featurizer
 from src.paths import PATHS
 
+if TYPE_CHECKING:
+    from src.config import DataSplitParams
 
-def split_positions(labels: pd.Series, params: DataSplitParams, random_state: int) -> tuple[np.ndarray, np.ndarray]:
+
+def split_positions(
+    labels: pd.Series, params: DataSplitParams, random_state: int, stratify: bool
+) -> tuple[np.ndarray, np.ndarray]:
     """Choose which rows go to train and which to test.
 
     Args:
-        labels: The label of every row, used to stratify when `params.stratify` is set.
+        labels: The label of every row, used to stratify when `stratify` is set.
         params: The `data_split` section of params.yaml.
         random_state: The seed of the shuffle.
+        stratify: Keep the class proportions in both parts (a classification with `params.stratify`).
 
     Returns:
         The row positions of the train part and of the test part, each in shuffled order.
@@ -27,7 +34,7 @@ def split_positions(labels: pd.Series, params: DataSplitParams, random_state: in
     from sklearn.model_selection import train_test_split
 
     counts = labels.value_counts()
-    if params.stratify and counts.min() < 2:
+    if stratify and counts.min() < 2:
         raise ValueError(
             f"class {counts.idxmin()!r} has {counts.min()} row; a stratified split needs at least 2 rows of "
             "every class: add rows, or set data_split.stratify: false"
@@ -36,7 +43,7 @@ def split_positions(labels: pd.Series, params: DataSplitParams, random_state: in
         train, test = train_test_split(
             np.arange(len(labels)),
             test_size=params.test_size,
-            stratify=labels if params.stratify else None,
+            stratify=labels if stratify else None,
             random_state=random_state,
         )
     except ValueError as error:
@@ -64,7 +71,7 @@ def split(
     Raises:
         ValueError: If a stratified split is impossible (a class too small for `test_size`).
     """
-    train, test = split_positions(features[target], params, random_state)
+    train, test = split_positions(features[target], params, random_state, params.stratify)
     return features.iloc[train].reset_index(drop=True), features.iloc[test].reset_index(drop=True)
 
 
@@ -76,6 +83,7 @@ def add_batches(
     random_state: int,
     featurizer: Featurizer,
     target: str,
+    id_columns: list[str] | tuple[str, ...] = (),
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Add labelled batches of raw rows: `holdout` of each batch to test as they are, the rest featurized to train.
 
@@ -87,18 +95,21 @@ def add_batches(
         random_state: The seed of the draw.
         featurizer: The fitted Featurizer that made the train table's features.
         target: The label column.
+        id_columns: The columns that identify a row: a batch may lack them (they are left empty).
 
     Returns:
         The train and test tables with the batches' rows added.
 
     Raises:
-        ValueError: If a batch's columns differ from the raw table's.
+        ValueError: If a batch's columns differ from the raw table's (ids aside).
     """
     for number, batch in enumerate(batches, start=1):
-        if list(batch.columns) != list(test.columns):
+        lacking = [name for name in test.columns if name not in batch.columns and name not in id_columns]
+        if lacking or set(batch.columns) - set(test.columns):
             raise ValueError(
                 f"batch {number} in {PATHS.batches} has columns {list(batch.columns)}, not {list(test.columns)}"
             )
+        batch = batch.reindex(columns=test.columns)
         held_out = batch.sample(frac=holdout, random_state=random_state)
         learnt = batch.drop(index=held_out.index)
         learnt_features = featurizer.transform(learnt.drop(columns=[target])).assign(**{target: learnt[target]})

@@ -306,7 +306,6 @@ def run_on_cluster(
 
 def end_point(point: Any, result: dict[str, Any]) -> None:
     """Take a point's outcome: end its parent run if the worker did not, and read its status and metric."""
-    from src.pipeline.sweep import MAIN_METRIC
     from src.tracking.parent import close_parent
 
     client = import_mlflow().MlflowClient()
@@ -320,8 +319,7 @@ def end_point(point: Any, result: dict[str, Any]) -> None:
         client.set_tag(point.run_id, NOTE_TAG, message or "the point ended without logging its run")
         close_parent(client, point.run_id, 130 if result.get("status") == "KILLED" else 1)
         run = client.get_run(point.run_id)
-    point.status = run.info.status
-    point.metric = run.data.metrics.get(MAIN_METRIC)
+    point.take_outcome(run)
     if point.status != "FINISHED":
         sys.stderr.write(f"  {point.name}: {message or 'failed'}\n")
         sys.stderr.write("".join(f"  {point.name}: {line}\n" for line in result.get("log", [])[-6:]))

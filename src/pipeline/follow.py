@@ -16,9 +16,10 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from src.cli import Progress, one_line
+from src.ml.catalog import METRICS
 from src.paths import pipeline_stages
 from src.tracking.stage_runs import StageRecord, finish_stage_run, open_stage_run, read_events, records_folder
-from src.tracking.tags import CACHED_TAG, STAGE_TAG
+from src.tracking.tags import CACHED_TAG, MAIN_METRIC_TAG, STAGE_TAG, TASK_REASON_TAG, TASK_TAG
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -26,7 +27,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.3
-HEADLINE_METRICS = ("accuracy", "f1_macro")
 
 
 class StageFollower:
@@ -109,8 +109,16 @@ class StageFollower:
         self.progress.step(stage, last["step"], last.get("total"), last["metrics"], unit="epoch")
 
 
+def results_line(metrics: dict[str, float], tags: dict[str, str]) -> str:
+    """`results: <main metric> <value>, ...`: a finished run's held-out metrics of its task, its main metric first."""
+    main, task = tags.get(MAIN_METRIC_TAG, ""), tags.get(TASK_TAG, "")
+    names = [main, *(name for name, metric in METRICS.items() if metric.task == task and name != main)]
+    shown = [f"{name} {metrics[name]:.4f}" for name in names if name in metrics]
+    return "results: " + ", ".join(shown) if shown else ""
+
+
 def summary(client: MlflowClient, parent_run_id: str) -> str:
-    """The table printed at the end: each stage's status, seconds and whether it ran, then the headline metrics."""
+    """The table printed at the end: each stage's status, seconds and whether it ran, then the task and results."""
     parent = client.get_run(parent_run_id)
     children = client.search_runs(
         [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'"
@@ -125,7 +133,12 @@ def summary(client: MlflowClient, parent_run_id: str) -> str:
         cached = run.data.tags.get(CACHED_TAG) == "true"
         seconds = "-" if cached else f"{run.data.metrics.get('stage_seconds', 0.0):.1f}"
         lines.append(f"{stage:<12} {run.info.status:<9} {seconds:>8}  {'cached' if cached else 'ran'}")
-    shown = [f"{name} {parent.data.metrics[name]:.4f}" for name in HEADLINE_METRICS if name in parent.data.metrics]
-    if shown:
-        lines.append("results: " + ", ".join(shown))
+    tags = parent.data.tags
+    if TASK_TAG in tags:
+        from src.ml.tables import task_line
+
+        lines.append(task_line(tags[TASK_TAG], tags.get(TASK_REASON_TAG, "")))
+    results = results_line(parent.data.metrics, tags)
+    if results:
+        lines.append(results)
     return "\n".join(lines) + "\n"

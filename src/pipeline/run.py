@@ -12,6 +12,7 @@ says which stages dvc.lock records from this run.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import socket
@@ -39,7 +40,7 @@ from src.cli import (
 )
 from src.cluster import ClusterError, scheduler_address
 from src.config import Config
-from src.paths import PIPELINE_DVC_SETTINGS, PROJECT_ROOT
+from src.paths import PIPELINE_DVC_SETTINGS, PROJECT_ROOT, pipeline_stages
 from src.pipeline.follow import StageFollower, summary
 from src.pipeline.preload import Runner
 from src.pipeline.queue import QueueError, stop
@@ -211,9 +212,9 @@ class PipelineResult:
 class Ahead:
     """What `make pipeline` starts before its parent run is open, while MLflow loads (seconds).
 
-    Unless forced, `dvc status` finds whether any stage has to run; when one
-    has, or when forced, the preloaded runner starts importing what the stages
-    import. Nothing runs a stage before the parent run is open.
+    Unless forced, `dvc status` finds which stages have to run; when one has, or
+    when forced, the preloaded runner starts importing what the stages import.
+    Nothing runs a stage before the parent run is open.
 
     Args:
         force: Every stage will run (`--force`): no need to ask DVC.
@@ -222,28 +223,41 @@ class Ahead:
     def __init__(self, force: bool) -> None:
         self._runner: Runner | None = Runner(dict(os.environ)) if force else None
         self._status: subprocess.Popen | None = None
+        self._stale: set[str] | None = None  # None: every stage (forced, or DVC could not tell)
         self._waiting: threading.Thread | None = None
         if not force:
             self._status = subprocess.Popen(
-                [sys.executable, "-m", "dvc", "status", "--quiet"],
+                [sys.executable, "-m", "dvc", "status", "--json"],
                 cwd=PROJECT_ROOT,
                 stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL,
+                text=True,
             )
             self._waiting = threading.Thread(target=self._start_runner_if_needed, daemon=True)
             self._waiting.start()
 
     def _start_runner_if_needed(self) -> None:
-        if self._status is not None and self._status.wait() > 0:  # not when stopped by a signal (negative)
+        if self._status is None:
+            return
+        output, _ = self._status.communicate()
+        if self._status.returncode == 0:
+            try:
+                self._stale = set(json.loads(output or "{}"))
+            except ValueError:
+                self._stale = None
+        if self._status.returncode >= 0 and self._stale != set():  # not when stopped by a signal (negative)
             self._runner = Runner(dict(os.environ))
 
+    def stale(self) -> set[str] | None:
+        """The stages DVC says have to run; None when every stage will (forced, or DVC could not tell)."""
+        if self._waiting is not None:
+            self._waiting.join()
+        return self._stale
+
     def nothing_to_run(self) -> bool:
-        """Whether DVC said every stage is up to date (`dvc status` exits 0 only then)."""
-        if self._status is None or self._waiting is None:
-            return False
-        self._waiting.join()
-        return self._status.returncode == 0
+        """Whether DVC said every stage is up to date."""
+        return self._status is not None and self.stale() == set()
 
     def runner(self) -> Runner | None:
         """The preloaded runner, if one was started."""
@@ -260,6 +274,41 @@ class Ahead:
             self._waiting.join()
         if self._runner is not None:
             self._runner.stop()
+
+
+class SourceError(ValueError):
+    """The source table cannot be used; the message is the one line to show, before any run."""
+
+
+def check_source(config: Config) -> None:
+    """Check the user's table as data_load will, before any run exists.
+
+    A CSV or Parquet file of the working tree is read and prepared as data_load
+    prepares it (`src.ml.tables.prepare_table`), and the main metric and the
+    estimator are checked against the task it finds; a dataset made in code, an
+    image folder and a file at a git revision are checked by data_load itself.
+
+    Raises:
+        SourceError: One line naming the file, the column and what to do.
+    """
+    from src.ml.metrics import main_metric
+    from src.ml.models import estimator_for
+    from src.ml.sources import parse_table
+    from src.ml.tables import prepare_table
+
+    params = config.data_load
+    if params.generated or params.image_folder or params.rev:
+        return ""
+    path = PROJECT_ROOT / params.source
+    if not path.is_file():
+        raise SourceError(f"{params.source} not found; put the file there and track it with `dvc add {params.source}`")
+    try:
+        table = parse_table(path, params.source)
+        _, schema = prepare_table(table, params.target, params.id_columns, config.base.task, params.source)
+        main_metric(config.evaluate.main_metric, schema.task)
+        estimator_for(config.train, schema.task)
+    except ValueError as error:
+        raise SourceError(str(error)) from None
 
 
 def repro(client: MlflowClient, run_id: str, force: bool, preloaded: Runner | None, progress: Progress) -> int:
@@ -335,6 +384,12 @@ def run_pipeline(
             raise PipelineError(
                 f"cannot open the MLflow parent run at {where}: {describe_tracking_error(error)}"
             ) from None
+        stale = ahead.stale()
+        if stale is None or next(iter(pipeline_stages())) in stale:  # the first stage reads the source again
+            try:
+                check_source(config)
+            except SourceError as error:
+                raise PipelineError(str(error), EXIT_BAD_CONFIG) from None
         try:
             run_id = open_parent_run(config, params_text, code_version(), run_name, tags=process_tags() | (tags or {}))
         except Exception as error:

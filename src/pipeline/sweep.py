@@ -1,6 +1,6 @@
 """`make sweep`: a grid of params, each point a DVC experiment and an MLflow parent run.
 
-`make sweep SWEEP="train.C=0.1,1,10 data_split.test_size=0.2,0.3" [JOBS=N]` queues
+`make sweep SWEEP="train.linear.C=0.1,1,10 data_split.test_size=0.2,0.3" [JOBS=N]` queues
 the six points with `dvc exp run --queue` and runs them with DVC's own queue,
 N at a time (`dvc queue start -j N`), each in a temporary copy of the workspace,
 which stays untouched. Every point gets its own parent run with the usual nested
@@ -33,17 +33,16 @@ import yaml
 from src.cli import EXIT_BAD_CONFIG, EXIT_FAILED, Interrupted, InterruptFlag, Progress, fail, parse_config
 from src.cluster import ClusterError, scheduler_address
 from src.config import Config, ConfigError, flatten, validate
+from src.ml.catalog import METRICS
 from src.pipeline.fanout import SweepRefusedError, run_on_cluster
 from src.pipeline.queue import QueueError, start_workers, statuses, stop
 from src.tracking.client import describe_tracking_error, experiment_id_for, import_mlflow
 from src.tracking.stage_runs import experiment_parent_file
-from src.tracking.tags import NOTE_TAG, SWEEP_EXPERIMENT_TAG, SWEEP_TAG
+from src.tracking.tags import MAIN_METRIC_TAG, NOTE_TAG, SWEEP_EXPERIMENT_TAG, SWEEP_TAG
 from src.versions.runner import code_version, dvc, git
 
 logger = logging.getLogger(__name__)
 
-
-MAIN_METRIC = "accuracy"
 
 POLL_SECONDS = 2.0
 
@@ -61,16 +60,26 @@ class Point:
     name: str = ""
     run_id: str = ""
     status: str = "not run"
+    metric_name: str = ""
     metric: float | None = None
 
     def describe(self) -> str:
         """The overrides as `key=value` words."""
         return " ".join(f"{key}={value}" for key, value in self.overrides.items())
 
+    def take_outcome(self, run: Any) -> None:
+        """Read how the point's parent run ended: its status, its main metric and that metric's value."""
+        self.status = run.info.status
+        self.metric_name = run.data.tags.get(MAIN_METRIC_TAG, "")
+        self.metric = run.data.metrics.get(self.metric_name)
+
+    def result(self) -> str:
+        """The point's main metric and its value, `accuracy 0.9667`, or `-`."""
+        return f"{self.metric_name} {self.metric:.4f}" if self.metric is not None else "-"
+
     def summary(self) -> str:
         """One line on how the point ended: its overrides, status and main metric."""
-        metric = f"{self.metric:.4f}" if self.metric is not None else "-"
-        return f"point {self.name} ({self.describe()}): {self.status}, {MAIN_METRIC} {metric}"
+        return f"point {self.name} ({self.describe()}): {self.status}, {self.result()}"
 
 
 def parse_grid(text: str) -> list[dict[str, Any]]:
@@ -85,10 +94,10 @@ def parse_grid(text: str) -> list[dict[str, Any]]:
     for word in text.split():
         key, separator, values = word.partition("=")
         if not separator or not key or not values:
-            raise ConfigError(f"SWEEP: {word!r} is not key=value[,value...], e.g. train.C=0.1,1,10")
+            raise ConfigError(f"SWEEP: {word!r} is not key=value[,value...], e.g. train.linear.C=0.1,1,10")
         axes[key] = [yaml.safe_load(value) for value in values.split(",")]
     if not axes:
-        raise ConfigError('SWEEP is empty; give e.g. SWEEP="train.C=0.1,1,10 data_split.test_size=0.2,0.3"')
+        raise ConfigError('SWEEP is empty; give e.g. SWEEP="train.linear.C=0.1,1,10 data_split.test_size=0.2,0.3"')
     return [dict(zip(axes, values, strict=True)) for values in itertools.product(*axes.values())]
 
 
@@ -98,13 +107,20 @@ def apply_overrides(config: Config, overrides: dict[str, Any]) -> Config:
     Raises:
         ConfigError: If a key does not exist or a value is not allowed, naming both.
     """
+    import difflib
+
     document = config.model_dump()
     known = flatten(document)
     for key, value in overrides.items():
         if key not in known:
-            raise ConfigError(f"SWEEP: unknown key {key}; keys look like train.C or data_split.test_size")
-        section, name = key.split(".", 1)
-        document[section][name] = value
+            close = difflib.get_close_matches(key, list(known), n=1)
+            hint = f"did you mean {close[0]}? " if close else ""
+            raise ConfigError(f"SWEEP: unknown key {key}; {hint}keys look like train.linear.C or data_split.test_size")
+        *path, name = key.split(".")
+        section = document
+        for part in path:
+            section = section[part]
+        section[name] = value
     return validate(document, "SWEEP")
 
 
@@ -182,8 +198,8 @@ def close_point(point: Point, succeeded: bool) -> None:
         log = dvc("queue", "logs", point.name, quiet=True).stdout
         sys.stderr.write("".join(f"  {point.name}: {line}\n" for line in log.splitlines()[-8:]))
     client = import_mlflow().MlflowClient()
-    point.status = close_parent(client, point.run_id, exit_code, revision)
-    point.metric = client.get_run(point.run_id).data.metrics.get(MAIN_METRIC)
+    close_parent(client, point.run_id, exit_code, revision)
+    point.take_outcome(client.get_run(point.run_id))
     experiment_parent_file(point.name).unlink(missing_ok=True)
 
 
@@ -316,16 +332,26 @@ def cluster_ending(sweep_id: str, points: list[Point], error: BaseException, sig
 
 
 def ranking(points: list[Point]) -> str:
-    """Return the points as a markdown table, best main metric first, failed points last."""
-    ordered = sorted(points, key=lambda point: (point.metric is None, -(point.metric or 0.0)))
+    """Return the points as a markdown table, best first on their main metric (in its direction), failed points last.
+
+    Points whose main metric differs (a sweep over tasks) are ranked each among those of their metric.
+    """
+    metrics = list(dict.fromkeys(point.metric_name for point in points if point.metric is not None))
+
+    def order(point: Point) -> tuple[int, int, float]:
+        if point.metric is None:
+            return (1, 0, 0.0)
+        sign = -1.0 if METRICS[point.metric_name].higher_is_better else 1.0
+        return (0, metrics.index(point.metric_name), sign * point.metric)
+
     lines = [
-        f"| rank | point | {MAIN_METRIC} | status | DVC experiment | MLflow run |",
+        "| rank | point | main metric | status | DVC experiment | MLflow run |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
-    for rank, point in enumerate(ordered, start=1):
-        metric = f"{point.metric:.4f}" if point.metric is not None else "-"
+    for rank, point in enumerate(sorted(points, key=order), start=1):
         lines.append(
-            f"| {rank} | {point.describe()} | {metric} | {point.status} | {point.name} | {point.run_id or '-'} |"
+            f"| {rank} | {point.describe()} | {point.result()} | {point.status} | {point.name} | "
+            f"{point.run_id or '-'} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -339,7 +365,7 @@ def main(argv: list[str] | None = None) -> None:
     off the queue, and every point not finished is KILLED with its stage runs.
     """
     parser = argparse.ArgumentParser(prog="python -m src.pipeline.sweep", description=__doc__)
-    parser.add_argument("--grid", required=True, help='e.g. "train.C=0.1,1,10 data_split.test_size=0.2,0.3"')
+    parser.add_argument("--grid", required=True, help='e.g. "train.linear.C=0.1,1,10 data_split.test_size=0.2,0.3"')
     parser.add_argument("--jobs", default="1", help="how many points run at once (default: 1)")
     arguments, config = parse_config(parser, argv)
     interrupts = InterruptFlag()

@@ -1,8 +1,10 @@
 """`make report`: what changed since a git revision, and did it help.
 
 The numbers come from DVC itself (`dvc params diff`, `dvc metrics diff`,
-`dvc plots diff`); this module only puts them on one page, reports/report.md,
-with the confusion matrices side by side and the MLflow parent runs of both sides.
+`dvc plots diff`); this module only puts them on one page, reports/report.md:
+a headline on the run's main metric (better or worse, in its direction), the
+params and metrics that changed, the plots of the task side by side and the
+MLflow parent runs of both sides.
 """
 
 from __future__ import annotations
@@ -64,14 +66,47 @@ def run_for(lock: dict[str, Any]) -> str:
     return f"`{runs[0].info.run_id}` ({runs[0].info.run_name})" if runs else "none found in this MLflow store"
 
 
-def image_cells(plots: dict[str, Any], base: str) -> tuple[str, str]:
-    """Return markdown images of the confusion matrix at `base` and in the workspace."""
-    cells = {base: "(none)", WORKSPACE: "(none)"}
-    for entry in plots.get("data", {}).get(str(PATHS.confusion_matrix_png), []):
-        for revision in entry.get("revisions", []):
-            relative = Path(entry["url"]).resolve().relative_to((PROJECT_ROOT / PATHS.report_md.parent).resolve())
-            cells[revision] = f"![confusion matrix at {revision}]({relative.as_posix()})"
-    return cells[base], cells[WORKSPACE]
+def image_rows(plots: dict[str, Any], base: str) -> list[str]:
+    """Return a markdown table row per image plot (reports/plots/): the plot at `base` and in the workspace."""
+    rows = []
+    for path, entries in sorted(plots.get("data", {}).items()):
+        if Path(path).parent != PATHS.plots:
+            continue
+        cells = {base: "(none)", WORKSPACE: "(none)"}
+        for entry in entries:
+            for revision in entry.get("revisions", []):
+                relative = Path(entry["url"]).resolve().relative_to((PROJECT_ROOT / PATHS.report_md.parent).resolve())
+                cells[revision] = f"![{Path(path).stem} at {revision}]({relative.as_posix()})"
+        rows.append(f"| {Path(path).stem} | {cells[base]} | {cells[WORKSPACE]} |")
+    return rows
+
+
+def headline(base: str) -> str:
+    """One line on the main metric: its value at `base` and in the workspace, and whether that is better.
+
+    The main metric is the workspace's (`evaluate.main_metric`, or the task's default), with its direction.
+    """
+    from src.config import load_config
+    from src.ml.metrics import main_metric
+    from src.ml.tables import TableSchema
+
+    schema_file = PROJECT_ROOT / PATHS.schema
+    if not schema_file.exists():
+        return "No results in the workspace yet: run `make pipeline`."
+    metric = main_metric(
+        load_config(PROJECT_ROOT / "params.yaml").evaluate.main_metric, TableSchema.load(schema_file).task
+    )
+    changes = json.loads(dvc_markdown("metrics", "diff", base, "--all", "--json") or "{}")
+    value = changes.get(str(PATHS.metrics), {}).get(metric.name)
+    if value is None:
+        return f"**{metric.name}** ({metric.direction} is better): not in `{PATHS.metrics}` on either side."
+    old, new = value.get("old"), value.get("new")
+    if old is None or new is None:
+        return f"**{metric.name}** ({metric.direction} is better): {new if old is None else old} on one side only."
+    verdict = (
+        "better" if (new > old) == metric.higher_is_better and new != old else "no better" if new == old else "worse"
+    )
+    return f"**{metric.name}** ({metric.direction} is better): {old:.4f} → {new:.4f} ({new - old:+.4f}, {verdict})."
 
 
 def build_report(base: str) -> str:
@@ -84,12 +119,13 @@ def build_report(base: str) -> str:
     params = dvc_markdown("params", "diff", base, "--md")
     metrics = dvc_markdown("metrics", "diff", base, "--md")
     plots = json.loads(dvc_markdown("plots", "diff", base, "--json", "-o", str(PATHS.report_plots)) or "{}")
-    base_image, workspace_image = image_cells(plots, base)
     base_lock = yaml.safe_load(git("show", f"{commit}:{LOCK_FILE}")) if _has_lock(commit) else {}
     workspace_lock = read_lock()
     return "\n".join(
         [
             f"# What changed: `{base}` ({commit[:8]}) → workspace",
+            "",
+            headline(base),
             "",
             "## Params that changed",
             "",
@@ -99,11 +135,11 @@ def build_report(base: str) -> str:
             "",
             metrics or "No metrics changed.",
             "",
-            "## Confusion matrices",
+            "## Plots",
             "",
-            f"| `{base}` | workspace |",
-            "| --- | --- |",
-            f"| {base_image} | {workspace_image} |",
+            f"| plot | `{base}` | workspace |",
+            "| --- | --- | --- |",
+            *(image_rows(plots, base) or ["| (none) | | |"]),
             "",
             "## MLflow runs",
             "",

@@ -2,7 +2,8 @@
 
 `make docs` runs this before `mkdocs build`: it writes docs/generated/ (git-ignored)
 with the stage graph from `dvc dag`, the stage table from dvc.yaml, the params
-reference from the config schema, the latest metrics and confusion matrix, the
+reference from the config schema, what `src/ml/catalog.py` declares (estimators,
+metrics, sources), the latest metrics and the plots of the run's task, the
 data-version history and a plot of the metrics across data versions. The
 hand-written pages include these files, so nothing on the site is pasted.
 """
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import BaseModel
 
 from src.config import Config
 from src.io import atomic_path
@@ -58,6 +60,8 @@ def allowed_values(field: Any) -> str:
 def configuration_reference(template: dict[str, Any]) -> str:
     """Return a markdown reference of every params.yaml key, from the config schema.
 
+    A section's sub-section (an estimator's knobs, `train.<estimator>`) is listed key by key.
+
     Args:
         template: The template's params.yaml, whose values are the defaults.
     """
@@ -67,15 +71,42 @@ def configuration_reference(template: dict[str, Any]) -> str:
         summary = (model.__doc__ or "").strip().splitlines()[0]
         lines += [f"### `{section}`", "", summary, "", "| key | type | default | allowed | what it does |"]
         lines.append("| --- | --- | --- | --- | --- |")
-        for key, field in model.model_fields.items():
-            default = json.dumps(template.get(section, {}).get(key))
-            description = (field.description or "").replace("|", "\\|").replace("\n", " ")
-            lines.append(
-                f"| `{section}.{key}` | {type_name(field.annotation)} | `{default}` | "
-                f"{allowed_values(field)} | {description} |"
-            )
+        lines += _key_rows(section, model, template.get(section, {}))
         lines.append("")
     return "\n".join(lines)
+
+
+def _key_rows(prefix: str, model: Any, defaults: dict[str, Any]) -> list[str]:
+    """The reference's rows of a section's keys, a sub-section's keys under its own prefix."""
+    rows = []
+    for key, field in model.model_fields.items():
+        description = (field.description or "").replace("|", "\\|").replace("\n", " ")
+        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            rows.append(f"| `{prefix}.{key}` | section | | | {description}; its keys: |")
+            rows += _key_rows(f"{prefix}.{key}", field.annotation, defaults.get(key) or {})
+            continue
+        rows.append(
+            f"| `{prefix}.{key}` | {type_name(field.annotation)} | `{json.dumps(defaults.get(key))}` | "
+            f"{allowed_values(field)} | {description} |"
+        )
+    return rows
+
+
+def catalog_reference() -> str:
+    """Return markdown tables of what `src/ml/catalog.py` declares: the estimators, the metrics, the sources."""
+    from src.ml.catalog import ESTIMATORS, MAIN_METRICS, METRICS, SOURCES
+
+    lines = ["| estimator | tasks | continues from a model | what it is |", "| --- | --- | --- | --- |"]
+    for name, estimator in ESTIMATORS.items():
+        warm = ", ".join(estimator.warm_start_tasks) or "no"
+        lines.append(f"| `{name}` | {', '.join(estimator.tasks)} | {warm} | {estimator.summary} |")
+    lines += ["", "| metric | task | better | main by default | what it is |", "| --- | --- | --- | --- | --- |"]
+    for name, metric in METRICS.items():
+        main = "yes" if MAIN_METRICS[metric.task] == name else ""
+        lines.append(f"| `{name}` | {metric.task} | {metric.direction} | {main} | {metric.summary} |")
+    lines += ["", "| source | what it is |", "| --- | --- |"]
+    lines += [f"| `{name}` | {source.summary} |" for name, source in SOURCES.items()]
+    return "\n".join(lines) + "\n"
 
 
 def stage_table(stages: dict[str, Any]) -> str:
@@ -92,10 +123,33 @@ def stage_table(stages: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def metrics_table(metrics: dict[str, float]) -> str:
-    """Return a two-column markdown table of metric names and values."""
-    rows = [f"| {name} | {value:.4f} |" for name, value in sorted(metrics.items())]
-    return "\n".join(["| metric | value |", "| --- | --- |", *rows]) + "\n"
+def metrics_table(metrics: dict[str, dict[str, float]]) -> str:
+    """Return a markdown table of each stage's metrics: stage, metric and value."""
+    rows = [
+        f"| {stage} | {name} | {value:.4f} |"
+        for stage, values in metrics.items()
+        for name, value in sorted(values.items())
+    ]
+    return "\n".join(["| stage | metric | value |", "| --- | --- | --- |", *rows]) + "\n"
+
+
+PLOT_CAPTIONS = {
+    PATHS.confusion_matrix_png.name: "Confusion matrix of the test rows: rows are true labels, columns predicted ones",
+    PATHS.predicted_png.name: "Each test row's prediction against its true value; a perfect model is the red line",
+    PATHS.residuals_png.name: "Each test row's error against its prediction: evenly around zero is good",
+}
+"""The task's plots the Results page shows, and what each is (the sample images have a section of their own)."""
+
+
+def task_plots() -> str:
+    """Copy the latest run's plots of its task into the docs and return the markdown that shows them."""
+    shown = []
+    for name, caption in PLOT_CAPTIONS.items():
+        plot = PROJECT_ROOT / PATHS.plots / name
+        if plot.exists():
+            shutil.copyfile(plot, GENERATED / name)
+            shown.append(f"![{caption}](generated/{name})\n\n*{caption}.*\n")
+    return "\n".join(shown) or NO_RESULTS
 
 
 def metrics_by_revision(shown: dict[str, Any]) -> dict[str, dict[str, float]]:
@@ -113,15 +167,18 @@ def metrics_by_revision(shown: dict[str, Any]) -> dict[str, dict[str, float]]:
 
 
 def plot_metrics_by_version(table: dict[str, dict[str, float]], path: Path) -> None:
-    """Plot accuracy and macro F1 per data version as a PNG."""
+    """Plot the held-out metrics (those `src/ml/catalog.py` declares) per data version as a PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from src.ml.catalog import METRICS
+
     revisions = list(table)
+    shown = [name for name in METRICS if any(name in values for values in table.values())]
     figure, axes = plt.subplots(figsize=(6, 3.5), dpi=100)
-    for metric in ("accuracy", "f1_macro"):
+    for metric in shown:
         axes.plot(revisions, [table[revision].get(metric) for revision in revisions], marker="o", label=metric)
     axes.set_xlabel("data version")
     axes.set_ylabel("test-set score")
@@ -189,9 +246,9 @@ def sample_images() -> str:
     from src.ml.images import image_shape
 
     grid, test = PROJECT_ROOT / PATHS.samples_png, PROJECT_ROOT / PATHS.test
-    if not (grid.exists() and test.exists()):
+    if not test.exists():
         return NO_RESULTS
-    if image_shape(pyarrow.parquet.read_schema(test).names) is None:
+    if not grid.exists() or image_shape(pyarrow.parquet.read_schema(test).names) is None:
         return "No sample images: the latest run's data is not images (`digits` or a folder of PNGs).\n"
     shutil.copyfile(grid, GENERATED / "samples.png")
     return "![Test images, true and predicted labels; misclassified ones framed in red](generated/samples.png)\n"
@@ -202,23 +259,17 @@ def generate() -> None:
     GENERATED.mkdir(parents=True, exist_ok=True)
     template = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text(encoding="utf-8"))
     write("configuration.md", configuration_reference(template))
+    write("catalog.md", catalog_reference())
     write("stages.md", stage_table(pipeline_stages()))
     write("dag.md", "```text\n" + (_dvc_stdout("dag").rstrip() or "(dvc dag unavailable)") + "\n```\n")
 
-    metric_files = [PROJECT_ROOT / PATHS.metrics, PROJECT_ROOT / PATHS.stage_metrics("train")]
-    if all(path.exists() for path in metric_files):
-        latest: dict[str, float] = {}
-        for path in metric_files:
-            latest.update(json.loads(path.read_text(encoding="utf-8")))
+    metric_files = {stage: PROJECT_ROOT / PATHS.stage_metrics(stage) for stage in pipeline_stages()}
+    if all(path.exists() for path in metric_files.values()):
+        latest = {stage: json.loads(path.read_text(encoding="utf-8")) for stage, path in metric_files.items()}
         write("metrics.md", metrics_table(latest))
     else:
         write("metrics.md", NO_RESULTS)
-    matrix = PROJECT_ROOT / PATHS.confusion_matrix_png
-    if matrix.exists():
-        shutil.copyfile(matrix, GENERATED / "confusion_matrix.png")
-        write("confusion_matrix.md", "![Confusion matrix of the latest run](generated/confusion_matrix.png)\n")
-    else:
-        write("confusion_matrix.md", NO_RESULTS)
+    write("plots.md", task_plots())
 
     shown = _dvc_stdout("metrics", "show", "--json", "--all-tags")
     table = metrics_by_revision(json.loads(shown)) if shown.strip() else {}
@@ -244,9 +295,9 @@ def generate() -> None:
     curve = pd.read_csv(curve_file) if curve_file.exists() else None
     if curve is not None and len(curve):
         save_learning_curve(curve, GENERATED / "learning_curve.png")
-        write("learning_curve.md", "![Training loss and validation accuracy per epoch](generated/learning_curve.png)\n")
+        write("learning_curve.md", "![Training loss and validation score per epoch](generated/learning_curve.png)\n")
     else:
-        write("learning_curve.md", "No learning curve: only `train.estimator: mlp` is trained in epochs.\n")
+        write("learning_curve.md", "No learning curve: the latest run's estimator is not trained in epochs.\n")
     write("samples.md", sample_images())
     write("drift.md", drift_summary())
     logger.info("wrote the generated docs pages to %s", GENERATED.relative_to(PROJECT_ROOT))

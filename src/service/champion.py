@@ -6,13 +6,22 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from src.paths import PATHS
-from src.tracking.registry import RegistryError, best_parent_run, champion_version, interface_of, logged_model_uri
-from src.tracking.tags import CHAMPION, LINEAGE_TAGS, ROLE_TAG, TEST_DATA_HASH_TAG
+from src.tracking.registry import (
+    RegistryError,
+    best_parent_run,
+    champion_version,
+    interface_of,
+    latest_parent_run,
+    logged_model_uri,
+)
+from src.tracking.tags import CHAMPION, LINEAGE_TAGS, ROLE_TAG, TASK_TAG, TEST_DATA_HASH_TAG
 from src.versions.workspace import VersionError, cached_output
 
 if TYPE_CHECKING:
     import pandas as pd
     from mlflow import MlflowClient
+
+    from src.ml.catalog import Metric
 
 
 class PromoteError(RegistryError):
@@ -37,7 +46,28 @@ class Promotion:
     held_out_rows: int = 0
 
 
-def candidate_of(client: MlflowClient, run_id: str, experiment_id: str, metric: str) -> Candidate:
+def deciding_metric(client: MlflowClient, experiment_id: str, requested: str, run_id: str = "") -> Metric:
+    """The metric that decides: `requested` (METRIC= or `evaluate.main_metric`), or the task's main metric for `auto`.
+
+    With `auto` the task is run `run_id`'s, or the newest finished pipeline run's.
+
+    Raises:
+        PromoteError: The metric is unknown, or there is no run to tell the task from.
+    """
+    from src.ml.catalog import AUTO, METRICS
+    from src.ml.metrics import main_metric
+
+    if requested != AUTO:
+        if requested not in METRICS:
+            raise PromoteError(f"METRIC must be one of {', '.join(METRICS)}, got {requested!r}")
+        return METRICS[requested]
+    run = client.get_run(run_id) if run_id else latest_parent_run(client, experiment_id)
+    if run is None or TASK_TAG not in run.data.tags:
+        raise PromoteError("no FINISHED pipeline run tells the task yet; run `make pipeline` first")
+    return main_metric(AUTO, run.data.tags[TASK_TAG])
+
+
+def candidate_of(client: MlflowClient, run_id: str, experiment_id: str, metric: Metric) -> Candidate:
     """The candidate: run `run_id`, or the best parent run on `metric` when empty."""
     if run_id:
         run = client.get_run(run_id)
@@ -62,7 +92,7 @@ def held_out_table(run: Any) -> pd.DataFrame:
         raise PromoteError(f"cannot score on run {run.info.run_id}'s held-out rows: {error}") from None
 
 
-def register(client: MlflowClient, name: str, candidate: Candidate, metric: str) -> Any:
+def register(client: MlflowClient, name: str, candidate: Candidate, metric: Metric) -> Any:
     """Register the candidate's model under `name` (or find its version) with lineage tags."""
     import mlflow
 
@@ -71,13 +101,19 @@ def register(client: MlflowClient, name: str, candidate: Candidate, metric: str)
             return version
     tags = {key: candidate.run.data.tags[key] for key in LINEAGE_TAGS if key in candidate.run.data.tags}
     tags["pipeline.run_id"] = candidate.run.info.run_id
-    if metric in candidate.run.data.metrics:
-        tags[f"metric.{metric}"] = str(candidate.run.data.metrics[metric])
+    if metric.name in candidate.run.data.metrics:
+        tags[f"metric.{metric.name}"] = str(candidate.run.data.metrics[metric.name])
     return mlflow.register_model(candidate.model_uri, name, tags=tags)
 
 
 def promote(
-    client: MlflowClient, name: str, candidate: Candidate, metric: str, min_improvement: float, force: bool, target: str
+    client: MlflowClient,
+    name: str,
+    candidate: Candidate,
+    metric: Metric,
+    min_improvement: float,
+    force: bool,
+    target: str,
 ) -> Promotion:
     """Register the candidate and move the alias if it takes what the champion takes and is better (or forced).
 
@@ -85,18 +121,18 @@ def promote(
         client: The MLflow client.
         name: The registered model (`registry.model_name`).
         candidate: The parent run and its model.
-        metric: The metric that decides, one of `src.config.METRICS`.
+        metric: The metric that decides (its direction says which way is better).
         min_improvement: How much the candidate must beat the champion by.
-        force: Move the alias whatever the scores, and even if the input or classes change.
+        force: Move the alias whatever the scores, and even if the task, input or classes change.
         target: The label column of the held-out rows.
 
     Raises:
-        PromoteError: The candidate's input columns or classes differ from the champion's
-            (without `force`), or its held-out rows are not in the DVC cache.
+        PromoteError: The candidate's task, input columns or classes differ from the champion's
+            (without `force`), the metric does not score its task, or its held-out rows are not in the DVC cache.
     """
     import mlflow.sklearn
 
-    from src.ml.metrics import score_model
+    from src.ml.metrics import better, score_model
 
     current = champion_version(client, name)
     run_id = candidate.run.info.run_id
@@ -120,13 +156,19 @@ def promote(
             f"from version {current.version}: {changes}"
         )
     held_out = held_out_table(candidate.run)
-    ours = score_model(mlflow.sklearn.load_model(candidate.model_uri), held_out, target)[metric]
-    theirs = score_model(mlflow.sklearn.load_model(current.source), held_out, target)[metric]
-    scores = f"{metric} {ours:.4f} against {theirs:.4f} on run {run_id}'s {len(held_out)} held-out rows"
+    task = candidate.run.data.tags.get(TASK_TAG, metric.task)
+    if metric.task != task:
+        raise PromoteError(f"metric {metric.name} scores {metric.task}, but run {run_id} is a {task}")
+    ours = score_model(mlflow.sklearn.load_model(candidate.model_uri), held_out, target, task)[metric.name]
+    theirs = score_model(mlflow.sklearn.load_model(current.source), held_out, target, task)[metric.name]
+    scores = (
+        f"{metric.name} {ours:.4f} against {theirs:.4f} ({metric.direction} is better) on run {run_id}'s "
+        f"{len(held_out)} held-out rows"
+    )
     promotion = Promotion("", ours, theirs, len(held_out))
     if force:
         reason = f"forced; the champion was version {current.version} ({scores})"
-    elif ours > theirs + min_improvement:
+    elif better(metric, ours, theirs, min_improvement):
         reason = f"it beats version {current.version} ({scores})"
     else:
         promotion.message = (

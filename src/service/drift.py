@@ -3,10 +3,12 @@
 Each column the model takes is compared between the reference (by default the
 raw table the champion's pipeline run started from, else the raw table at a git
 tag, or any CSV or Parquet file) and the new batch, with the tests Evidently's data drift
-report chooses by default: two-sample Kolmogorov-Smirnov for a numeric feature,
-chi-squared on the category counts for a categorical one, the two-proportion
-z-test for one with two values. Every p-value is compared with `drift.p_value`
-divided by the number of features (Bonferroni), so a batch drawn from the
+report chooses by default: two-sample Kolmogorov-Smirnov for a numeric feature
+(dates as days), chi-squared on the category counts for a categorical one (text,
+booleans, a few whole numbers), the two-proportion z-test for one with two values
+and for the share of missing values, wherever either sample has one (the model's
+id columns are not compared). Every p-value is compared with `drift.p_value`
+divided by the number of tests (Bonferroni), so a batch drawn from the
 reference's distribution is reported drifted at most that often. Once the
 smaller of the two samples has `drift.large_sample` rows, where a test finds
 differences too small to matter, a feature must also have moved by the
@@ -148,7 +150,8 @@ def main(argv: list[str] | None = None) -> None:
             check_output_path(report, inputs, "the report", "copy the batch elsewhere and name the copy")
         new = read_any(arguments.new)
         reference, described = reference_table(arguments.ref, config)
-        features = [column for column in reference.columns if column != config.data_load.target]
+        left_out = [config.data_load.target, *config.data_load.id_columns]
+        features = [column for column in reference.columns if column not in left_out]
         results = compare(reference, new, features, config.drift)
     except (FileNotFoundError, ValueError) as error:
         fail(f"drift: {error}")

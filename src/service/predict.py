@@ -1,14 +1,16 @@
 """Scoring with a registered model: which model, its input schema, and `make predict` on a file in batches.
 
-`make predict INPUT=new.parquet OUTPUT=scored.parquet [MODEL=...] [KEEP=id,...]`
+`make predict INPUT=new.parquet OUTPUT=scored.parquet [MODEL=...] [KEEP=name,...]`
 checks the file's columns against the model's signature (the raw columns data_load
 writes) before anything is written, one line naming the file and the column on a
-mismatch, and casts integer columns to the float the model expects (exact up to
-2**53). It then streams the file in batches: the input is never held whole, and
-the output appears only when complete. The output keeps the input's columns (or
-those KEEP names) beside `prediction`, one `probability_<class>` per class when
-the model has probabilities, and the `model` that made them. OUTPUT may not be the
-INPUT file or a file the project tracks.
+mismatch (a column missing, text where the model takes numbers), and casts integer
+columns to the float the model expects (exact up to 2**53). Text, empty values and
+categories the model never saw are scored as they come. It then streams the file in
+batches: the input is never held whole, and the output appears only when complete.
+The output keeps the input's columns (or those KEEP names, and always the
+`data_load.id_columns` the file has) beside `prediction`, one `probability_<class>`
+per class when the model has probabilities, and the `model` that made them. OUTPUT
+may not be the INPUT file or a file the project tracks.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any
 
 from src.cli import Progress, fail, one_line, parse_config
 from src.io import atomic_path
-from src.ml.schema import EXACT_FLOAT_INTEGERS, ScoringInputError, check_columns
+from src.ml.schema import EXACT_FLOAT_INTEGERS, NUMBER_TYPES, ScoringInputError, check_columns
 from src.tracking.registry import RegistryError, input_columns, load_model, model_uri_for
 from src.versions.workspace import OverwriteError, check_output_path
 
@@ -47,7 +49,8 @@ def file_columns(path: Path) -> dict[str, str]:
 def batches(path: Path, columns: list[str], text_columns: list[str], rows: int = BATCH_ROWS) -> Iterator[Any]:
     """Read `columns` of a CSV or Parquet file as Arrow record batches of about `rows` rows.
 
-    `text_columns` of a CSV are read as text, so identifiers such as `007` stay as they are.
+    `text_columns` of a CSV are read as text, so identifiers such as `007` and
+    categories such as `3` stay as they are, and dates are parsed as they are scored.
     """
     import pyarrow.csv as pa_csv
     import pyarrow.parquet as pq
@@ -57,7 +60,9 @@ def batches(path: Path, columns: list[str], text_columns: list[str], rows: int =
         return
     import pyarrow as pa
 
-    options = pa_csv.ConvertOptions(include_columns=columns, column_types=dict.fromkeys(text_columns, pa.string()))
+    options = pa_csv.ConvertOptions(
+        include_columns=columns, column_types=dict.fromkeys(text_columns, pa.string()), strings_can_be_null=True
+    )
     # Blocks of about 64 bytes a row, so a batch holds about `rows` rows.
     reading = pa_csv.ReadOptions(block_size=max(rows * 64, 1 << 16))
     with pa_csv.open_csv(path, reading, convert_options=options) as reader:
@@ -85,6 +90,7 @@ def predict_file(
     output: Path,
     keep: list[str] | None = None,
     on_batch: Callable[[int, int], None] | None = None,
+    id_columns: list[str] | None = None,
 ) -> int:
     """Score `source` into `output` batch by batch; return the number of rows.
 
@@ -95,6 +101,7 @@ def predict_file(
         output: The CSV or Parquet file to write.
         keep: The input columns to keep beside the predictions; every column when None.
         on_batch: Called after each batch with the batches and the rows scored so far.
+        id_columns: Columns that identify a row (`data_load.id_columns`): kept whenever the file has them.
 
     Raises:
         OverwriteError: If `output` is `source` or a file the project tracks.
@@ -113,10 +120,11 @@ def predict_file(
     expected = input_columns(model)
     columns = file_columns(source)
     casts = check_columns(columns, expected, str(source))
-    kept = list(columns) if keep is None else keep
-    unknown = [name for name in kept if name not in columns]
+    unknown = [name for name in keep or [] if name not in columns]
     if unknown:
         raise ScoringInputError(f"{source}: KEEP names {', '.join(unknown)}, which is not a column of it")
+    ids = [name for name in id_columns or [] if name in columns]
+    kept = list(columns) if keep is None else list(dict.fromkeys([*ids, *keep]))
     estimator = model.get_raw_model()
     classes = [str(label) for label in estimator.classes_] if hasattr(estimator, "predict_proba") else []
     added = output_columns(classes)
@@ -126,7 +134,7 @@ def predict_file(
             f"{source}: it has a column {clashes[0]!r}, which the output adds; rename it or leave it out with KEEP="
         )
     wanted = list(dict.fromkeys([*kept, *expected]))
-    text = [name for name in wanted if name not in expected]
+    text = [name for name in wanted if expected.get(name) not in NUMBER_TYPES]
     total = done = 0
     with atomic_path(output) as temporary:
         writer: Any = None
@@ -196,7 +204,7 @@ def main(argv: list[str] | None = None) -> None:
                 batches_in_file["total"] = batch_count(arguments.input)
             progress.step("predict", batch, batches_in_file["total"], {"rows": rows}, unit="batch")
 
-        rows = predict_file(model, version, arguments.input, arguments.output, keep, show)
+        rows = predict_file(model, version, arguments.input, arguments.output, keep, show, config.data_load.id_columns)
         progress.close("predict")
     except (ScoringInputError, OverwriteError, RegistryError) as error:
         fail(str(error))

@@ -1,8 +1,9 @@
 """`make retrain BATCH=...`: check a new labelled batch, learn from it, and promote only a better model.
 
-1. The batch (CSV or Parquet: the model's input columns and the label) is
-   validated: every column there and numeric, labels the champion knows, no
-   duplicate rows. Nothing is written when it fails.
+1. The batch (CSV or Parquet: the model's input columns and the label, ids
+   optional) is validated: every column there and of the kind the model takes
+   (a category the model never saw is fine), labels the champion knows (a number
+   for a regression), no duplicate rows. Nothing is written when it fails.
 2. The champion scores it: its metrics on the batch (the production check) are
    logged as a run of their own.
 3. The batch is versioned: written to data/batches/<name>.parquet and tracked
@@ -13,7 +14,8 @@
    the champion and the batch.
 5. The new model and the champion are scored on the same held-out set, the
    new test table (which now holds part of the batch); the alias moves only if
-   the new model beats the champion by more than `registry.min_improvement`.
+   the new model beats the champion on the main metric by more than
+   `registry.min_improvement`.
 """
 
 from __future__ import annotations
@@ -31,13 +33,21 @@ import pandas as pd
 from src.cli import EXIT_FAILED, fail, parse_config
 from src.config import Config, ConfigError, load_config
 from src.io import write_table
-from src.ml.metrics import score_model
-from src.ml.schema import ScoringInputError, check_columns
+from src.ml.catalog import REGRESSION
+from src.ml.metrics import main_metric, score_model
+from src.ml.schema import EXACT_FLOAT_INTEGERS, ScoringInputError, check_columns
 from src.paths import PATHS, PROJECT_ROOT
 from src.pipeline.run import PipelineError, run_pipeline
 from src.service.champion import Candidate, promote
 from src.tracking.client import describe_tracking_error, experiment_id_for, import_mlflow
-from src.tracking.registry import RegistryError, champion_version, input_columns, logged_model_uri
+from src.tracking.registry import (
+    Interface,
+    RegistryError,
+    champion_version,
+    input_columns,
+    interface_of,
+    logged_model_uri,
+)
 from src.tracking.tags import ROLE_TAG
 from src.versions.runner import dvc, git
 
@@ -47,34 +57,66 @@ INIT_FROM_LINE = re.compile(r"^(\s+init_from:)[^#\n]*(#.*)?$", re.MULTILINE)
 
 
 def validate_batch(
-    batch: pd.DataFrame, expected: dict[str, str], target: str, classes: list[str], source: str
+    batch: pd.DataFrame, expected: dict[str, str], target: str, interface: Interface, source: str, id_columns: list[str]
 ) -> pd.DataFrame:
-    """Check a labelled batch against the model; return its model columns in order, as floats, and its labels as text.
+    """Check a labelled batch against the model; return it as the raw table holds rows (ids, model columns, label).
+
+    Args:
+        batch: The batch as read.
+        expected: The model's input columns and their MLflow types.
+        target: The label column.
+        interface: The champion's task and classes.
+        source: The file, for the messages.
+        id_columns: `data_load.id_columns`: kept when the batch has them.
 
     Raises:
-        ScoringInputError: A column is missing or not numeric, a label is empty or
-            unknown to the model, or rows repeat; the message names the file.
+        ScoringInputError: A column is missing or of a kind the model does not take,
+            a label is empty, unknown to the model or (regression) not a number, or
+            rows repeat; the message names the file.
     """
+    from src.ml.features import as_kind
+    from src.ml.schema import DATE_TYPES, NUMBER_TYPES
+    from src.ml.tables import DATE, NUMBER, TEXT, label_values
+
     if target not in batch.columns:
         raise ScoringInputError(f"{source}: the label column {target!r} is missing")
     casts = check_columns(dict(batch.dtypes.astype(str)), expected, source)
     labels = batch[target]
     if labels.isna().any():
         raise ScoringInputError(f"{source}: {int(labels.isna().sum())} rows have no label in {target!r}")
-    unknown = sorted(set(labels.astype(str)) - set(classes))
-    if unknown:
-        raise ScoringInputError(f"{source}: labels {unknown} are unknown to the model, which knows {classes}")
+    labels = label_values(labels)
+    if interface.task == REGRESSION:
+        if not pd.api.types.is_numeric_dtype(labels) or pd.api.types.is_bool_dtype(labels):
+            raise ScoringInputError(
+                f"{source}: {target!r} holds text such as {labels.iloc[0]!r}; the model predicts a number"
+            )
+        labels = labels.astype("float64")
+    else:
+        labels = labels.astype(str)  # text, as data_load writes classes (a CSV reads 0, 1, 2 as numbers)
+        unknown = sorted(set(labels) - set(interface.classes))
+        if unknown:
+            raise ScoringInputError(
+                f"{source}: labels {unknown} are unknown to the model, which knows {interface.classes}"
+            )
     duplicated = batch.duplicated()
     if duplicated.any():
         first = int(duplicated.to_numpy().nonzero()[0][0])
         raise ScoringInputError(
             f"{source}: {int(duplicated.sum())} rows repeat earlier ones (first: data row {first + 1})"
         )
-    checked = batch[[*expected, target]].copy()
-    checked[target] = labels.astype(str)  # text, as data_load writes labels (a CSV reads 0, 1, 2 as numbers)
     for name in casts:
-        checked[name] = checked[name].astype("float64")
-    return checked
+        if batch[name].abs().max() > EXACT_FLOAT_INTEGERS:
+            raise ScoringInputError(f"{source}: column {name!r} holds integers beyond 2**53, which a float cannot hold")
+    kinds = {
+        name: NUMBER if kind in NUMBER_TYPES else DATE if kind in DATE_TYPES else TEXT
+        for name, kind in expected.items()
+    }
+    checked = {name: batch[name] for name in id_columns if name in batch.columns}
+    try:
+        checked |= {name: as_kind(batch[name], kind, name) for name, kind in kinds.items()}
+    except ValueError as error:
+        raise ScoringInputError(f"{source}: {error}") from None
+    return pd.DataFrame(checked).assign(**{target: labels.to_numpy()})
 
 
 def log_production_check(client: Any, config: Config, version: Any, batch_file: Path, metrics: dict[str, float]) -> str:
@@ -142,15 +184,19 @@ def main(argv: list[str] | None = None) -> None:
             fail(f"{name} has no champion to retrain from; run `make pipeline` and `make promote` first")
         champion_uri = f"models:/{name}/{current.version}"
         champion = mlflow.sklearn.load_model(champion_uri)
-        classes = sorted(map(str, champion.classes_))
+        interface = interface_of(champion_uri)
         expected = input_columns(mlflow.pyfunc.load_model(champion_uri))
-        batch = validate_batch(read_any(arguments.batch), expected, target, classes, str(arguments.batch))
-        check = score_model(champion, batch, target)
+        batch = validate_batch(
+            read_any(arguments.batch), expected, target, interface, str(arguments.batch), config.data_load.id_columns
+        )
+        check = score_model(champion, batch, target, interface.task)
         check_run = log_production_check(client, config, current, arguments.batch, check)
+        metric = main_metric(config.evaluate.main_metric, interface.task)
         logger.info(
-            "production check: %s scores accuracy %.4f on %s (run %s)",
+            "production check: %s scores %s %.4f on %s (run %s)",
             champion_uri,
-            check["accuracy"],
+            metric.name,
+            check[metric.name],
             arguments.batch,
             check_run,
         )
@@ -182,16 +228,14 @@ def main(argv: list[str] | None = None) -> None:
     run = client.get_run(run_id)
     candidate = Candidate(run, logged_model_uri(client, run))
     try:
-        promotion = promote(
-            client, name, candidate, config.registry.metric, config.registry.min_improvement, False, target
-        )
+        promotion = promote(client, name, candidate, metric, config.registry.min_improvement, False, target)
     except RegistryError as error:
         fail(f"retrained in run {run_id}, but {error}")
     except Exception as error:
         refused = f"change registered model {name!r}"
         fail(f"retrained in run {run_id}, but cannot promote: {describe_tracking_error(error, refused)}")
     if promotion.champion_metric is not None:
-        client.log_metric(run_id, f"champion.{config.registry.metric}", promotion.champion_metric)
+        client.log_metric(run_id, f"champion.{metric.name}", promotion.champion_metric)
     sys.stdout.write(f"{promotion.message}; the held-out rows include part of the batch\n")
 
 

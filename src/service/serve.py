@@ -2,10 +2,12 @@
 
 The app is MLflow's scoring server (`mlflow.pyfunc.scoring_server`, what
 `mlflow models serve` runs), in this one process under uvicorn, so Ctrl-C stops
-everything it started. The model takes raw rows, as data_load writes them: its
-featurize step runs inside it. One layer is added: an error answer carries a
-short message (what was wrong with the request, naming the column) and never a
-stack trace.
+everything it started. The model takes raw rows, as data_load writes them (text,
+numbers, booleans, ISO dates, empty values): its featurize step and encoder run
+inside it, and a category it never saw is scored. Two things are added: a request
+that sends `data_load.id_columns` gets them back beside each prediction, and an
+error answer carries a short message (what was wrong with the request, naming the
+column) and never a stack trace.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
 from typing import Any
 
@@ -24,13 +27,27 @@ logger = logging.getLogger(__name__)
 MESSAGE_CHARACTERS = 300
 
 
+CONVERSION = re.compile(
+    r"Failed to convert column (?P<column>.+?) to type '[^']*'\. Error: '\w+\((?P<quote>[\"'])(?P<why>.*)(?P=quote)\)'"
+)
+"""MLflow's answer to a value its signature cannot take: the column, and the reason inside the error's repr."""
+
+
 def short_message(body: bytes) -> str:
-    """The useful part of a scoring server's error body, in one line: the last `Error:` clause, no trace."""
+    """The useful part of a scoring server's error body, in one line, no trace.
+
+    A value the signature cannot take becomes `column 'age': could not convert string to float: 'abc'`;
+    anything else is the last `Error:` clause.
+    """
     try:
         message = str(json.loads(body).get("message", ""))
     except (ValueError, AttributeError):
         message = body.decode("utf-8", errors="replace")
-    message = message.rsplit("Error:", 1)[-1].strip()
+    conversion = CONVERSION.search(message)
+    if conversion:
+        message = f"column {conversion['column']!r}: {conversion['why']}"
+    else:
+        message = message.rsplit("Error:", 1)[-1].strip()
     first_line = message.splitlines()[0] if message else "bad request"
     return first_line[:MESSAGE_CHARACTERS]
 
@@ -52,26 +69,35 @@ def add_short_errors(app: Any) -> None:
         return JSONResponse({"error_code": error_code, "message": short_message(body)}, response.status_code)
 
 
-def bad_rows_as_bad_requests(model: Any) -> None:
-    """Answer a row the model refuses (a null, a word in a number column) with a 400 that says why.
+def answer_with_ids(model: Any, id_columns: list[str]) -> None:
+    """Give each prediction the ids its row was sent with, and answer a row the model refuses with a 400 that says why.
 
-    The model's featurize step checks every row and raises a one-line ValueError
-    naming the column; MLflow's server would turn it into "an unexpected error"
-    with a stack trace. Raised as an MlflowException with BAD_REQUEST instead, its
-    own line reaches the caller.
+    A request whose rows carry any of `id_columns` is answered with records,
+    `{"predictions": [{"passenger_id": 7, "prediction": "1"}, ...]}`; one without
+    them, with the predictions alone, as MLflow answers. The model's featurize step
+    checks every row and raises a one-line ValueError naming the column (a word in a
+    number column, a date that does not parse); MLflow's server would turn it into
+    "an unexpected error" with a stack trace. Raised as an MlflowException with
+    BAD_REQUEST instead, its own line reaches the caller.
     """
+    import numpy as np
+    import pandas as pd
     from mlflow.exceptions import MlflowException
     from mlflow.protos.databricks_pb2 import BAD_REQUEST
 
     predict = model.predict
 
-    def checked_predict(data: Any, params: dict[str, Any] | None = None) -> Any:
+    def predict_with_ids(data: Any, params: dict[str, Any] | None = None) -> Any:
         try:
-            return predict(data, params=params)
+            predictions = predict(data, params=params)
         except ValueError as error:
             raise MlflowException(str(error).splitlines()[0], error_code=BAD_REQUEST) from None
+        sent = [name for name in id_columns if isinstance(data, pd.DataFrame) and name in data.columns]
+        if not sent:
+            return predictions
+        return data[sent].reset_index(drop=True).assign(prediction=np.asarray(predictions))
 
-    model.predict = checked_predict
+    model.predict = predict_with_ids
 
 
 def example_request(model: Any, port: int) -> str:
@@ -81,7 +107,9 @@ def example_request(model: Any, port: int) -> str:
         columns = [column.name for column in model.metadata.get_input_schema().inputs]
         payload: dict[str, Any] = {"dataframe_split": {"columns": columns, "data": [[0.0] * len(columns)]}}
     else:
-        payload = {"dataframe_split": json.loads(example.head(1).to_json(orient="split", index=False))}
+        payload = {
+            "dataframe_split": json.loads(example.head(1).to_json(orient="split", index=False, date_format="iso"))
+        }
     return f"curl -s http://127.0.0.1:{port}/invocations -H 'Content-Type: application/json' -d '{json.dumps(payload)}'"
 
 
@@ -98,7 +126,7 @@ def main(argv: list[str] | None = None) -> None:
     import uvicorn
     from mlflow.pyfunc import scoring_server
 
-    bad_rows_as_bad_requests(model)
+    answer_with_ids(model, config.data_load.id_columns)
     app = scoring_server.init(model)
     add_short_errors(app)
     sys.stdout.write(

@@ -10,31 +10,45 @@ from __future__ import annotations
 
 from src.cli import run_stage
 from src.config import Config
-from src.io import read_table, write_rows_of, write_table
+from src.io import read_table, require, write_rows_of, write_table
+from src.ml.catalog import CLASSIFICATION
 from src.ml.features import Featurizer
 from src.ml.split import add_batches, split_positions
+from src.ml.tables import TableSchema
 from src.paths import PATHS
 from src.tracking.stage_runs import StageResult, mlflow_stage
 
 
 @mlflow_stage("data_split")
 def main(config: Config) -> StageResult:
-    """Split the feature table into train features and test rows, and add any labelled batches."""
-    target = config.data_load.target
+    """Split the feature table into train features and test rows, and add any labelled batches.
+
+    A classification's split keeps the class proportions when `data_split.stratify` is set.
+    """
+    schema = TableSchema.load(require(PATHS.schema, made_by="data_load"))
+    target = schema.target
     raw = read_table(PATHS.raw, made_by="data_load")
     labels = read_table(PATHS.features, made_by="featurize", columns=[target])[target]
     if len(raw) != len(labels):
         raise ValueError(f"{PATHS.raw} has {len(raw)} rows but {PATHS.features} {len(labels)}; run `make pipeline`")
-    train_rows, test_rows = split_positions(labels, config.data_split, config.base.random_state)
+    stratify = config.data_split.stratify and schema.task == CLASSIFICATION
+    train_rows, test_rows = split_positions(labels, config.data_split, config.base.random_state, stratify)
     test = raw.iloc[test_rows].reset_index(drop=True)
     batch_files = sorted(PATHS.batches.glob("*.parquet"))
     if batch_files:
         train = read_table(PATHS.features, made_by="featurize").iloc[train_rows].reset_index(drop=True)
-        featurizer = Featurizer.from_params(config.featurize, config.data_load.pixel_max)
+        featurizer = Featurizer.from_params(config.featurize, config.data_load.pixel_max, schema.id_columns)
         featurizer.fit(raw.drop(columns=[target]).head(1))
         batches = [read_table(path, made_by="make retrain") for path in batch_files]
         train, test = add_batches(
-            train, test, batches, config.data_split.batch_holdout, config.base.random_state, featurizer, target
+            train,
+            test,
+            batches,
+            config.data_split.batch_holdout,
+            config.base.random_state,
+            featurizer,
+            target,
+            schema.id_columns,
         )
         write_table(train, PATHS.train)
         train_count = len(train)

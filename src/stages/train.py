@@ -1,4 +1,4 @@
-"""Stage train: cross-validate and fit the estimator, save it to models/."""
+"""Stage train: cross-validate and fit the model (the encoder and the estimator), save it to models/."""
 
 from __future__ import annotations
 
@@ -8,12 +8,15 @@ from src.cli import run_stage
 from src.cluster import parallel_work
 from src.config import Config
 from src.io import atomic_path, read_features, require
+from src.ml.catalog import ESTIMATORS
 from src.ml.features import Featurizer, with_features
-from src.ml.models import INPUT_EXAMPLE_ROWS, fit
+from src.ml.metrics import main_metric
+from src.ml.models import CURVE_COLUMNS, INPUT_EXAMPLE_ROWS, fit
+from src.ml.tables import TableSchema
 from src.paths import PATHS
 from src.tracking.registry import load_source_model
 from src.tracking.stage_runs import StageResult, mlflow_stage, report_progress
-from src.tracking.tags import PARALLEL_WORK_TAG
+from src.tracking.tags import PARALLEL_WORK_TAG, TASK_TAG
 
 
 def raw_example(rows: int = INPUT_EXAMPLE_ROWS) -> pd.DataFrame:
@@ -26,38 +29,45 @@ def raw_example(rows: int = INPUT_EXAMPLE_ROWS) -> pd.DataFrame:
 
 @mlflow_stage("train")
 def main(config: Config) -> StageResult:
-    """Fit the estimator on the train table and write models/model.joblib; the CV scores are its metrics.
+    """Fit the model on the train table and write models/model.joblib; the CV scores on the main metric are its metrics.
 
-    The model written and logged is featurize's transformer followed by the
-    estimator, so it takes the raw columns data_load writes (its signature and
-    input example are raw rows). With `train.init_from` and `init_mode:
-    warm_start` the estimator continues from that model's weights. An mlp is
-    trained epoch by epoch: its loss and validation accuracy per epoch become the
-    run's metric history and reports/learning_curve.csv (a DVC plot; only the
-    header for other estimators). With `DASK_SCHEDULER` set, the folds and a
-    forest's trees are computed on that Dask cluster, with the same scores; the
-    run's `train.parallel_work` tag says where they were computed.
+    The model written and logged is featurize's transformer, then the encoder
+    and the estimator of `train.estimator` for the run's task (data/raw/schema.json),
+    so it takes the raw columns data_load writes, ids aside (its signature and input
+    example are raw rows). The encoder is fitted inside each fold. With
+    `train.init_from` and `init_mode: warm_start` the estimator continues from that
+    model as its declaration says. An estimator trained in epochs (mlp): its loss
+    and validation score per epoch become the run's metric history and
+    reports/learning_curve.csv (a DVC plot; only the header for other estimators).
+    With `DASK_SCHEDULER` set, the folds and a forest's trees are computed on that
+    Dask cluster, with the same scores; the run's `train.parallel_work` tag says
+    where they were computed.
     """
     import joblib
 
-    target = config.data_load.target
+    schema = TableSchema.load(require(PATHS.schema, made_by="data_load"))
+    target = schema.target
+    metric = main_metric(config.evaluate.main_metric, schema.task)
     features, labels = read_features(PATHS.train, made_by="data_split", target=target)
-    example = raw_example().drop(columns=[target])
-    featurizer = Featurizer.from_params(config.featurize, config.data_load.pixel_max).fit(example)
-    source, tags = None, {}
+    example = raw_example().drop(columns=[target, *schema.id_columns])
+    featurizer = Featurizer.from_params(config.featurize, config.data_load.pixel_max, schema.id_columns).fit(example)
+    source, tags = None, {TASK_TAG: schema.task}
     if config.train.init_from:
         source, source_uri = load_source_model(config.train.init_from, config.registry.model_name)
         tags = {"init_from": config.train.init_from, "init_from.model_uri": source_uri}
         tags["init_mode"] = config.train.init_mode
-    epochs = config.train.epochs
+    declared = ESTIMATORS[config.train.estimator]
+    epochs = declared.epochs(config.train.knobs) if declared.epochs is not None else None
 
     def progress(epoch: int, metrics: dict[str, float]) -> None:
         report_progress(metrics, step=epoch, total=epochs)
 
     with parallel_work() as cluster:  # DASK_SCHEDULER set: the folds and a forest's trees go to the cluster
-        estimator, scores, curve = fit(features, labels, config.train, config.base.random_state, source, progress)
+        fitted, scores, curve = fit(
+            features, labels, config.train, schema.task, metric.name, config.base.random_state, source, progress
+        )
     tags[PARALLEL_WORK_TAG] = cluster or "this machine"
-    model = with_features(featurizer, estimator)
+    model = with_features(featurizer, fitted)
     with atomic_path(PATHS.model) as temporary:
         joblib.dump(model, temporary)
     with atomic_path(PATHS.learning_curve) as temporary:
@@ -68,7 +78,7 @@ def main(config: Config) -> StageResult:
         # Numbers as floats in the signature, so a caller's integers are taken too.
         model_input_example=example.astype({name: "float64" for name in example.select_dtypes("number").columns}),
         tags=tags,
-        history={name: curve[name].tolist() for name in ("loss", "val_accuracy")} if len(curve) else {},
+        history={name: curve[name].tolist() for name in CURVE_COLUMNS[1:]} if len(curve) else {},
     )
 
 

@@ -4,9 +4,9 @@ Every stage that ran left a record (see `src.tracking.stage_runs`); closing the
 parent turns each into a nested run with the stage's true start and end times.
 On success every stage DVC skipped also gets a nested run, tagged
 `pipeline.cached`, with the params and output hashes dvc.lock recorded for it and
-the metrics it wrote when it last ran; the parent gets the final metrics, a
-summary of which stages ran, dvc.lock as an artifact and the hash of every output
-as tags. A pipeline that cannot reach the tracking store as it ends keeps its
+the metrics it wrote when it last ran; the parent gets every stage's metrics, its
+task and main metric, a summary of which stages ran, dvc.lock as an artifact and
+the hash of every output as tags. A pipeline that cannot reach the tracking store as it ends keeps its
 outcome (`keep_outcome`), and a later command closes the run late (`close_late`).
 """
 
@@ -30,9 +30,10 @@ from src.cli import (
     one_line,
     process_alive,
 )
-from src.config import Config
+from src.config import Config, flatten
 from src.io import write_json
 from src.lockfile import LOCK_FILE, lineage_tags, output_hashes
+from src.ml.catalog import AUTO
 from src.paths import PATHS, PROJECT_ROOT, pipeline_stages
 from src.revisions import read_at_revision
 from src.tracking.client import (
@@ -40,10 +41,21 @@ from src.tracking.client import (
     import_mlflow,
 )
 from src.tracking.stage_runs import StageRecord, events_file, finish_stage_run, log_record, now_ms, records_folder
-from src.tracking.tags import CACHED_TAG, NOTE_TAG, ROLE_TAG, STAGE_TAG
+from src.tracking.tags import (
+    CACHED_TAG,
+    DIRECTION_TAG,
+    MAIN_METRIC_TAG,
+    NOTE_TAG,
+    ROLE_TAG,
+    STAGE_TAG,
+    TASK_REASON_TAG,
+    TASK_TAG,
+)
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
+
+    from src.ml.tables import TableSchema
 
 
 logger = logging.getLogger(__name__)
@@ -109,7 +121,8 @@ def open_parent_run(
     return run.info.run_id
 
 
-FINAL_METRICS_STAGES = ("train", "evaluate")
+MAIN_METRIC_PARAM = "evaluate.main_metric"
+"""The parent's param that names its main metric (see `verdict_tags`)."""
 
 
 def outcome(exit_code: int) -> str:
@@ -141,8 +154,8 @@ class PipelineRecords:
 
     @staticmethod
     def paths() -> list[Path]:
-        """The files a pipeline's outcome is read from: dvc.lock and every stage's metrics."""
-        return [LOCK_FILE, *(PATHS.stage_metrics(stage) for stage in pipeline_stages())]
+        """The files a pipeline's outcome is read from: dvc.lock, every stage's metrics and the table's schema."""
+        return [LOCK_FILE, PATHS.schema, *(PATHS.stage_metrics(stage) for stage in pipeline_stages())]
 
     def lock(self) -> dict[str, Any]:
         """Return dvc.lock, parsed."""
@@ -151,6 +164,25 @@ class PipelineRecords:
     def stage_metrics(self, stage: str) -> dict[str, float]:
         """Return the metrics `stage` wrote when it last ran."""
         return json.loads(self.read(str(PATHS.stage_metrics(stage))))
+
+    def schema(self) -> TableSchema:
+        """Return what data_load found in the table: the task, the kinds of the columns."""
+        from src.ml.tables import TableSchema
+
+        return TableSchema(**json.loads(self.read(str(PATHS.schema))))
+
+
+def verdict_tags(schema: TableSchema, requested_metric: str) -> dict[str, str]:
+    """The tags that say what a finished run learnt and how it is ranked: its task (and why), its main metric."""
+    from src.ml.metrics import main_metric
+
+    metric = main_metric(requested_metric, schema.task)
+    return {
+        TASK_TAG: schema.task,
+        TASK_REASON_TAG: schema.reason,
+        MAIN_METRIC_TAG: metric.name,
+        DIRECTION_TAG: metric.direction,
+    }
 
 
 def stage_output_tags(lock: dict[str, Any], stage: str) -> dict[str, str]:
@@ -233,7 +265,7 @@ def log_cached_stage_runs(
         client.log_batch(
             run.info.run_id,
             metrics=[Metric(key, float(value), now, 0) for key, value in records.stage_metrics(stage).items()],
-            params=[Param(key, str(value)) for key, value in recorded_params.items()],
+            params=[Param(key, str(value)) for key, value in flatten(recorded_params).items()],
         )
         client.set_terminated(run.info.run_id, "FINISHED")
 
@@ -269,10 +301,13 @@ def close_parent(
             cached = [stage for stage in pipeline_stages() if stage not in ran]
             log_cached_stage_runs(client, parent_run_id, experiment_id, records, [s for s in cached if s not in logged])
             final: dict[str, float] = {}
-            for stage in FINAL_METRICS_STAGES:
+            for stage in pipeline_stages():  # in pipeline order: a later stage's metric of the same name wins
                 final.update(records.stage_metrics(stage))
-            now = client.get_run(parent_run_id).info.start_time
+            parent = client.get_run(parent_run_id)
+            now = parent.info.start_time
+            requested = parent.data.params.get(MAIN_METRIC_PARAM, AUTO)
             tags = {
+                **verdict_tags(records.schema(), requested),
                 **lineage_tags(lock),
                 "pipeline.stages_ran": ",".join(ran),
                 "pipeline.stages_cached": ",".join(cached),

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from src.config import Config
+from src.ml.catalog import Metric
 from src.ml.schema import ScoringInputError
 from src.tracking.client import describe_tracking_error, import_mlflow
 from src.tracking.tags import CHAMPION, MODEL_HASH_TAG, ROLE_TAG, STAGE_TAG
@@ -20,14 +21,17 @@ class RegistryError(Exception):
 
 @dataclass
 class Interface:
-    """What a model takes and what it answers: its input columns and its classes."""
+    """What a model takes and what it answers: its input columns, its task and its classes."""
 
     columns: list[str]
     classes: list[str]
+    task: str = ""
 
     def changes_to(self, other: Interface) -> str:
         """Say what differs from `other` in one clause ("" when nothing does)."""
         parts = []
+        if self.task and other.task and self.task != other.task:
+            parts.append(f"task: {self.task} instead of {other.task}")
         for what, mine, theirs in (
             ("input columns", self.columns, other.columns),
             ("classes", self.classes, other.classes),
@@ -42,19 +46,34 @@ class Interface:
         return "; ".join(parts)
 
 
-def best_parent_run(client: MlflowClient, experiment_id: str, metric: str) -> Any:
-    """Return the FINISHED parent run with the highest `metric`."""
+def best_parent_run(client: MlflowClient, experiment_id: str, metric: Metric) -> Any:
+    """Return the FINISHED parent run with the best `metric` (the highest or the lowest, as the metric declares)."""
     runs = client.search_runs(
         [experiment_id],
         filter_string=(
-            f"tags.`{ROLE_TAG}` = 'parent' and attributes.status = 'FINISHED' and metrics.`{metric}` > -1000000000"
+            f"tags.`{ROLE_TAG}` = 'parent' and attributes.status = 'FINISHED' "
+            f"and metrics.`{metric.name}` > -1000000000000"
         ),
-        order_by=[f"metrics.`{metric}` DESC", "attributes.start_time DESC"],
+        order_by=[
+            f"metrics.`{metric.name}` {'DESC' if metric.higher_is_better else 'ASC'}",
+            "attributes.start_time DESC",
+        ],
         max_results=1,
     )
     if not runs:
-        raise RegistryError(f"no FINISHED pipeline run has a metric {metric!r}; run `make pipeline` first")
+        raise RegistryError(f"no FINISHED pipeline run has a metric {metric.name!r}; run `make pipeline` first")
     return runs[0]
+
+
+def latest_parent_run(client: MlflowClient, experiment_id: str) -> Any:
+    """Return the newest FINISHED parent run, or None."""
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`{ROLE_TAG}` = 'parent' and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    return runs[0] if runs else None
 
 
 def logged_model_uri(client: MlflowClient, parent: Any) -> str:
@@ -100,15 +119,16 @@ def champion_version(client: MlflowClient, name: str) -> Any:
 
 
 def interface_of(uri: str) -> Interface:
-    """The input columns (signature) and classes (metadata) of a logged model, read from its MLmodel file."""
+    """The input columns (signature), task and classes (metadata) of a logged model, read from its MLmodel file."""
     import mlflow
 
     info = mlflow.models.get_model_info(uri)
     columns = info.signature.inputs.input_names() if info.signature is not None else []
-    classes = (info.metadata or {}).get("classes")
+    metadata = info.metadata or {}
+    classes = metadata.get("classes")
     if classes is None:  # a model logged before its classes were recorded
         classes = [str(label) for label in mlflow.sklearn.load_model(uri).classes_]
-    return Interface([str(name) for name in columns], [str(label) for label in classes])
+    return Interface([str(name) for name in columns], [str(label) for label in classes], metadata.get("task", ""))
 
 
 def model_uri_for(uri: str, config: Config) -> str:

@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING, Any
 from src.cli import one_line
 from src.config import Config
 from src.io import write_json
-from src.paths import PATHS, PROJECT_ROOT, stage_param_keys
+from src.paths import PATHS, PROJECT_ROOT, params_under, stage_param_keys
 from src.tracking.client import experiment_id_for, import_mlflow, tracking_uri
-from src.tracking.tags import PARENT_RUN_ENV, RECORDS_ENV, ROLE_TAG, STAGE_TAG
+from src.tracking.tags import PARENT_RUN_ENV, RECORDS_ENV, ROLE_TAG, STAGE_TAG, TASK_TAG
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -37,8 +37,17 @@ logger = logging.getLogger(__name__)
 
 MODEL_REQUIREMENTS = ("mlflow", "scikit-learn", "skops", "pandas", "numpy", "scipy")
 
-TRUSTED_TYPES = ("src.ml.features.Featurizer",)
-"""The project's own classes a logged model may hold, trusted on purpose when skops loads it."""
+TRUSTED_TYPES = (
+    "src.ml.features.Featurizer",
+    "src.ml.encoding.TableEncoder",
+    "src.ml.encoding.Categories",
+    "src.ml.encoding.Words",
+    "src.ml.targets.ScaledTarget",
+    "functools.partial",  # scikit-learn's encoders keep their checks as partials of scikit-learn functions
+    "numpy.dtype",  # the dtype a one-hot encoder writes
+)
+"""The project's own classes (and the plain types its encoders hold) a logged model may hold, trusted on purpose
+when skops loads it; scikit-learn's own types are trusted too, anything else stays refused."""
 
 
 @dataclass
@@ -236,7 +245,7 @@ def finish_stage_run(
         client.log_text(run_id, record.traceback, "error.txt")
     if record.has_model:
         with mlflow.start_run(run_id=run_id):
-            _log_model(folder / record.stage)
+            _log_model(folder / record.stage, record.tags.get(TASK_TAG, ""))
     status = record.status if record.status != "RUNNING" else "KILLED"
     client.set_terminated(run_id, status, end_time=end_ms)
     return status
@@ -284,7 +293,7 @@ def mlflow_stage(name: str) -> Callable[[Callable[[Config], StageResult]], Calla
             record = StageRecord(
                 stage=name,
                 start_ms=now_ms(),
-                params={key: str(every_param[key]) for key in stage_param_keys(name)},
+                params={key: str(value) for key, value in params_under(every_param, stage_param_keys(name)).items()},
             )
             record.save(folder)
             _current.update(folder=folder, stage=name)
@@ -345,31 +354,36 @@ def import_model_logging() -> None:
     import skops.io  # noqa: F401
 
 
-def _log_model(files: Path) -> None:
+def _log_model(files: Path, task: str) -> None:
     """Log the model a stage kept, with its signature and pinned requirements, to the active run.
 
     Explicit requirements skip MLflow's inference, which costs seconds. MLflow
     saves scikit-learn models with skops, which refuses to load types it does
-    not know; scikit-learn's own (a random forest's `Tree`) and the project's
-    Featurizer are trusted here on purpose, anything else stays refused. The
-    project's `src` package travels with the model (`code_paths`), so it loads
-    anywhere, `mlflow models serve` included. The model's classes and input
-    columns are in its metadata, where `make promote` compares them.
+    not know; scikit-learn's own (a random forest's `Tree`) and TRUSTED_TYPES
+    are trusted here on purpose, anything else stays refused. The project's `src`
+    package travels with the model (`code_paths`), so it loads anywhere, `mlflow
+    models serve` included. Every input column is required in the signature, and
+    may hold empty values (text, numbers and dates alike). The model's task, classes
+    and input columns are in its metadata, where `make promote` compares them.
     """
     import joblib
     import mlflow.sklearn
     import pandas as pd
     import skops.io
     from mlflow.models import infer_signature
+    from mlflow.types.schema import ColSpec, Schema
 
     model = joblib.load(files / "model.joblib")
     example_file = files / "input_example.parquet"
     input_example = pd.read_parquet(example_file) if example_file.exists() else None
     signature = infer_signature(input_example, model.predict(input_example)) if input_example is not None else None
+    if signature is not None:  # a column may hold an empty value, but it must be sent
+        columns = signature.inputs.inputs
+        signature.inputs = Schema([ColSpec(column.type, column.name, required=True) for column in columns])
     requirements = [f"{name}=={importlib.metadata.version(name)}" for name in MODEL_REQUIREMENTS]
     untrusted = skops.io.get_untrusted_types(data=skops.io.dumps(model))
     trusted = [name for name in untrusted if name.startswith("sklearn.") or name in TRUSTED_TYPES]
-    metadata = {"classes": [str(label) for label in getattr(model, "classes_", [])]}
+    metadata = {"task": task, "classes": [str(label) for label in getattr(model, "classes_", [])]}
     if input_example is not None:
         metadata["input_columns"] = [str(name) for name in input_example.columns]
     mlflow.sklearn.log_model(

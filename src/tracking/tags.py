@@ -42,6 +42,18 @@ WORKER_TAG = "sweep.worker"
 PARALLEL_WORK_TAG = "train.parallel_work"
 """On a train run: where its folds and trees were computed, a Dask scheduler's address or "this machine"."""
 
+TASK_TAG = "task"
+"""On a parent run, data_load's and train's: classification or regression, as data_load found it."""
+
+TASK_REASON_TAG = "task.reason"
+"""On a parent run and data_load's: why that task (the label's type and distinct values, or base.task)."""
+
+MAIN_METRIC_TAG = "main_metric"
+"""On a parent run and evaluate's: the metric that ranks it (`evaluate.main_metric`, or the task's default)."""
+
+DIRECTION_TAG = "main_metric.direction"
+"""Beside MAIN_METRIC_TAG: `higher` or `lower`, which way is better."""
+
 PID_TAG = "pipeline.pid"
 
 HOST_TAG = "pipeline.host"
@@ -57,4 +69,7 @@ RAW_DATA_HASH_TAG = output_tag(PATHS.raw)
 TEST_DATA_HASH_TAG = output_tag(PATHS.test)
 
 # Tags copied from the parent run onto the registered version: the way back to code and data.
-LINEAGE_TAGS = ("git.commit", "git.dirty", "data.version", DATA_HASH_TAG, MODEL_HASH_TAG, RAW_DATA_HASH_TAG)
+LINEAGE_TAGS = (
+    "git.commit", "git.dirty", "data.version", DATA_HASH_TAG, MODEL_HASH_TAG, RAW_DATA_HASH_TAG,
+    TASK_TAG, MAIN_METRIC_TAG,
+)  # fmt: skip

@@ -6,10 +6,14 @@ import yaml
 
 from src.lockfile import DATA_HASH_TAG, LOCK_FILE, output_hashes
 from src.paths import PATHS
-from src.tracking.tags import ROLE_TAG
+from src.tracking.tags import MAIN_METRIC_TAG, ROLE_TAG
 from src.versions.runner import GitError, git
 
-HISTORY_METRICS = ("accuracy", "f1_macro")
+
+def main_result(run: object) -> str:
+    """A finished run's main metric and its value, `accuracy 0.9667` (`-` if it has none)."""
+    name = run.data.tags.get(MAIN_METRIC_TAG, "")
+    return f"{name} {run.data.metrics[name]:.4f}" if name in run.data.metrics else "-"
 
 
 def history() -> str:
@@ -18,7 +22,7 @@ def history() -> str:
     A run counts for a tag when the raw-table hash it recorded (`data.md5`)
     equals the one in the tag's dvc.lock.
     """
-    rows = ["| tag | date | message | data md5 | runs (accuracy, f1_macro) |", "| --- | --- | --- | --- | --- |"]
+    rows = ["| tag | date | message | data md5 | runs (main metric) |", "| --- | --- | --- | --- | --- |"]
     refs = git(
         "for-each-ref",
         "refs/tags",
@@ -51,11 +55,6 @@ def history() -> str:
             if data_hash
             else []
         )
-        described = "<br>".join(
-            f"`{run.info.run_id[:8]}` {run.info.run_name} ("
-            + ", ".join(f"{run.data.metrics[key]:.4f}" for key in HISTORY_METRICS if key in run.data.metrics)
-            + ")"
-            for run in runs
-        )
+        described = "<br>".join(f"`{run.info.run_id[:8]}` {run.info.run_name} ({main_result(run)})" for run in runs)
         rows.append(f"| {name} | {date} | {subject} | `{data_hash[:12]}` | {described or 'none'} |")
     return "\n".join(rows) + "\n"

@@ -241,7 +241,7 @@ def test_drift_flags_a_shifted_feature_and_nothing_from_the_same_distribution(pr
     # The champion's raw table (150 rows) against 600: a test decides; the raw columns are what the model takes.
     assert feature["test"] == "ks" and feature["distance"] is None
     assert feature["p_value"] < feature["threshold"] == pytest.approx(0.05 / 4)
-    assert "Kolmogorov-Smirnov p=" in feature["reason"] and "(0.05 / 4 features, Bonferroni)" in feature["reason"]
+    assert "Kolmogorov-Smirnov p=" in feature["reason"] and "(0.05 / 4 tests, Bonferroni)" in feature["reason"]
     page = (project.root / "reports/drift.html").read_text()
     assert "src=" not in page and "href=" not in page  # self-contained: nothing to fetch
     runs = project.runs("tags.`pipeline.role` = 'drift'")

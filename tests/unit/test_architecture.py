@@ -13,7 +13,6 @@ import yaml
 
 from tests.conftest import PROJECT_ROOT
 
-STAGES = ("data_load", "featurize", "data_split", "train", "evaluate")
 EXITS = {"fail", "exit_now", "_exit", "exit"}
 # The exit layer itself: `fail` and `exit_now` are defined there, `parse_config` and `run_stage` are the
 # command-line edges every main() and stage goes through.
@@ -73,7 +72,7 @@ def missing_code_deps(root: Path) -> dict[str, list[str]]:
     """Per stage, the modules it runs that dvc.yaml does not list as deps (so editing them would not re-run it)."""
     stages = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
     missing = {}
-    for stage in STAGES:
+    for stage in stages:
         listed = {dep for dep in stages[stage]["deps"] if dep.startswith("src/")}
         gap = sorted(code_a_stage_runs(root, stage) - listed)
         if gap:
@@ -90,6 +89,12 @@ def test_a_module_left_out_of_a_stages_deps_is_caught(tmp_path):
     text = (PROJECT_ROOT / "dvc.yaml").read_text()
     (tmp_path / "dvc.yaml").write_text(text.replace("      - src/ml/split.py\n", "", 1))
     assert missing_code_deps(tmp_path) == {"data_split": ["src/ml/split.py"]}
+
+
+def test_every_stage_of_dvc_yaml_is_a_module_of_src_stages_and_no_module_is_left_over():
+    stages = set(yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text())["stages"])
+    modules = {path.stem for path in (PROJECT_ROOT / "src" / "stages").glob("*.py") if path.stem != "__init__"}
+    assert stages == modules
 
 
 def own_calls(function: ast.FunctionDef) -> list[ast.Call]:

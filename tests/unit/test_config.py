@@ -3,24 +3,43 @@ import sys
 
 import pytest
 
-from src.config import Config, ConfigError, load_config
+from src.config import Config, ConfigError, flatten, load_config
+from src.ml.catalog import ESTIMATORS, METRICS, SOURCES
 from tests.conftest import PROJECT_ROOT
 
 TEMPLATE_TEXT = (PROJECT_ROOT / "params.yaml").read_text()
-TEMPLATE_LINES = len(TEMPLATE_TEXT.splitlines())
-TRAIN_LINE = TEMPLATE_TEXT.splitlines().index("train:") + 1
+TEMPLATE_LINES = TEMPLATE_TEXT.splitlines()
+
+
+def line_of(text: str, after: str = "") -> int:
+    """The line number (from 1) of the first line that starts with `text`, after the line that starts with `after`."""
+    start = next(number for number, line in enumerate(TEMPLATE_LINES) if line.startswith(after)) if after else 0
+    return next(number for number, line in enumerate(TEMPLATE_LINES) if number >= start and line.startswith(text)) + 1
+
+
+def one_of(names) -> str:
+    """How a message lists the allowed values of a choice: `'a', 'b' or 'c'`."""
+    quoted = [f"'{name}'" for name in names]
+    return ", ".join(quoted[:-1]) + f" or {quoted[-1]}"
 
 
 def test_template_params_are_valid():
     config = load_config(PROJECT_ROOT / "params.yaml")
     assert isinstance(config, Config)
-    assert config.train.estimator in ("logistic_regression", "random_forest")
+    assert config.train.estimator in ESTIMATORS
+    assert config.train.knobs == getattr(config.train, config.train.estimator)
 
 
 def test_flat_gives_every_param_as_a_dotted_key(params, write_params):
     flat = load_config(write_params(params)).flat()
     assert flat["data_split.test_size"] == params["data_split"]["test_size"]
-    assert len(flat) == sum(len(section) for section in params.values())
+    assert flat == flatten(params)
+
+
+def test_every_declared_estimator_has_its_knobs_in_the_template(params):
+    assert set(ESTIMATORS) <= set(params["train"])
+    for name, estimator in ESTIMATORS.items():
+        assert set(params["train"][name]) == set(estimator.knobs.model_fields), name
 
 
 @pytest.mark.parametrize(
@@ -41,16 +60,54 @@ def test_flat_gives_every_param_as_a_dotted_key(params, write_params):
         (lambda p: p["train"].pop("cv_folds"), "missing key train.cv_folds"),
         (
             lambda p: p["train"].update(estimator="svm"),
-            "train.estimator must be one of 'logistic_regression', 'random_forest' or 'mlp', got 'svm'",
+            f"train.estimator must be one of {one_of(ESTIMATORS)}, got 'svm'",
         ),
         (lambda p: p["train"].update(cv_folds=1), "train.cv_folds must be between 2 and 20, got 1"),
         (lambda p: p["train"].update(cv_folds=2.5), "train.cv_folds must be an integer, got float 2.5"),
-        (lambda p: p["train"].update(C=0), "train.C must be greater than 0, got 0"),
-        (lambda p: p["train"].update(max_depth=0), "train.max_depth must be at least 1, got 0"),
+        (lambda p: p["train"]["linear"].update(C=0), "train.linear.C must be greater than 0, got 0"),
+        (
+            lambda p: p["train"]["random_forest"].update(max_depth=0),
+            "train.random_forest.max_depth must be at least 1, got 0",
+        ),
+        (
+            lambda p: p["train"]["linear"].update(alpha=1),
+            "unknown key train.linear.alpha; allowed: C, max_iter",
+        ),
+        (lambda p: p["train"].pop("mlp"), "missing key train.mlp; add it"),
+        (lambda p: p["train"].update(C=1.0), "unknown key train.C;"),
+        (
+            lambda p: p["base"].update(task="ranking"),
+            "base.task must be one of 'auto', 'classification' or 'regression'",
+        ),
+        (
+            lambda p: (p["base"].update(task="regression"), p["evaluate"].update(main_metric="accuracy")),
+            "evaluate.main_metric accuracy scores classification, but base.task is regression; use auto or one of "
+            + ", ".join(name for name, metric in METRICS.items() if metric.task == "regression"),
+        ),
+        (
+            lambda p: p["evaluate"].update(main_metric="auc"),
+            f"evaluate.main_metric must be auto or one of {', '.join(METRICS)}, got 'auc'",
+        ),
+        (
+            lambda p: (
+                p["base"].update(task="regression"),
+                p["train"].update(estimator="linear", init_from="champion", init_mode="warm_start"),
+            ),
+            "train.estimator linear cannot continue from train.init_from's model for regression; set "
+            "train.init_mode: refit",
+        ),
+        (
+            lambda p: p["data_load"].update(id_columns=["id", "id"]),
+            "data_load.id_columns names 'id' twice; list each column once",
+        ),
+        (
+            lambda p: p["data_load"].update(id_columns=["target"]),
+            "data_load.id_columns names the label column 'target'; remove it",
+        ),
         (lambda p: p["data_split"].update(stratify="yes"), "data_split.stratify must be true or false, got str 'yes'"),
         (
             lambda p: p["data_load"].update(source="mnist"),
-            "data_load.source must be one of iris, wine, breast_cancer, digits, synthetic, or a .csv or .parquet "
+            f"data_load.source must be one of {', '.join(SOURCES)}, or a .csv or .parquet "
             "file or a folder of PNG images under data/external/, got 'mnist'",
         ),
         (lambda p: p["data_load"].update(source="data/external"), "data_load.source must be one of iris"),
@@ -74,11 +131,14 @@ def test_flat_gives_every_param_as_a_dotted_key(params, write_params):
             "featurize.pixel_pooling is 3, which does not divide the 8x8 digits; use one of 1, 2, 4, 8",
         ),
         (
-            lambda p: p["data_load"].update(source="synthetic", synthetic_features=40),
+            lambda p: (
+                p["featurize"].update(pairwise_products=True),
+                p["data_load"].update(source="synthetic", synthetic_features=40),
+            ),
             "featurize.pairwise_products would add 780 columns for the 40 synthetic features (at most 500); "
             "set it to false or lower data_load.synthetic_features",
         ),
-        (lambda p: p["registry"].update(metric="auc"), "registry.metric must be one of 'accuracy', 'f1_macro'"),
+        (lambda p: p["registry"].update(metric="accuracy"), "unknown key registry.metric;"),
         (lambda p: p["drift"].update(p_value=0), "drift.p_value must be between 0 and 1 (exclusive), got 0"),
         (
             lambda p: p["drift"].update(large_sample=10),
@@ -123,12 +183,14 @@ def test_unreadable_yaml_gives_one_line(write_params, text, message):
     ("edit", "message"),
     [
         (
-            lambda text: text.replace("  C: 1.0 ", "  C: 0.5\n  C: 1.0 "),
-            f"params.yaml: key train.C appears twice (lines {TRAIN_LINE + 2} and {TRAIN_LINE + 3}); keep one",
+            lambda text: text.replace("    C: 1.0 ", "    C: 0.5\n    C: 1.0 "),
+            f"params.yaml: key train.linear.C appears twice (lines {line_of('    C:', 'train:')} and "
+            f"{line_of('    C:', 'train:') + 1}); keep one",
         ),
         (
-            lambda text: text + "train:\n  C: 3\n",
-            "params.yaml: section train appears twice (lines 28 and 55); keep one",
+            lambda text: text + "train:\n  cv_folds: 3\n",
+            f"params.yaml: section train appears twice (lines {line_of('train:')} and {len(TEMPLATE_LINES) + 1}); "
+            "keep one",
         ),
         (
             lambda text: text.replace("drop_columns: []", "drop_columns: []\n  drop_columns: [a]"),
@@ -146,16 +208,22 @@ def test_a_key_given_twice_is_refused_naming_both_lines(write_params, edit, mess
 
 def test_digits_runs_on_the_default_featurize_params(params, write_params):
     params["data_load"]["source"] = "digits"
+    params["featurize"]["pairwise_products"] = True
     assert load_config(write_params(params)).featurize.pairwise_products  # products skip image pixels
 
 
 def test_every_key_of_the_template_is_required(params, write_params):
-    for section, keys in params.items():
-        for key in keys:
-            mutated = {name: dict(values) for name, values in params.items()}
-            del mutated[section][key]
-            with pytest.raises(ConfigError, match=f"missing key {section}.{key};"):
-                load_config(write_params(mutated))
+    import copy
+
+    for key in flatten(params):
+        mutated = copy.deepcopy(params)
+        *path, last = key.split(".")
+        section = mutated
+        for part in path:
+            section = section[part]
+        del section[last]
+        with pytest.raises(ConfigError, match=f"missing key {key};"):
+            load_config(write_params(mutated))
 
 
 def test_missing_file_names_it(tmp_path):

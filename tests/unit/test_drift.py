@@ -143,7 +143,7 @@ def test_small_samples_are_tested_and_large_ones_must_also_move_by_a_distance():
     assert all(item.threshold == pytest.approx(ALPHA / 5) for item in small)
     assert re.fullmatch(
         r"numeric, 30 rows in the smaller sample \(< 1000\): Kolmogorov-Smirnov p=\S+ ≥ 0\.01 "
-        r"\(0\.05 / 5 features, Bonferroni\)",
+        r"\(0\.05 / 5 tests, Bonferroni\)",
         small[0].reason,
     )
     assert small[3].reason.startswith("categorical (3 values), 30 rows in the smaller sample (< 1000): chi-squared p=")
@@ -155,7 +155,7 @@ def test_small_samples_are_tested_and_large_ones_must_also_move_by_a_distance():
     assert [item.distance_threshold for item in large] == [0.1] * 5
     assert re.fullmatch(
         r"numeric, 3000 rows in the smaller sample \(≥ 1000\): Kolmogorov-Smirnov p=\S+ ≥ 0\.01 "
-        r"\(0\.05 / 5 features, Bonferroni\) and Wasserstein distance / reference std \S+ < 0\.1",
+        r"\(0\.05 / 5 tests, Bonferroni\) and Wasserstein distance / reference std \S+ < 0\.1",
         large[0].reason,
     )
     shifted = compare(REFERENCE, population(3000, seed=1, shift=1.0), FEATURES, PARAMS)[0]
@@ -170,9 +170,10 @@ def test_the_smaller_sample_decides_whether_a_distance_counts():
     # Missing values leave `normal` 500 rows in the batch: it alone is judged by its test only.
     batch = population(3000, seed=2)
     batch.loc[500:, "normal"] = np.nan
-    normal, *others = compare(REFERENCE, batch, FEATURES, PARAMS)
+    missing, normal, *others = compare(REFERENCE, batch, FEATURES, PARAMS)
     assert (normal.rows, normal.distance) == (500, None)
     assert all(item.distance is not None for item in others)
+    assert (missing.feature, missing.kind, missing.drifted) == ("normal (missing)", "missing", True)
 
 
 def test_a_shifted_mean_and_a_new_category_drift():
@@ -192,8 +193,34 @@ def test_the_z_test_is_the_square_root_of_chi_squared_on_the_two_by_two_table():
 def test_an_integer_category_read_back_as_float_is_the_same_category():
     reference = pd.DataFrame({"rooms": np.tile([1, 2, 3], 100)})
     new = pd.DataFrame({"rooms": [1.0, 2.0, 3.0, np.nan] * 25})  # a CSV column with a gap reads as float
-    [rooms] = compare(reference, new, ["rooms"], PARAMS)
+    missing, rooms = compare(reference, new, ["rooms"], PARAMS)
     assert (rooms.kind, rooms.test, rooms.statistic, rooms.drifted) == ("categorical", "chi2", 0.0, False)
+    assert missing.drifted  # none missing in the reference, a quarter in the batch
+
+
+def test_the_share_of_missing_values_is_compared_where_either_sample_has_one():
+    generator = np.random.default_rng(3)
+    reference = pd.DataFrame({"age": np.where(generator.random(2000) < 0.1, np.nan, generator.normal(40, 10, 2000))})
+    same = pd.DataFrame({"age": np.where(generator.random(500) < 0.1, np.nan, generator.normal(40, 10, 500))})
+    emptier = pd.DataFrame({"age": np.where(generator.random(500) < 0.4, np.nan, generator.normal(40, 10, 500))})
+    assert [item.drifted for item in compare(reference, same, ["age"], PARAMS)] == [False, False]
+    missing, age = compare(reference, emptier, ["age"], PARAMS)
+    assert missing.drifted and not age.drifted  # the values did not move; their share did
+    assert missing.reason.startswith("missing share 11.1% in the reference, 40.2% in the batch")
+    assert [item.kind for item in compare(reference.fillna(40), reference.fillna(40), ["age"], PARAMS)] == ["numeric"]
+
+
+def test_dates_are_compared_as_days_and_a_batch_sends_them_as_text():
+    reference = pd.DataFrame({"booked": pd.date_range("2024-01-01", periods=365, freq="D")})
+    later = pd.DataFrame({"booked": [str(day.date()) for day in pd.date_range("2025-01-01", periods=200, freq="D")]})
+    [booked] = compare(reference, later, ["booked"], PARAMS)
+    assert (booked.kind, booked.test, booked.drifted) == ("numeric", "ks", True)
+
+
+def test_booleans_stored_as_one_and_zero_are_a_category():
+    reference = pd.DataFrame({"alone": [1.0, 0.0] * 150})
+    [alone] = compare(reference, pd.DataFrame({"alone": [True, False] * 50}), ["alone"], PARAMS)
+    assert (alone.kind, alone.test, alone.drifted) == ("categorical", "z", False)
 
 
 def test_a_missing_feature_is_named():
@@ -201,11 +228,15 @@ def test_a_missing_feature_is_named():
         compare(REFERENCE, population(30, 1).drop(columns=["normal"]), FEATURES, PARAMS)
 
 
-def test_empty_tables_and_empty_columns_are_refused():
+def test_empty_tables_and_an_empty_reference_column_are_refused_an_empty_batch_column_drifted():
     with pytest.raises(ValueError, match="both need rows"):
         compare(REFERENCE, population(30, 1).iloc[:0], FEATURES, PARAMS)
-    with pytest.raises(ValueError, match="column 'skewed' has no values in the new batch"):
-        compare(REFERENCE, population(30, 1).assign(skewed=np.nan), FEATURES, PARAMS)
+    with pytest.raises(ValueError, match="column 'skewed' has no values in the reference, only missing ones"):
+        compare(REFERENCE.assign(skewed=np.nan), population(30, 1), FEATURES, PARAMS)
+    results = compare(REFERENCE, population(30, 1).assign(skewed=np.nan), FEATURES, PARAMS)
+    assert [item.feature for item in results if item.drifted] == ["skewed (missing)"]
+    with pytest.raises(ValueError, match="column 'normal': 'abc' in row 1 is not a number"):
+        compare(REFERENCE, population(30, 1).assign(normal="abc"), FEATURES, PARAMS)
 
 
 def test_the_html_page_shows_each_reason_and_fetches_nothing():

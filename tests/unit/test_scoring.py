@@ -26,12 +26,23 @@ def test_integer_columns_are_cast_and_floats_pass():
     [
         ({"length": "double"}, "new.csv: column 'width' is missing; the model needs length, width"),
         ({}, "new.csv: column 'length' is missing (and 1 more); the model needs length, width"),
-        ({"length": "double", "width": "string"}, "new.csv: column 'width' holds string values; the model needs"),
+        (
+            {"length": "double", "width": "string"},
+            "new.csv: column 'width' holds text where the model takes numbers (double); was it changed?",
+        ),
     ],
 )
 def test_a_mismatch_names_the_file_and_the_column(columns, message):
     with pytest.raises(ScoringInputError, match=message.replace("(", r"\(").replace(")", r"\)")):
         check_columns(columns, EXPECTED, "new.csv")
+
+
+def test_text_and_date_columns_take_what_a_file_can_hold_of_them():
+    expected = {"town": "string", "booked": "datetime", "alone": "double"}
+    assert check_columns({"town": "int64", "booked": "string", "alone": "bool"}, expected, "new.csv") == []
+    assert check_columns({"town": "null", "booked": "timestamp[s]", "alone": "null"}, expected, "new.csv") == []
+    with pytest.raises(ScoringInputError, match="column 'booked' holds numbers where the model takes dates"):
+        check_columns({"town": "string", "booked": "int64", "alone": "double"}, expected, "new.csv")
 
 
 @pytest.fixture(scope="module")
@@ -92,6 +103,15 @@ def test_the_output_keeps_every_input_column_beside_the_prediction_and_probabili
     assert set(scored["model"]) == {"models:/m/1"}
 
 
+def test_the_id_columns_are_kept_whatever_keep_names(model, tmp_path):
+    source, output = tmp_path / "rows.csv", tmp_path / "scored.csv"
+    rows().to_csv(source, index=False)
+    predict_file(model, "models:/m/1", source, output, keep=["note"], id_columns=["id", "not_in_the_file"])
+    scored = pd.read_csv(output, dtype={"id": str})
+    assert list(scored.columns)[:3] == ["id", "note", "prediction"]
+    assert scored["id"].tolist()[:2] == ["000", "001"]
+
+
 def test_keep_names_the_columns_the_output_keeps(model, tmp_path):
     source, output = tmp_path / "rows.parquet", tmp_path / "scored.parquet"
     rows().to_parquet(source, index=False)
@@ -113,8 +133,8 @@ def test_keep_names_the_columns_the_output_keeps(model, tmp_path):
         (lambda table: table.assign(prediction="x"), "it has a column 'prediction', which the output adds"),
         (lambda table: table.assign(length=[1, 2**60] * 4), "column 'length' holds integers beyond 2\\*\\*53"),
         (
-            lambda table: table.assign(width=[1.0, None] * 4),
-            "rows 1-8: column 'width' has 4 empty values \\(first in row 2\\)",
+            lambda table: table.assign(width=["1.0", "wide"] * 4),  # text where numbers were
+            "column 'width' holds text where the model takes numbers",
         ),
     ],
 )
@@ -158,10 +178,33 @@ def test_an_output_may_not_overwrite_what_the_project_tracks(path, message, tmp_
 
 def test_a_retrain_batch_read_with_numeric_labels_is_checked_and_returned_with_text_labels():
     from src.service.retrain import validate_batch
+    from src.tracking.registry import Interface
 
+    digits = Interface(["a", "b"], ["0", "1", "2"], "classification")
     batch = pd.DataFrame({"a": [1, 2, 3], "b": [0.5, 0.25, 1.0], "digit": [0, 1, 2]})  # as read_csv reads them
-    checked = validate_batch(batch, {"a": "double", "b": "double"}, "digit", ["0", "1", "2"], "batch.csv")
+    checked = validate_batch(batch, {"a": "double", "b": "double"}, "digit", digits, "batch.csv", [])
     assert checked["digit"].tolist() == ["0", "1", "2"]
     assert checked["a"].dtype == "float64"
     with pytest.raises(ScoringInputError, match=r"labels \['7'\] are unknown to the model"):
-        validate_batch(batch.assign(digit=[0, 1, 7]), {"a": "double", "b": "double"}, "digit", ["0", "1", "2"], "x")
+        validate_batch(batch.assign(digit=[0, 1, 7]), {"a": "double", "b": "double"}, "digit", digits, "x", [])
+
+
+def test_a_retrain_batch_with_new_categories_gaps_and_ids_is_taken_as_the_raw_table_holds_rows():
+    from src.service.retrain import validate_batch
+    from src.tracking.registry import Interface
+
+    expected = {"town": "string", "rooms": "double", "built": "datetime"}
+    batch = pd.DataFrame(
+        {
+            "price": [100.5, 200, 150],
+            "built": ["2001-01-01", None, "1999-05-05"],
+            "rooms": [3, None, 5],
+            "town": ["Newtown", "Oldtown", None],  # Newtown: never seen in training
+            "house": ["h1", "h2", "h3"],
+        }
+    )
+    checked = validate_batch(batch, expected, "price", Interface(list(expected), [], "regression"), "b.csv", ["house"])
+    assert list(checked.columns) == ["house", "town", "rooms", "built", "price"]
+    assert checked["price"].dtype == "float64" and pd.api.types.is_datetime64_any_dtype(checked["built"])
+    with pytest.raises(ScoringInputError, match="'price' holds text such as 'cheap'; the model predicts a number"):
+        validate_batch(batch.assign(price="cheap"), expected, "price", Interface([], [], "regression"), "b.csv", [])

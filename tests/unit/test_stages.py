@@ -1,28 +1,39 @@
+"""The science behind the stages, in-process: sources, features, splits, every declared estimator and metric."""
+
 import pandas as pd
 import pytest
 
 from src.config import load_config
+from src.ml.catalog import CLASSIFICATION, ESTIMATORS, METRICS, REGRESSION, SOURCES
 from src.ml.features import Featurizer, featurize
-from src.ml.metrics import confusion_matrix, evaluate, score
-from src.ml.models import build_estimator, cross_validate, fit
-from src.ml.sources import (
-    DataSchemaError,
-    check_schema,
-    describe,
-    load_bundled,
-    make_synthetic,
-    parse_table,
-    snake_case,
-)
+from src.ml.metrics import confusion_matrix, evaluate, main_metric, score
+from src.ml.models import build_model, cross_validate, fit
+from src.ml.sources import load_bundled, make_synthetic, parse_table, snake_case
 from src.ml.split import add_batches, split
+from src.ml.tables import DataSchemaError, prepare_table
 from tests.conftest import PROJECT_ROOT, split_label
 
 TEMPLATE = load_config(PROJECT_ROOT / "params.yaml")
+
+FAST_KNOBS = {
+    "hist_gradient_boosting": {"max_iter": 20},
+    "random_forest": {"n_estimators": 20},
+    "mlp": {"epochs": 60, "learning_rate": 0.01},
+}
+"""Knobs that make the template's estimators quick on tiny tables; an estimator not named here keeps its own."""
 
 
 def with_values(section, **values):
     """The template's section with some values changed."""
     return section.model_copy(update=values)
+
+
+def train_params(estimator: str, **settings):
+    """The template's `train` section for `estimator`, quick, with some keys changed (`knobs` for its own)."""
+    knobs = getattr(TEMPLATE.train, estimator).model_copy(
+        update=FAST_KNOBS.get(estimator, {}) | settings.pop("knobs", {})
+    )
+    return with_values(TEMPLATE.train, estimator=estimator, **{estimator: knobs}, **settings)
 
 
 @pytest.fixture
@@ -52,7 +63,21 @@ def test_load_bundled_iris_has_named_classes_and_snake_case_features():
         "species",
     ]
     assert sorted(table["species"].unique()) == ["setosa", "versicolor", "virginica"]
-    assert describe(table, "species") == {"n_rows": 150, "n_features": 4, "n_classes": 3}
+
+
+def test_a_regression_dataset_keeps_its_numbers_as_the_label():
+    table = load_bundled("diabetes", "progression")
+    assert len(table) == 442 and pd.api.types.is_float_dtype(table["progression"])
+    assert table["progression"].nunique() > 100
+
+
+@pytest.mark.parametrize("name", list(SOURCES))
+def test_every_declared_source_gives_a_labelled_table_data_load_takes(name):
+    params = TEMPLATE.data_load.model_copy(update={"source": name, "synthetic_rows": 200, "synthetic_features": 4})
+    table = SOURCES[name].load(params, 0)
+    prepared, schema = prepare_table(table, params.target, [], "auto", name)
+    assert list(prepared.columns)[-1] == params.target and len(prepared) == len(table)
+    assert schema.task in (CLASSIFICATION, REGRESSION) and schema.features
 
 
 def test_load_bundled_refuses_a_target_named_like_a_feature():
@@ -106,26 +131,53 @@ def test_split_explains_an_impossible_stratified_split():
         split(table, with_values(TEMPLATE.data_split, test_size=0.2, stratify=True), "label", random_state=0)
 
 
-@pytest.mark.parametrize("estimator", ["logistic_regression", "random_forest"])
-def test_fit_learns_iris_with_either_estimator(estimator):
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.parametrize("estimator", list(ESTIMATORS))
+def test_every_declared_estimator_learns_iris(estimator):
+    if CLASSIFICATION not in ESTIMATORS[estimator].tasks:
+        pytest.skip(f"{estimator} does no classification")
     table = load_bundled("iris", "target")
-    params = with_values(TEMPLATE.train, estimator=estimator, n_estimators=20, cv_folds=3)
-    model, scores, _ = fit(*split_label(table, "target"), params, random_state=0)
-    assert scores["cv_accuracy_mean"] > 0.85
+    model, scores, _ = fit(
+        *split_label(table, "target"), train_params(estimator, cv_folds=3), CLASSIFICATION, "accuracy", 0
+    )
+    assert scores["cv_accuracy_mean"] > 0.8
     assert 0 <= scores["cv_accuracy_std"] < 0.2
-    metrics, _, _ = evaluate(model, table, "target")
-    assert metrics["accuracy"] > 0.9
+    metrics, _ = evaluate(model, table, "target", CLASSIFICATION)
+    assert metrics["accuracy"] > 0.85
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.parametrize("estimator", list(ESTIMATORS))
+def test_every_declared_estimator_for_regression_beats_the_mean(estimator):
+    if REGRESSION not in ESTIMATORS[estimator].tasks:
+        pytest.skip(f"{estimator} does no regression")
+    table = load_bundled("diabetes", "target")
+    model, scores, _ = fit(*split_label(table, "target"), train_params(estimator, cv_folds=3), REGRESSION, "rmse", 0)
+    assert set(scores) == {"cv_rmse_mean", "cv_rmse_std"}
+    metrics, _ = evaluate(model, table, "target", REGRESSION)
+    assert metrics["r2"] > 0.2  # the mean scores 0
+    assert metrics["rmse"] < table["target"].std()
 
 
 def test_cross_validation_scores_as_scikit_learns_own_with_the_same_folds():
-    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.model_selection import KFold, StratifiedKFold, cross_val_score
 
     features, labels = split_label(load_bundled("wine", "target"), "target")
-    params = with_values(TEMPLATE.train, estimator="random_forest", n_estimators=10, cv_folds=4)
-    ours = cross_validate(build_estimator(params, random_state=3), features, labels, params, random_state=5)
+    params = train_params("random_forest", knobs={"n_estimators": 10}, cv_folds=4)
+    ours = cross_validate(build_model(params, CLASSIFICATION, 3), features, labels, CLASSIFICATION, "accuracy", 4, 5)
     folds = StratifiedKFold(n_splits=4, shuffle=True, random_state=5)
-    theirs = cross_val_score(build_estimator(params, random_state=3), features, labels, cv=folds)
+    theirs = cross_val_score(build_model(params, CLASSIFICATION, 3), features, labels, cv=folds)
     assert ours == {"cv_accuracy_mean": theirs.mean(), "cv_accuracy_std": theirs.std()}
+    features, values = split_label(load_bundled("diabetes", "target"), "target")
+    ours = cross_validate(build_model(params, REGRESSION, 3), features, values, REGRESSION, "rmse", 4, 5)
+    theirs = -cross_val_score(
+        build_model(params, REGRESSION, 3),
+        features,
+        values,
+        cv=KFold(n_splits=4, shuffle=True, random_state=5),
+        scoring="neg_root_mean_squared_error",
+    )
+    assert ours == pytest.approx({"cv_rmse_mean": theirs.mean(), "cv_rmse_std": theirs.std()})
 
 
 @pytest.mark.parametrize(
@@ -139,39 +191,63 @@ def test_cross_validation_scores_as_scikit_learns_own_with_the_same_folds():
 def test_score_is_scikit_learns_on_the_labels_themselves(labels, predictions):
     from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score
 
-    scores = score(pd.Series(labels), list(predictions))
+    scores = score(pd.Series(labels), list(predictions), CLASSIFICATION)
     assert scores["accuracy"] == accuracy_score(labels, predictions)
     assert scores["f1_macro"] == f1_score(labels, predictions, average="macro", zero_division=0)
     assert scores["precision_macro"] == precision_score(labels, predictions, average="macro", zero_division=0)
     assert scores["recall_macro"] == recall_score(labels, predictions, average="macro", zero_division=0)
 
 
-def test_build_estimator_passes_the_hyperparameters():
-    model = build_estimator(
-        with_values(TEMPLATE.train, estimator="logistic_regression", C=0.5, max_iter=50), random_state=3
-    )
-    classifier = model[-1]
+def test_score_computes_every_declared_metric_of_the_task_and_no_other():
+    for task, labels, predictions in (
+        (CLASSIFICATION, ["a", "a", "b", "b"], ["a", "b", "b", "b"]),
+        (REGRESSION, [1.0, 2.0, 4.0], [1.5, 2.0, 3.0]),
+    ):
+        assert set(score(labels, predictions, task)) == {
+            name for name, metric in METRICS.items() if metric.task == task
+        }
+
+
+def test_regression_scores_of_known_predictions():
+    metrics = score([1.0, 2.0, 4.0], [1.5, 2.0, 3.0], REGRESSION)
+    assert metrics["mae"] == pytest.approx(0.5)
+    assert metrics["rmse"] == pytest.approx((1.25 / 3) ** 0.5)
+    assert metrics["mape"] == pytest.approx((0.5 + 0 + 0.25) / 3)
+    assert "mape" not in score([0.0, 2.0], [1.0, 2.0], REGRESSION)  # a zero in the target: no MAPE
+
+
+def test_the_main_metric_follows_the_task_and_refuses_one_of_another():
+    assert main_metric("auto", CLASSIFICATION).name == "accuracy"
+    assert (main_metric("auto", REGRESSION).name, main_metric("auto", REGRESSION).direction) == ("rmse", "lower")
+    assert main_metric("r2", REGRESSION).higher_is_better
+    with pytest.raises(ValueError, match="evaluate.main_metric accuracy scores classification, but the task is"):
+        main_metric("accuracy", REGRESSION)
+
+
+def test_build_model_passes_the_knobs_and_puts_the_declared_encoder_first():
+    model = build_model(train_params("linear", knobs={"C": 0.5, "max_iter": 50}), CLASSIFICATION, 3)
+    encoder, classifier = model[0], model[-1]
     assert (classifier.C, classifier.max_iter, classifier.random_state) == (0.5, 50, 3)
-    forest = build_estimator(
-        with_values(TEMPLATE.train, estimator="random_forest", n_estimators=7, max_depth=2), random_state=3
-    )
-    assert (forest.n_estimators, forest.max_depth) == (7, 2)
+    assert (encoder.categories, encoder.missing_values, encoder.scaled) == ("one_hot", False, True)
+    ridge = build_model(train_params("linear", knobs={"C": 0.5}), REGRESSION, 3)[-1]
+    assert type(ridge).__name__ == "Ridge" and ridge.alpha == 2.0
+    forest = build_model(train_params("random_forest", knobs={"n_estimators": 7, "max_depth": 2}), REGRESSION, 3)[-1]
+    assert (type(forest).__name__, forest.n_estimators, forest.max_depth) == ("RandomForestRegressor", 7, 2)
 
 
 def test_fit_refuses_more_folds_than_the_smallest_class():
     table = pd.DataFrame({"x": range(12), "label": ["a"] * 9 + ["b"] * 3})
     with pytest.raises(ValueError, match="train.cv_folds is 5 but a class has only 3 training rows"):
-        fit(*split_label(table, "label"), with_values(TEMPLATE.train, cv_folds=5), random_state=0)
+        fit(*split_label(table, "label"), train_params("linear", cv_folds=5), CLASSIFICATION, "accuracy", 0)
 
 
 def test_score_of_known_predictions():
     labels = pd.Series(["a", "a", "b", "b"])
     predictions = pd.Series(["a", "b", "b", "b"])
-    metrics = score(labels, predictions)
+    metrics = score(labels, predictions, CLASSIFICATION)
     assert metrics["accuracy"] == 0.75
     assert metrics["recall_macro"] == pytest.approx((0.5 + 1.0) / 2)
     assert metrics["precision_macro"] == pytest.approx((1.0 + 2 / 3) / 2)
-    assert set(metrics) == {"accuracy", "f1_macro", "precision_macro", "recall_macro"}
 
 
 def test_confusion_matrix_has_true_labels_as_rows_and_predictions_as_columns():
@@ -196,37 +272,6 @@ def user_table(**columns) -> pd.DataFrame:
     return pd.DataFrame(base)
 
 
-def test_check_schema_accepts_numeric_features_and_puts_the_label_last():
-    table = user_table()[["label", "a", "b"]]
-    checked = check_schema(table, "label", "data/external/d.csv")
-    assert list(checked.columns) == ["a", "b", "label"]
-
-
-@pytest.mark.parametrize(
-    ("table", "message"),
-    [
-        (
-            user_table().drop(columns="label"),
-            "data/external/d.csv: no column 'label' (data_load.target); columns: a, b",
-        ),
-        (user_table(label=["x", None, "y"]), "data/external/d.csv: column 'label' has 1 empty labels"),
-        (user_table(label=["x", " ", "y"]), "data/external/d.csv: column 'label' has 1 empty labels"),
-        (
-            user_table(b=["red", "green", "blue"]),
-            "data/external/d.csv: column 'b' holds str values such as 'red'; features must be numbers",
-        ),
-        (user_table(a=[1.0, None, 2.0]), "data/external/d.csv: column 'a' has 1 empty values"),
-        (user_table(label=["x", "x", "x"]), "data/external/d.csv: column 'label' has fewer than two classes"),
-        (user_table()[["label"]], "data/external/d.csv: no feature columns besides 'label'"),
-    ],
-)
-def test_check_schema_names_the_file_and_the_column(table, message):
-    with pytest.raises(DataSchemaError) as caught:
-        check_schema(table, "label", "data/external/d.csv")
-    assert str(caught.value).startswith(message)
-    assert "\n" not in str(caught.value)
-
-
 def test_parse_table_reads_csv_and_parquet_and_names_a_broken_file(tmp_path):
     table = user_table()
     assert parse_table(table.to_csv(index=False).encode(), "d.csv").equals(table)
@@ -249,13 +294,12 @@ def test_parse_table_reads_csv_and_parquet_and_names_a_broken_file(tmp_path):
             "a,b,label\n1,2,caf\u00e9\n".encode("latin-1"),
             "d.csv: not UTF-8 text (byte 0xe9 at position 17); save it as UTF-8, e.g. `iconv -f latin1 -t utf-8 d.csv",
         ),
-        (b"a,b,label\n1,2,x\n3,,y\n", "d.csv: column 'b' has 1 empty values (first in data row 2)"),
         (b"a,b,label\n1,2,x\n3,4,y,5\n", "d.csv: not a readable csv table (Error tokenizing data."),
     ],
 )
 def test_a_data_problem_names_the_file_the_column_and_the_real_cause(content, message):
     with pytest.raises(DataSchemaError) as caught:
-        check_schema(parse_table(content, "d.csv"), "label", "d.csv")
+        prepare_table(parse_table(content, "d.csv"), "label", [], "auto", "d.csv")
     assert str(caught.value).startswith(message)
     assert "\n" not in str(caught.value)
 
@@ -283,17 +327,10 @@ def test_synthetic_source_is_deterministic_and_labelled():
     assert not first.equals(make_synthetic(300, 5, "label", random_state=2))
 
 
-def iris_split(estimator: str):
-    train = load_bundled("iris", "target")
-    return train.sample(frac=1.0, random_state=0).reset_index(drop=True), with_values(
-        TEMPLATE.train, estimator=estimator
-    )
-
-
 def test_add_batches_holds_out_raw_rows_and_featurizes_the_rest_for_train():
     raw = pd.DataFrame({"a": [float(value) for value in range(20)], "b": 2.0, "target": ["x", "y"] * 10})
     featurizer = Featurizer(pairwise_products=True).fit(raw.drop(columns=["target"]))
-    train = featurize(raw, TEMPLATE.featurize, "target")
+    train = featurize(raw, with_values(TEMPLATE.featurize, pairwise_products=True), "target")
     test = raw.head(4)
     batches = [raw.head(10), raw.tail(10)]
     new_train, new_test = add_batches(train, test, batches, 0.3, 0, featurizer, "target")
@@ -304,30 +341,62 @@ def test_add_batches_holds_out_raw_rows_and_featurizes_the_rest_for_train():
         add_batches(train, test, [raw.rename(columns={"a": "c"})], 0.3, 0, featurizer, "target")
 
 
+def test_a_batch_without_the_id_columns_is_added_with_them_empty():
+    raw = pd.DataFrame({"id": ["r1", "r2", "r3", "r4"], "a": [1.0, 2.0, 3.0, 4.0], "target": ["x", "y"] * 2})
+    featurizer = Featurizer(id_columns=("id",)).fit(raw.drop(columns=["target"]))
+    train = featurize(raw, TEMPLATE.featurize, "target", id_columns=("id",))
+    batch = pd.DataFrame({"a": [5.0, 6.0, 7.0, 8.0], "target": ["x", "y"] * 2})
+    _, new_test = add_batches(train, raw, [batch], 0.5, 0, featurizer, "target", ["id"])
+    assert list(new_test.columns) == ["id", "a", "target"] and new_test["id"].isna().sum() == 2
+
+
+def iris_table() -> pd.DataFrame:
+    return load_bundled("iris", "target").sample(frac=1.0, random_state=0).reset_index(drop=True)
+
+
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")  # max_iter=1 on purpose
 def test_warm_start_logistic_regression_starts_from_the_source_weights():
-    table, params = iris_split("logistic_regression")
-    source, _, _ = fit(*split_label(table, "target"), params, 0)
-    few_steps = with_values(params, max_iter=1)
-    continued, _, _ = fit(*split_label(table, "target"), few_steps, 0, source)
-    fresh = build_estimator(few_steps, 0).fit(table.drop(columns=["target"]), table["target"])
+    table = iris_table()
+    params = train_params("linear")
+    source, _, _ = fit(*split_label(table, "target"), params, CLASSIFICATION, "accuracy", 0)
+    few_steps = train_params("linear", knobs={"max_iter": 1})
+    continued, _, _ = fit(*split_label(table, "target"), few_steps, CLASSIFICATION, "accuracy", 0, source)
+    fresh = build_model(few_steps, CLASSIFICATION, 0).fit(table.drop(columns=["target"]), table["target"])
     features = table.drop(columns=["target"])
     assert (continued.predict(features) == table["target"]).mean() > (fresh.predict(features) == table["target"]).mean()
 
 
-def test_warm_start_random_forest_keeps_the_trees_and_grows_more():
-    table, params = iris_split("random_forest")
-    params = with_values(params, n_estimators=5)
-    source, _, _ = fit(*split_label(table, "target"), params, 0)
-    continued, _, _ = fit(*split_label(table, "target"), params, 0, source)
-    assert len(continued.estimators_) == 10
-    assert continued.estimators_[:5] == source.estimators_
+def test_warm_start_random_forest_keeps_the_trees_and_grows_more_with_the_sources_encoder():
+    table = iris_table()
+    params = train_params("random_forest", knobs={"n_estimators": 5})
+    source, _, _ = fit(*split_label(table, "target"), params, CLASSIFICATION, "accuracy", 0)
+    continued, _, _ = fit(*split_label(table, "target"), params, CLASSIFICATION, "accuracy", 0, source)
+    assert len(continued[-1].estimators_) == 10
+    kept = [(tree.random_state, tree.tree_.node_count) for tree in continued[-1].estimators_[:5]]
+    assert kept == [(tree.random_state, tree.tree_.node_count) for tree in source[-1].estimators_]
+    assert continued[0] is source[0]
 
 
-def test_fit_from_a_source_refuses_other_classes_or_columns():
-    table, params = iris_split("logistic_regression")
-    source, _, _ = fit(*split_label(table, "target"), params, 0)
+def test_warm_start_gradient_boosting_adds_iterations():
+    table = iris_table()
+    params = train_params("hist_gradient_boosting", knobs={"max_iter": 5})
+    source, _, _ = fit(*split_label(table, "target"), params, CLASSIFICATION, "accuracy", 0)
+    continued, _, _ = fit(*split_label(table, "target"), params, CLASSIFICATION, "accuracy", 0, source)
+    assert (source[-1].n_iter_, continued[-1].n_iter_) == (5, 10)
+
+
+def test_fit_from_a_source_refuses_other_classes_columns_estimators_or_a_task_it_cannot_continue():
+    table = iris_table()
+    params = train_params("linear")
+    source, _, _ = fit(*split_label(table, "target"), params, CLASSIFICATION, "accuracy", 0)
     with pytest.raises(ValueError, match="knows classes"):
-        fit(*split_label(table.assign(target="other"), "target"), params, 0, source)
+        fit(*split_label(table.assign(target="other"), "target"), params, CLASSIFICATION, "accuracy", 0, source)
     with pytest.raises(ValueError, match="takes columns"):
-        fit(*split_label(table.rename(columns={"sepal_length_cm": "length"}), "target"), params, 0, source)
+        renamed = table.rename(columns={"sepal_length_cm": "length"})
+        fit(*split_label(renamed, "target"), params, CLASSIFICATION, "accuracy", 0, source)
+    with pytest.raises(ValueError, match="is a LogisticRegression, train.estimator random_forest builds"):
+        fit(*split_label(table, "target"), train_params("random_forest"), CLASSIFICATION, "accuracy", 0, source)
+    diabetes = load_bundled("diabetes", "target")
+    ridge, _, _ = fit(*split_label(diabetes, "target"), params, REGRESSION, "rmse", 0)
+    with pytest.raises(ValueError, match="train.estimator linear cannot continue from a model for regression"):
+        fit(*split_label(diabetes, "target"), params, REGRESSION, "rmse", 0, ridge)

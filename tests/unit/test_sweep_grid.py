@@ -25,7 +25,7 @@ def test_a_grid_is_every_combination_with_values_read_as_yaml():
 @pytest.mark.parametrize(
     ("grid", "message"),
     [
-        ("train.C", "SWEEP: 'train.C' is not key=value[,value...], e.g. train.C=0.1,1,10"),
+        ("train.C", "SWEEP: 'train.C' is not key=value[,value...], e.g. train.linear.C=0.1,1,10"),
         ("train.C=", "SWEEP: 'train.C=' is not key=value[,value...]"),
         ("  ", "SWEEP is empty; give e.g. SWEEP="),
     ],
@@ -36,9 +36,9 @@ def test_a_grid_that_is_not_key_values_is_refused_in_one_line(grid, message):
 
 
 def test_each_point_is_validated_as_params_yaml_is():
-    assert apply_overrides(TEMPLATE, {"train.C": 0.5}).train.C == 0.5
-    with pytest.raises(ConfigError, match="SWEEP: unknown key train.c; keys look like train.C"):
-        apply_overrides(TEMPLATE, {"train.c": 1})
+    assert apply_overrides(TEMPLATE, {"train.linear.C": 0.5}).train.linear.C == 0.5
+    with pytest.raises(ConfigError, match="SWEEP: unknown key train.linear.c; did you mean train.linear.C"):
+        apply_overrides(TEMPLATE, {"train.linear.c": 1})
     with pytest.raises(ConfigError, match="SWEEP: data_split.test_size must be between 0 and 1"):
         apply_overrides(TEMPLATE, {"data_split.test_size": 2})
     with pytest.raises(ConfigError, match="SWEEP: featurize.pixel_pooling is 2, but data_load.source iris is not"):
@@ -47,15 +47,26 @@ def test_each_point_is_validated_as_params_yaml_is():
 
 def test_the_ranking_puts_the_best_first_and_failed_points_last():
     points = [
-        Point({"train.C": 0.1}, "sweep-1", "r1", "FINISHED", 0.8),
-        Point({"train.C": 1}, "sweep-2", "r2", "FAILED", None),
-        Point({"train.C": 10}, "sweep-3", "r3", "FINISHED", 0.95),
+        Point({"train.linear.C": 0.1}, "sweep-1", "r1", "FINISHED", "accuracy", 0.8),
+        Point({"train.linear.C": 1}, "sweep-2", "r2", "FAILED", "", None),
+        Point({"train.linear.C": 10}, "sweep-3", "r3", "FINISHED", "accuracy", 0.95),
     ]
     rows = ranking(points).splitlines()
     assert rows[2:] == [
-        "| 1 | train.C=10 | 0.9500 | FINISHED | sweep-3 | r3 |",
-        "| 2 | train.C=0.1 | 0.8000 | FINISHED | sweep-1 | r1 |",
-        "| 3 | train.C=1 | - | FAILED | sweep-2 | r2 |",
+        "| 1 | train.linear.C=10 | accuracy 0.9500 | FINISHED | sweep-3 | r3 |",
+        "| 2 | train.linear.C=0.1 | accuracy 0.8000 | FINISHED | sweep-1 | r1 |",
+        "| 3 | train.linear.C=1 | - | FAILED | sweep-2 | r2 |",
+    ]
+
+
+def test_a_metric_where_lower_is_better_ranks_the_lowest_first():
+    points = [
+        Point({"train.linear.C": 0.1}, "sweep-1", "r1", "FINISHED", "rmse", 60.0),
+        Point({"train.linear.C": 10}, "sweep-2", "r2", "FINISHED", "rmse", 52.5),
+    ]
+    assert [row.split(" | ")[1] for row in ranking(points).splitlines()[2:]] == [
+        "train.linear.C=10",
+        "train.linear.C=0.1",
     ]
 
 

@@ -9,14 +9,25 @@ import socket
 import pytest
 import yaml
 
-from src.paths import PATHS, PROJECT_ROOT
+from src.ml.tables import TableSchema
+from src.paths import PATHS, PROJECT_ROOT, pipeline_stages
 from src.pipeline.run import end_orphans
 from src.tracking.client import experiment_id_for
 from src.tracking.parent import OUTCOME_FILE, close_late, close_parent, pending_outcomes
 from src.tracking.stage_runs import StageRecord, now_ms, records_folder
-from src.tracking.tags import HOST_TAG, NOTE_TAG, PID_TAG, ROLE_TAG, ROOT_TAG, STAGE_TAG
+from src.tracking.tags import (
+    DIRECTION_TAG,
+    HOST_TAG,
+    MAIN_METRIC_TAG,
+    NOTE_TAG,
+    PID_TAG,
+    ROLE_TAG,
+    ROOT_TAG,
+    STAGE_TAG,
+    TASK_TAG,
+)
 
-STAGES = ("data_load", "featurize", "data_split", "train", "evaluate")
+STAGES = tuple(pipeline_stages())
 GONE_PID = 2**22 + 7  # above Linux's largest process id: a process that is surely gone
 
 
@@ -41,7 +52,7 @@ def open_parent(client, **tags: str) -> str:
 
 
 def snapshot(folder, ran: dict[str, dict[str, float]]) -> None:
-    """dvc.lock and each stage's metrics file, as a pipeline leaves them."""
+    """dvc.lock, the table's schema and each stage's metrics file, as a pipeline leaves them."""
     lock = {
         "stages": {
             stage: {
@@ -53,6 +64,8 @@ def snapshot(folder, ran: dict[str, dict[str, float]]) -> None:
     }
     (folder / "dvc.lock").parent.mkdir(parents=True, exist_ok=True)
     (folder / "dvc.lock").write_text(yaml.safe_dump(lock))
+    (folder / PATHS.schema).parent.mkdir(parents=True, exist_ok=True)
+    TableSchema("target", "classification", "target 'target': text", {"a": "number"}).save(folder / PATHS.schema)
     for stage in STAGES:
         path = folder / PATHS.stage_metrics(stage)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -90,7 +103,9 @@ def test_stage_records_become_nested_runs_with_their_own_times_and_skipped_stage
     assert runs["data_load"].data.params == {"data_load.knob": "1"}
     closed = client.get_run(parent)
     assert closed.info.status == "FINISHED"
-    assert closed.data.metrics == {"cv_accuracy_mean": 0.9, "accuracy": 0.93}
+    assert closed.data.metrics == {"cached_metric": 1.0, "cv_accuracy_mean": 0.9, "accuracy": 0.93}
+    assert (closed.data.tags[TASK_TAG], closed.data.tags[MAIN_METRIC_TAG]) == ("classification", "accuracy")
+    assert closed.data.tags[DIRECTION_TAG] == "higher"
     assert closed.data.tags["pipeline.stages_ran"] == "train,evaluate"
     assert not records_folder(parent).exists()
 
