@@ -121,6 +121,17 @@ def _refuse_where(converted: pd.Series, values: pd.Series, name: str, problem: s
     return converted
 
 
+def dates_as_text(rows: pd.DataFrame) -> pd.DataFrame:
+    """Rows with their dates as ISO 8601 text, as JSON and CSV carry them (an empty date stays empty).
+
+    The logged model's signature is inferred from such rows: a date column takes
+    text, which every caller can send (a pandas 3 text column, JSON, a CSV), and the
+    featurize step parses it.
+    """
+    dates = [name for name in rows.columns if pd.api.types.is_datetime64_any_dtype(rows[name])]
+    return rows.assign(**{name: rows[name].dt.strftime("%Y-%m-%dT%H:%M:%S").astype(object) for name in dates})
+
+
 def date_parts(dates: pd.Series, name: str) -> dict[str, pd.Series]:
     """A date column as numbers, one per part of DATE_PARTS (`<name>_year`, ...); an empty date stays empty."""
     parts = {

@@ -80,7 +80,7 @@ def cross_validate(
         `cv_<metric>_mean` and `cv_<metric>_std` over the folds.
 
     Raises:
-        ValueError: If a class has fewer training rows than `train.cv_folds`.
+        ValueError: If a class (or a regression's table) has fewer training rows than `train.cv_folds`.
     """
     import numpy as np
     from joblib import Parallel, delayed
@@ -95,6 +95,10 @@ def cross_validate(
             )
         splitter: Any = StratifiedKFold(n_splits=folds, shuffle=True, random_state=random_state)
     else:
+        if len(labels) < folds:
+            raise ValueError(
+                f"train.cv_folds is {folds} but the training table has only {len(labels)} rows; lower train.cv_folds"
+            )
         splitter = KFold(n_splits=folds, shuffle=True, random_state=random_state)
     # The folds go through joblib: one after another by default, on a Dask cluster inside
     # `src.cluster.parallel_work`; the scores are the same either way.
@@ -147,12 +151,6 @@ def start_from(source: Any, features: pd.DataFrame, labels: pd.Series, params: T
             "set train.init_mode: refit"
         )
     encoder, source_estimator = steps[0][1], steps[1][1]
-    fresh = estimator.build(task, params.knobs, 0)
-    if type(source_estimator) is not type(fresh):
-        raise ValueError(
-            f"train.init_from's model is a {type(source_estimator).__name__}, train.estimator {estimator.name} "
-            f"builds a {type(fresh).__name__}; set train.init_mode: refit or the estimator of that model"
-        )
     if task == CLASSIFICATION:
         known = sorted(map(str, getattr(source_estimator, "classes_", [])))
         if known != sorted(map(str, labels.unique())):
@@ -162,6 +160,12 @@ def start_from(source: Any, features: pd.DataFrame, labels: pd.Series, params: T
     columns = [str(name) for name in encoder.feature_names_in_]
     if columns != [str(name) for name in features.columns]:
         raise ValueError(f"train.init_from's model takes columns {columns}, the data has {list(features.columns)}")
+    fresh = estimator.build(task, params.knobs, 0)
+    if type(source_estimator) is not type(fresh):
+        raise ValueError(
+            f"train.init_from's model is a {type(source_estimator).__name__}, train.estimator {estimator.name} "
+            f"builds a {type(fresh).__name__}; set train.init_mode: refit or the estimator of that model"
+        )
     return Pipeline([("encode", encoder), ("estimate", estimator.warm_start(source_estimator, params.knobs))])
 
 

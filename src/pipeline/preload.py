@@ -27,7 +27,7 @@ import threading
 from pathlib import Path
 
 from src.forkclient import RUNNER_ENV, STOP_SIGNALS
-from src.paths import PROJECT_ROOT
+from src.paths import PROJECT_ROOT, pipeline_stages
 
 PRELOAD = (
     "numpy",
@@ -41,17 +41,15 @@ PRELOAD = (
     "sklearn.neural_network",
     "sklearn.pipeline",
     "sklearn.preprocessing",
+    "sklearn.compose",
+    "sklearn.impute",
+    "sklearn.feature_extraction.text",
     "sklearn.metrics",
     "joblib",
     "matplotlib.pyplot",
     "PIL.Image",
-    "src.stages.data_load",
-    "src.stages.featurize",
-    "src.stages.data_split",
-    "src.stages.train",
-    "src.stages.evaluate",
 )
-"""What the runner imports before it answers: what the stages import, and the stages themselves."""
+"""What the runner imports before it answers, besides the stages of dvc.yaml themselves: what they import."""
 
 
 class Runner:
@@ -149,7 +147,7 @@ def _wait_for(child: int, connection: socket.socket, children: set[int]) -> None
 def serve(socket_path: str) -> None:
     """Import what the stages need, then fork a child for every stage command that asks, until told to stop."""
     os.environ.setdefault("MPLBACKEND", "Agg")
-    for name in PRELOAD:
+    for name in (*PRELOAD, *(f"src.stages.{stage}" for stage in pipeline_stages())):
         importlib.import_module(name)
     parent = os.getppid()
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -280,7 +280,7 @@ class SourceError(ValueError):
     """The source table cannot be used; the message is the one line to show, before any run."""
 
 
-def check_source(config: Config) -> None:
+def check_source(config: Config, root: Path = PROJECT_ROOT) -> None:
     """Check the user's table as data_load will, before any run exists.
 
     A CSV or Parquet file of the working tree is read and prepared as data_load
@@ -299,7 +299,7 @@ def check_source(config: Config) -> None:
     params = config.data_load
     if params.generated or params.image_folder or params.rev:
         return ""
-    path = PROJECT_ROOT / params.source
+    path = root / params.source
     if not path.is_file():
         raise SourceError(f"{params.source} not found; put the file there and track it with `dvc add {params.source}`")
     try:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import html
 import io
+import re
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -115,6 +116,11 @@ def reference_table(ref: str, config: Config) -> tuple[pd.DataFrame, str]:
         raise FileNotFoundError(f"{described}: {error}, or give REF=<tag or file>") from None
 
 
+def metric_name(feature: str) -> str:
+    """A feature's name as MLflow takes it in a metric's name: `age (missing)` becomes `age.missing`."""
+    return re.sub(r"[^\w\-. :/]", "_", re.sub(r" \((\w+)\)$", r".\1", feature))
+
+
 def log_report(document: dict[str, Any], results: list[FeatureDrift], config: Config) -> str:
     """Log the report as an MLflow run of its own: per-feature metrics, the verdict, both files."""
     client = import_mlflow().MlflowClient()
@@ -128,9 +134,10 @@ def log_report(document: dict[str, Any], results: list[FeatureDrift], config: Co
     timestamp = run.info.start_time
     metrics = [Metric("drifted_features", len(document["drifted"]), timestamp, 0)]
     for item in results:
-        metrics.append(Metric(f"p_value.{item.feature}", item.p_value, timestamp, 0))
+        name = metric_name(item.feature)
+        metrics.append(Metric(f"p_value.{name}", item.p_value, timestamp, 0))
         if item.distance_value is not None:
-            metrics.append(Metric(f"distance.{item.feature}", item.distance_value, timestamp, 0))
+            metrics.append(Metric(f"distance.{name}", item.distance_value, timestamp, 0))
     client.log_batch(run.info.run_id, metrics=metrics)
     client.log_artifact(run.info.run_id, str(PATHS.drift_json))
     client.log_artifact(run.info.run_id, str(PATHS.drift_html))

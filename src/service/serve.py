@@ -100,6 +100,30 @@ def answer_with_ids(model: Any, id_columns: list[str]) -> None:
     model.predict = predict_with_ids
 
 
+def take_gaps_in_whole_numbers(model: Any) -> None:
+    """Let a column the model learnt as whole numbers take an empty value (or a fraction) too, as a double.
+
+    The signature says what training held: a column with no gap and no fraction is
+    `long`, and MLflow's own enforcement refuses a null there. The model's featurize
+    step takes any number and an empty value alike, so what `make serve` answers
+    follows the model, not the training rows' accidents. `mlflow models serve` and
+    `mlflow.pyfunc.load_model` keep MLflow's stricter reading.
+    """
+    from mlflow.types import DataType
+    from mlflow.types.schema import ColSpec, Schema
+
+    signature = model.metadata.signature
+    if signature is None:
+        return
+    whole = (DataType.long, DataType.integer)
+    signature.inputs = Schema(
+        [
+            ColSpec(DataType.double if column.type in whole else column.type, column.name, required=column.required)
+            for column in signature.inputs.inputs
+        ]
+    )
+
+
 def example_request(model: Any, port: int) -> str:
     """A curl command that scores the model's input example (one row)."""
     example = model.input_example
@@ -126,6 +150,7 @@ def main(argv: list[str] | None = None) -> None:
     import uvicorn
     from mlflow.pyfunc import scoring_server
 
+    take_gaps_in_whole_numbers(model)
     answer_with_ids(model, config.data_load.id_columns)
     app = scoring_server.init(model)
     add_short_errors(app)

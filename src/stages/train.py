@@ -9,7 +9,7 @@ from src.cluster import parallel_work
 from src.config import Config
 from src.io import atomic_path, read_features, require
 from src.ml.catalog import ESTIMATORS
-from src.ml.features import Featurizer, with_features
+from src.ml.features import Featurizer, dates_as_text, with_features
 from src.ml.metrics import main_metric
 from src.ml.models import CURVE_COLUMNS, INPUT_EXAMPLE_ROWS, fit
 from src.ml.tables import TableSchema
@@ -54,7 +54,7 @@ def main(config: Config) -> StageResult:
     source, tags = None, {TASK_TAG: schema.task}
     if config.train.init_from:
         source, source_uri = load_source_model(config.train.init_from, config.registry.model_name)
-        tags = {"init_from": config.train.init_from, "init_from.model_uri": source_uri}
+        tags |= {"init_from": config.train.init_from, "init_from.model_uri": source_uri}
         tags["init_mode"] = config.train.init_mode
     declared = ESTIMATORS[config.train.estimator]
     epochs = declared.epochs(config.train.knobs) if declared.epochs is not None else None
@@ -75,8 +75,8 @@ def main(config: Config) -> StageResult:
     return StageResult(
         metrics=scores,
         model=model,
-        # Numbers as floats in the signature, so a caller's integers are taken too.
-        model_input_example=example.astype({name: "float64" for name in example.select_dtypes("number").columns}),
+        # Each column as data_load wrote it (whole numbers without a gap as integers), dates as ISO text.
+        model_input_example=dates_as_text(example),
         tags=tags,
         history={name: curve[name].tolist() for name in CURVE_COLUMNS[1:]} if len(curve) else {},
     )

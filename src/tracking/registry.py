@@ -9,7 +9,7 @@ from src.config import Config
 from src.ml.catalog import Metric
 from src.ml.schema import ScoringInputError
 from src.tracking.client import describe_tracking_error, import_mlflow
-from src.tracking.tags import CHAMPION, MODEL_HASH_TAG, ROLE_TAG, STAGE_TAG
+from src.tracking.tags import CHAMPION, MODEL_HASH_TAG, ROLE_TAG
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -93,14 +93,14 @@ def logged_model_uri(client: MlflowClient, parent: Any) -> str:
             order_by=["attributes.start_time DESC"],
         )
     for run in parents:
-        trains = client.search_runs(
+        stages = client.search_runs(
             [run.info.experiment_id],
-            filter_string=f"tags.mlflow.parentRunId = '{run.info.run_id}' and tags.`{STAGE_TAG}` = 'train'",
+            filter_string=f"tags.mlflow.parentRunId = '{run.info.run_id}' and tags.`{ROLE_TAG}` = 'stage'",
         )
-        for train in trains:
+        for stage in stages:  # the stage that logged a model (train, in the template's dvc.yaml)
             models = mlflow.search_logged_models(
                 experiment_ids=[run.info.experiment_id],
-                filter_string=f"source_run_id = '{train.info.run_id}'",
+                filter_string=f"source_run_id = '{stage.info.run_id}'",
                 output_format="list",
             )
             if models:

@@ -61,16 +61,27 @@ class Project:
         """Run make in the copy; `targets` may include VAR=value words."""
         return self.run("make", "--no-print-directory", *targets, **env)
 
+    def param(self, section: str, key: str):
+        """One value of the copy's params.yaml; `key` may be dotted (`linear.C`)."""
+        value = yaml.safe_load((self.root / "params.yaml").read_text())[section]
+        for part in key.split("."):
+            value = value[part]
+        return value
+
     def set_param(self, section: str, key: str, value) -> None:
-        """Change one value of the copy's params.yaml."""
+        """Change one value of the copy's params.yaml; `key` may be dotted (`linear.C`)."""
         path = self.root / "params.yaml"
         params = yaml.safe_load(path.read_text())
-        params[section][key] = value
+        *parents, last = key.split(".")
+        mapping = params[section]
+        for part in parents:
+            mapping = mapping[part]
+        mapping[last] = value
         path.write_text(yaml.safe_dump(params, sort_keys=False))
 
     def pipeline_with(self, section: str, key: str, value) -> subprocess.CompletedProcess:
         """Run `make pipeline` with one param changed, then put the old value back."""
-        before = yaml.safe_load((self.root / "params.yaml").read_text())[section][key]
+        before = self.param(section, key)
         self.set_param(section, key, value)
         try:
             return self.make("pipeline")
@@ -137,14 +148,23 @@ def error_lines(result: subprocess.CompletedProcess) -> list[str]:
     return [line for line in result.stderr.splitlines() if line.startswith("error:")]
 
 
+def output_md5(path: Path) -> str:
+    """The hash DVC records for an output: its file's MD5, or for a folder the hash of its files' MD5s."""
+    from src.ml.sources import dvc_directory_md5
+
+    if path.is_dir():
+        files = {file.relative_to(path).as_posix(): file for file in path.rglob("*") if file.is_file()}
+        return dvc_directory_md5({name: hashlib.md5(file.read_bytes()).hexdigest() for name, file in files.items()})
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
 def assert_outputs_match_lock(project: Project, revision: str = "") -> None:
     """Assert that every output dvc.lock records at `revision` (the working tree's if empty) is in the copy, as is."""
     text = project.git("show", f"{revision}:dvc.lock") if revision else (project.root / "dvc.lock").read_text()
     lock = yaml.safe_load(text)
     for stage in lock["stages"].values():
         for output in stage["outs"]:
-            content = (project.root / output["path"]).read_bytes()
-            assert hashlib.md5(content).hexdigest() == output["md5"], output["path"]
+            assert output_md5(project.root / output["path"]) == output["md5"], output["path"]
 
 
 def new_project(root: Path, remote: Path) -> Project:

@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from src.paths import pipeline_stages
 from tests.integration.conftest import new_project
 
 pytestmark = pytest.mark.slow
@@ -18,7 +19,7 @@ def test_quick_bench_writes_a_table_and_json(tmp_path):
     for numbers in run["runs"].values():
         assert numbers["min"] <= numbers["median"] <= numbers["max"]
         assert numbers["peak_mb"] > 0
-    assert set(run["stages"]) == {"data_load", "featurize", "data_split", "train", "evaluate"}
+    assert set(run["stages"]) == set(pipeline_stages())
     assert all(stage["imports"]["median"] > 0 for stage in run["stages"].values())
     scoring = run["batch_scoring"]
     assert scoring["rows"] == 10_000 and scoring["rows_per_s"] > 0 and scoring["peak_mb"] > 0

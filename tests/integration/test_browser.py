@@ -19,11 +19,12 @@ from urllib.parse import urljoin, urlparse
 
 import pytest
 
+from src.paths import pipeline_stages
 from tests.integration.conftest import Project, new_project, open_page, serve
 
 pytestmark = pytest.mark.slow
 
-STAGES = ["data_load", "featurize", "data_split", "train", "evaluate"]
+STAGES = list(pipeline_stages())
 
 
 @pytest.fixture(scope="module")

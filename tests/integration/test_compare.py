@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import pytest
 
+from src.paths import pipeline_stages
 from tests.integration.conftest import Project, new_project
 
 pytestmark = pytest.mark.slow
-
-STAGES = {"data_load", "featurize", "data_split", "train", "evaluate"}
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Project:
     base = tmp_path_factory.mktemp("compare")
     project = new_project(base / "repo", base / "remote")
+    project.set_param("train", "estimator", "linear")  # its C moves the accuracy
     result = project.make("pipeline", RUN_NAME="before")
     assert result.returncode == 0, result.stderr
     project.run("git", "commit", "-qam", "results before", "--allow-empty", check=True)
@@ -23,17 +23,23 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Project:
 
 def test_report_names_the_changed_param_both_metric_values_and_both_runs(project):
     before = project.parents()[0]
-    project.set_param("train", "C", 0.05)
+    project.set_param("train", "linear.C", 0.05)
     assert project.make("pipeline", RUN_NAME="after").returncode == 0
     after = project.parents()[0]
-    assert after.data.metrics["accuracy"] != before.data.metrics["accuracy"]
+    old_accuracy, new_accuracy = before.data.metrics["accuracy"], after.data.metrics["accuracy"]
+    assert new_accuracy != old_accuracy
 
     result = project.make("report")
     assert result.returncode == 0, result.stderr
     report = (project.root / "reports/report.md").read_text()
     assert result.stdout.strip() == report.strip()
-    [param_row] = [line for line in report.splitlines() if "train.C" in line]
-    assert [cell.strip() for cell in param_row.split("|")[1:5]] == ["params.yaml", "train.C", "1.0", "0.05"]
+    verdict = "better" if new_accuracy > old_accuracy else "worse"
+    assert report.splitlines()[2] == (
+        f"**accuracy** (higher is better): {old_accuracy:.4f} → {new_accuracy:.4f} "
+        f"({new_accuracy - old_accuracy:+.4f}, {verdict})."
+    )
+    [param_row] = [line for line in report.splitlines() if "train.linear.C" in line]
+    assert [cell.strip() for cell in param_row.split("|")[1:5]] == ["params.yaml", "train.linear.C", "1.0", "0.05"]
     [accuracy_row] = [line for line in report.splitlines() if "reports/metrics.json" in line and "accuracy" in line]
     _, _, old, new, change = (cell.strip() for cell in accuracy_row.split("|")[1:6])
     assert float(old) == pytest.approx(before.data.metrics["accuracy"], abs=1e-5)
@@ -42,8 +48,8 @@ def test_report_names_the_changed_param_both_metric_values_and_both_runs(project
     assert before.info.run_id in report
     assert after.info.run_id in report
     for image in (
-        "reports/report/HEAD_reports_confusion_matrix.png",
-        "reports/report/workspace_reports_confusion_matrix.png",
+        "reports/report/HEAD_reports_plots_confusion_matrix.png",
+        "reports/report/workspace_reports_plots_confusion_matrix.png",
     ):
         assert (project.root / image).read_bytes()[:4] == b"\x89PNG"
         assert image.removeprefix("reports/") in report
@@ -60,19 +66,19 @@ def test_report_refuses_an_unknown_base(project):
 def test_sweep_runs_each_point_as_an_experiment_with_its_own_parent_run_and_a_failed_point_lets_the_others_go_on(
     project,
 ):
-    project.set_param("train", "C", 1.0)
+    project.set_param("train", "linear.C", 1.0)
     project.run("git", "commit", "-qam", "back to C=1", check=True)
-    result = project.make("sweep", SWEEP="train.C=0.1,3 data_split.test_size=0.2,0.01")
+    result = project.make("sweep", SWEEP="train.linear.C=0.1,3 data_split.test_size=0.2,0.01")
     assert result.returncode != 0
     assert "error: 2 of 4 points failed" in result.stderr
     parents = project.runs("tags.sweep LIKE 'sweep-%'")
     assert len(parents) == 4
     finished = [parent for parent in parents if parent.data.params["data_split.test_size"] == "0.2"]
-    assert {parent.data.params["train.C"] for parent in finished} == {"0.1", "3.0"}
+    assert {parent.data.params["train.linear.C"] for parent in finished} == {"0.1", "3.0"}
     for parent in finished:
         assert parent.info.status == "FINISHED"
         children = project.children(parent.info.run_id)
-        assert {child.info.run_name for child in children} == STAGES
+        assert {child.info.run_name for child in children} == set(pipeline_stages())
         assert {child.info.status for child in children} == {"FINISHED"}
         assert "accuracy" in parent.data.metrics
     failed = [parent for parent in parents if parent not in finished]
@@ -81,7 +87,8 @@ def test_sweep_runs_each_point_as_an_experiment_with_its_own_parent_run_and_a_fa
     rows = [line for line in result.stdout.splitlines() if line.startswith("| ") and line[2].isdigit()]
     assert len(rows) == 4
     ranked = sorted(finished, key=lambda parent: -parent.data.metrics["accuracy"])
-    assert rows[0].startswith("| 1 | train.C=")
+    assert rows[0].startswith("| 1 | train.linear.C=")
+    assert f"| accuracy {ranked[0].data.metrics['accuracy']:.4f} |" in rows[0]
     assert rows[0].endswith(f"| {ranked[0].info.run_id} |")
     assert rows[1].endswith(f"| {ranked[1].info.run_id} |")
     assert all("| FAILED |" in row and "data_split.test_size=0.01" in row for row in rows[2:])
@@ -92,9 +99,10 @@ def test_sweep_runs_each_point_as_an_experiment_with_its_own_parent_run_and_a_fa
 
 def test_a_bad_sweep_key_stops_before_any_run(project):
     runs_before = len(project.runs())
-    result = project.make("sweep", SWEEP="train.c=0.1,1")
+    result = project.make("sweep", SWEEP="train.linear.c=0.1,1")
     assert result.returncode != 0
     assert [line for line in result.stderr.splitlines() if line.startswith("error:")] == [
-        "error: SWEEP: unknown key train.c; keys look like train.C or data_split.test_size"
+        "error: SWEEP: unknown key train.linear.c; did you mean train.linear.C? keys look like train.linear.C or "
+        "data_split.test_size"
     ]
     assert len(project.runs()) == runs_before

@@ -29,7 +29,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Project:
     project.set_param("data_load", "source", "digits")
     project.set_param("featurize", "pairwise_products", False)
     project.set_param("train", "estimator", "mlp")
-    project.set_param("train", "epochs", EPOCHS)
+    project.set_param("train", "mlp.epochs", EPOCHS)
     result = project.make("pipeline", RUN_NAME="digits")
     assert result.returncode == 0, result.stderr
     return project
@@ -41,18 +41,18 @@ def train_run(project: Project, parent_name: str):
     return parent, train
 
 
-def test_digits_with_an_mlp_logs_loss_and_validation_accuracy_per_epoch(project):
+def test_digits_with_an_mlp_logs_loss_and_validation_score_per_epoch(project):
     parent, train = train_run(project, "digits")
     assert parent.info.status == "FINISHED"
     assert parent.data.metrics["accuracy"] > 0.5
     client = project.client()
-    for metric in ("loss", "val_accuracy"):
+    for metric in ("loss", "val_score"):
         history = client.get_metric_history(train.info.run_id, metric)
         assert [point.step for point in history] == list(range(1, EPOCHS + 1)), metric
     losses = [point.value for point in client.get_metric_history(train.info.run_id, "loss")]
     assert losses[-1] < losses[0]
     curve = (project.root / "reports/learning_curve.csv").read_text().splitlines()
-    assert curve[0] == "epoch,loss,val_accuracy" and len(curve) == EPOCHS + 1
+    assert curve[0] == "epoch,loss,val_score" and len(curve) == EPOCHS + 1
     shown = project.run(project.env()["VENV"] + "/bin/dvc", "plots", "show", "--json")
     assert "reports/learning_curve.csv" in json.loads(shown.stdout)["data"]
 
@@ -66,7 +66,7 @@ def test_results_page_shows_sample_images_with_the_misclassified_ones_in_red(pro
         page.close()
     assert width > 500 and problems == []
     accuracy = json.loads((project.root / "reports/metrics.json").read_text())["accuracy"]
-    pixels = np.asarray(Image.open(project.root / "reports/samples.png").convert("RGB")).reshape(-1, 3)
+    pixels = np.asarray(Image.open(project.root / "reports/plots/samples.png").convert("RGB")).reshape(-1, 3)
     red_frames = int((pixels == (214, 39, 40)).all(axis=1).sum())  # matplotlib's tab:red
     assert accuracy < 1 and red_frames > 100
 
@@ -124,7 +124,7 @@ def test_a_network_in_training_shows_in_the_store_while_the_pipeline_runs(projec
     project.set_param("data_load", "synthetic_rows", 25_000)
     project.set_param("train", "init_from", "")
     project.set_param("train", "cv_folds", 2)
-    project.set_param("train", "epochs", LIVE_EPOCHS)
+    project.set_param("train", "mlp.epochs", LIVE_EPOCHS)
     client = project.client()
     process = project.spawn("pipeline", RUN_NAME="live")
     seen: list[int] = []  # the length of the train run's loss history at each look while it was RUNNING
@@ -140,4 +140,4 @@ def test_a_network_in_training_shows_in_the_store_while_the_pipeline_runs(projec
     partial = sorted({length for length in seen if 0 < length < LIVE_EPOCHS})
     assert len(partial) >= 2, seen  # seen at least twice with some epochs logged and more to come
     assert "train: running" in stderr.splitlines()
-    assert re.search(rf"^  train: \d+/{LIVE_EPOCHS} epochs \(loss [\d.]+, val_accuracy [\d.]+\)$", stderr, re.M)
+    assert re.search(rf"^  train: \d+/{LIVE_EPOCHS} epochs \(loss [\d.]+, val_score [\d.]+\)$", stderr, re.M)

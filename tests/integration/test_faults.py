@@ -86,7 +86,7 @@ def test_after_a_hard_kill_the_next_pipeline_ends_the_orphaned_runs_and_runs(pro
     params = (project.root / "params.yaml").read_text()
     # A forest of many trees: train lasts seconds, so the kill surely comes while it runs.
     project.set_param("train", "estimator", "random_forest")
-    project.set_param("train", "n_estimators", 1000)
+    project.set_param("train", "random_forest.n_estimators", 1000)
     try:
         process = project.spawn("pipeline", "FORCE=1")
         wait_for_stage(project, "train")

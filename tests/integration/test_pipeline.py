@@ -12,12 +12,15 @@ import re
 import pytest
 import yaml
 
+from src.config import flatten
+from src.ml.catalog import CLASSIFICATION, METRICS
+from src.paths import pipeline_stages
 from tests.integration.conftest import VENV
 
 pytestmark = pytest.mark.slow
 
-STAGES = ["data_load", "featurize", "data_split", "train", "evaluate"]
-METRICS = {"accuracy", "f1_macro", "precision_macro", "recall_macro"}
+STAGES = list(pipeline_stages())
+CLASSIFICATION_METRICS = {name for name, metric in METRICS.items() if metric.task == CLASSIFICATION}
 
 
 def test_full_run_gives_one_finished_parent_with_five_finished_stage_runs(piped):
@@ -32,7 +35,7 @@ def test_full_run_gives_one_finished_parent_with_five_finished_stage_runs(piped)
     assert by_stage["data_split"].data.params["data_split.test_size"] == "0.2"
     assert by_stage["data_load"].data.metrics["n_rows"] == 150
     assert by_stage["train"].data.metrics["cv_accuracy_mean"] > 0.8
-    assert set(by_stage["evaluate"].data.metrics) >= METRICS
+    assert set(by_stage["evaluate"].data.metrics) >= CLASSIFICATION_METRICS
     assert all("stage_seconds" in child.data.metrics for child in children)
 
 
@@ -47,7 +50,10 @@ def test_the_terminal_shows_each_stage_as_it_runs_then_a_table_and_where_to_look
     table = lines[header + 1 : header + 1 + len(STAGES)]
     assert [row.split()[:2] + row.split()[3:] for row in table] == [[stage, "FINISHED", "ran"] for stage in STAGES]
     accuracy = project.parents()[-1].data.metrics["accuracy"]
-    assert lines[header + 1 + len(STAGES)].startswith(f"results: accuracy {accuracy:.4f}, f1_macro ")
+    assert lines[header + 1 + len(STAGES)] == (
+        "task: classification (target 'target': text, 3 distinct values); set base.task to override"
+    )
+    assert lines[header + 2 + len(STAGES)].startswith(f"results: accuracy {accuracy:.4f}, f1_macro ")
     assert re.search(r"MLflow parent run \w+ FINISHED; .*#/experiments/\d+/runs/\w+", result.stderr)
     assert "Running stage" not in result.stderr  # DVC's own lines stay quiet
 
@@ -58,9 +64,11 @@ def test_parent_carries_all_params_final_metrics_and_git_state(piped):
     params = yaml.safe_load((project.root / "params.yaml").read_text())
     assert parent.data.params["train.estimator"] == params["train"]["estimator"]
     assert parent.data.params["base.random_state"] == str(params["base"]["random_state"])
-    assert len(parent.data.params) == sum(len(section) for section in params.values())
+    assert len(parent.data.params) == len(flatten(params))
     metrics = json.loads((project.root / "reports/metrics.json").read_text())
-    assert set(metrics) == METRICS
+    assert set(metrics) == CLASSIFICATION_METRICS
+    assert parent.data.tags["task"] == "classification"
+    assert (parent.data.tags["main_metric"], parent.data.tags["main_metric.direction"]) == ("accuracy", "higher")
     assert parent.data.metrics["accuracy"] == pytest.approx(metrics["accuracy"])
     assert "cv_accuracy_mean" in parent.data.metrics
     assert parent.data.tags["git.commit"] == project.git("rev-parse", "HEAD").strip()
@@ -72,6 +80,7 @@ def test_outputs_are_written_and_tracked_by_dvc(piped):
     project, _ = piped
     for path in [
         "data/raw/dataset.parquet",
+        "data/raw/schema.json",
         "data/processed/features.parquet",
         "data/processed/train.parquet",
         "data/processed/test.parquet",
@@ -80,7 +89,8 @@ def test_outputs_are_written_and_tracked_by_dvc(piped):
         "reports/stages/train.json",
     ]:
         assert (project.root / path).stat().st_size > 0, path
-    assert (project.root / "reports/confusion_matrix.png").read_bytes()[:4] == b"\x89PNG"
+    assert [path.name for path in (project.root / "reports/plots").iterdir()] == ["confusion_matrix.png"]
+    assert (project.root / "reports/plots/confusion_matrix.png").read_bytes()[:4] == b"\x89PNG"
     status = project.run(str(project.env()["VENV"]) + "/bin/dvc", "status", "--quiet")
     assert status.returncode == 0, status.stdout
     lock = yaml.safe_load((project.root / "dvc.lock").read_text())

@@ -27,12 +27,13 @@ import pandas as pd
 import pytest
 import yaml
 
+from src.paths import pipeline_stages
 from src.team.stack import StackError, postgres_binaries
 from tests.integration.conftest import VENV, Project, assert_outputs_match_lock, error_lines, new_project
 
 pytestmark = pytest.mark.slow
 
-STAGES = {"data_load", "featurize", "data_split", "train", "evaluate"}
+STAGES = set(pipeline_stages())
 
 
 def free_port() -> int:

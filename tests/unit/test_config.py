@@ -110,10 +110,19 @@ def test_every_declared_estimator_has_its_knobs_in_the_template(params):
             f"data_load.source must be one of {', '.join(SOURCES)}, or a .csv or .parquet "
             "file or a folder of PNG images under data/external/, got 'mnist'",
         ),
-        (lambda p: p["data_load"].update(source="data/external"), "data_load.source must be one of iris"),
+        (
+            lambda p: p["data_load"].update(source="data/external"),
+            f"data_load.source must be one of {next(iter(SOURCES))}",
+        ),
         (lambda p: p["featurize"].update(pixel_pooling=0), "featurize.pixel_pooling must be between 1 and 64, got 0"),
-        (lambda p: p["data_load"].update(source="data/external/../x.csv"), "data_load.source must be one of iris"),
-        (lambda p: p["data_load"].update(source="data/external/x.json"), "data_load.source must be one of iris"),
+        (
+            lambda p: p["data_load"].update(source="data/external/../x.csv"),
+            f"data_load.source must be one of {next(iter(SOURCES))}",
+        ),
+        (
+            lambda p: p["data_load"].update(source="data/external/x.json"),
+            f"data_load.source must be one of {next(iter(SOURCES))}",
+        ),
         (lambda p: p["featurize"].update(drop_columns="a"), "featurize.drop_columns must be a list, got str 'a'"),
         (lambda p: p.update(base=None), "base must be a mapping of keys, got nothing"),
         (lambda p: p["mlflow"].update(experiment_name=""), "mlflow.experiment_name must not be empty"),

@@ -199,3 +199,72 @@ def test_the_schema_is_saved_and_read_back(tmp_path):
     _, schema = prepare_table(passengers(), "survived", ["passenger_id"], "auto", "passengers.csv")
     schema.save(tmp_path / "schema.json")
     assert TableSchema.load(tmp_path / "schema.json") == schema
+
+
+@pytest.mark.parametrize(
+    ("content", "settings", "message"),
+    [
+        (
+            "a,b\n1,x\n2,y\n",
+            {},
+            "data/external/t.csv: no column 'label' (data_load.target); columns: a, b",
+        ),
+        (
+            "a,label\n1,x\n2,x\n3,\n",
+            {},
+            "data/external/t.csv: column 'label' has one value ('x') in every labelled row; a model needs two",
+        ),
+        (
+            "a,label\n1,x\n2,y\n3,x\n",
+            {"base": {"task": "regression"}},
+            "data/external/t.csv: column 'label' holds text such as 'x', but base.task is regression",
+        ),
+        (
+            "a,when,label\n1,2024-01-31,x\n2,2024-01-32,y\n3,2024-02-01,x\n",
+            {},
+            "data/external/t.csv: column 'when' holds dates, but '2024-01-32' in data row 2 is not one",
+        ),
+        (
+            "a,label\n1,x\n2,y\n",
+            {"data_load": {"id_columns": ["passenger"]}},
+            "data/external/t.csv: data_load.id_columns names 'passenger', which is not a column; columns: a, label",
+        ),
+        (
+            "a,label\n1,x\n2,y\n",
+            {"evaluate": {"main_metric": "rmse"}},
+            "evaluate.main_metric rmse scores regression, but the task is classification",
+        ),
+        (
+            "",
+            {},
+            "data/external/t.csv: the file is empty; it needs a header row and data rows",
+        ),
+    ],
+)
+def test_make_pipeline_checks_the_table_before_any_run_and_names_the_problem_in_one_line(
+    tmp_path, params, content, settings, message
+):
+    from src.config import validate
+    from src.pipeline.run import SourceError, check_source
+
+    (tmp_path / "data/external").mkdir(parents=True)
+    (tmp_path / "data/external/t.csv").write_text(content)
+    params["data_load"].update(source="data/external/t.csv", target="label")
+    for section, values in settings.items():
+        params[section].update(values)
+    with pytest.raises(SourceError) as caught:
+        check_source(validate(params, "params.yaml"), root=tmp_path)
+    assert str(caught.value).startswith(message)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_good_table_passes_the_check_and_a_missing_file_is_named(tmp_path, params):
+    from src.config import validate
+    from src.pipeline.run import SourceError, check_source
+
+    params["data_load"].update(source="data/external/passengers.csv", target="survived", id_columns=["passenger_id"])
+    (tmp_path / "data/external").mkdir(parents=True)
+    with pytest.raises(SourceError, match="data/external/passengers.csv not found; put the file there and track it"):
+        check_source(validate(params, "params.yaml"), root=tmp_path)
+    (tmp_path / "data/external/passengers.csv").write_bytes(PASSENGERS.read_bytes())
+    check_source(validate(params, "params.yaml"), root=tmp_path)
