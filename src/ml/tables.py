@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from src.ml.catalog import AUTO, CLASSIFICATION, REGRESSION, TASKS
+from src.ml.catalog import AUTO, CLASSIFICATION, REGRESSION
 from src.ml.images import pixel_columns
 
 NUMBER, BOOLEAN, DATE, TEXT, ID = "number", "boolean", "date", "text", "id"
@@ -177,7 +177,9 @@ def prepare_table(
     if table.empty:
         raise DataSchemaError(f"{name}: no data rows, only the header; add rows")
     labels = table[target]
-    unlabelled = labels.isna() | (labels.astype(str).str.strip() == "") if labels.dtype != bool else labels.isna()
+    unlabelled = labels.isna()
+    if pd.api.types.is_string_dtype(labels) or labels.dtype == object:  # a blank label is no label
+        unlabelled |= labels.astype(str).str.strip() == ""
     notes = []
     if unlabelled.all():
         raise DataSchemaError(f"{name}: column {target!r} has no label in any row; label the rows")
@@ -196,8 +198,6 @@ def prepare_table(
         task, reason = infer_task(labels, target, name)
     else:
         reason = f"target {target!r}, set in base.task"
-    if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}")
     if task == REGRESSION:
         if pd.api.types.is_bool_dtype(labels) or not pd.api.types.is_numeric_dtype(labels):
             example = _shown(labels.iloc[0])
@@ -208,22 +208,26 @@ def prepare_table(
         labels = labels.astype("float64")
     else:
         labels = labels.astype(str)
-    kept, kinds, dropped = {}, {}, {}
+    # pandas copies on write: the prepared table shares the read table's columns, and only a column
+    # read as another type (booleans, dates) is new memory.
+    prepared = table.drop(columns=[target])
+    kinds, dropped = {}, {}
     pixels = set(pixel_columns(columns))
     for column in columns:
         if column == target:
             continue
         if column in id_columns:
-            kept[column], kinds[column] = table[column], ID
+            kinds[column] = ID
             continue
-        values, kind = _column_values(table[column], column, name)
-        present = values.dropna()
-        if present.empty:
+        values, kind = _column_values(prepared[column], column, name)
+        if not values.notna().any():
             dropped[column] = "no value in any row"
-        elif column not in pixels and present.nunique() == 1 and len(present) == len(values):
-            dropped[column] = f"the same value ({_shown(present.iloc[0])!r}) in every row"
+        elif column not in pixels and values.nunique() == 1 and not values.isna().any():
+            dropped[column] = f"the same value ({_shown(values.iloc[0])!r}) in every row"
         else:
-            kept[column], kinds[column] = values, kind
+            if values is not prepared[column]:
+                prepared[column] = values
+            kinds[column] = kind
             note = _looks_like_an_id(values, kind) or _text_among_numbers(values, kind)
             if note:
                 notes.append(f"{name}: column {column!r} {note}")
@@ -234,7 +238,8 @@ def prepare_table(
         )
     if not [kind for kind in kinds.values() if kind != ID]:
         raise DataSchemaError(f"{name}: no feature varies: {', '.join(dropped)}; add columns that do")
-    prepared = pd.DataFrame(kept).assign(**{target: labels.to_numpy()})
+    prepared = prepared.drop(columns=list(dropped))
+    prepared[target] = labels.to_numpy()
     schema = TableSchema(target, task, reason, kinds, dropped, int(unlabelled.sum()), notes)
     return prepared, schema
 
@@ -280,16 +285,17 @@ def _column_values(values: pd.Series, column: str, name: str) -> tuple[pd.Series
             values = values.dt.tz_convert("UTC").dt.tz_localize(None)
         return values, DATE
     if isinstance(values.dtype, pd.CategoricalDtype) or pd.api.types.is_string_dtype(values) or values.dtype == object:
-        text = values.astype(object).where(values.notna(), None)
-        kinds = {type(value) for value in text.dropna().head(SAMPLE_VALUES)}
-        if kinds - {str}:
-            other = sorted(kind.__name__ for kind in kinds - {str})
-            raise DataSchemaError(
-                f"{name}: column {column!r} holds {', '.join(other)} values beside text; keep one type per column"
-            )
-        if _looks_like_dates(text):
-            return _parse_dates(text, column, name), DATE
-        return text, TEXT
+        if not isinstance(values.dtype, pd.StringDtype):  # a column of Python objects: text, and only text
+            kinds = {type(value) for value in values.dropna().head(SAMPLE_VALUES)}
+            if kinds - {str}:
+                other = sorted(kind.__name__ for kind in kinds - {str})
+                raise DataSchemaError(
+                    f"{name}: column {column!r} holds {', '.join(other)} values beside text; keep one type per column"
+                )
+            values = values.astype("str")
+        if _looks_like_dates(values):
+            return _parse_dates(values, column, name), DATE
+        return values, TEXT
     raise DataSchemaError(
         f"{name}: column {column!r} holds {values.dtype} values; a column holds numbers, text, booleans or dates"
     )

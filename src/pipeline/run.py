@@ -40,7 +40,7 @@ from src.cli import (
 )
 from src.cluster import ClusterError, scheduler_address
 from src.config import Config
-from src.paths import PIPELINE_DVC_SETTINGS, PROJECT_ROOT, pipeline_stages
+from src.paths import PATHS, PIPELINE_DVC_SETTINGS, PROJECT_ROOT, pipeline_stages
 from src.pipeline.follow import StageFollower, summary
 from src.pipeline.preload import Runner
 from src.pipeline.queue import QueueError, stop
@@ -280,33 +280,44 @@ class SourceError(ValueError):
     """The source table cannot be used; the message is the one line to show, before any run."""
 
 
-def check_source(config: Config, root: Path = PROJECT_ROOT) -> None:
-    """Check the user's table as data_load will, before any run exists.
+def check_source(config: Config, reread: bool = True, root: Path = PROJECT_ROOT) -> None:
+    """Check the user's table as data_load will, and the params against its task, before any run exists.
 
-    A CSV or Parquet file of the working tree is read and prepared as data_load
-    prepares it (`src.ml.tables.prepare_table`), and the main metric and the
-    estimator are checked against the task it finds; a dataset made in code, an
-    image folder and a file at a git revision are checked by data_load itself.
+    When data_load will run (`reread`), a CSV or Parquet file of the working tree is
+    read and prepared as data_load prepares it (`src.ml.tables.prepare_table`); a
+    dataset made in code, an image folder and a file at a git revision are checked by
+    data_load itself. When it will not, its schema in the workspace (data/raw/schema.json,
+    current as DVC says) tells the task. Either way the main metric and the estimator
+    are checked against the task.
 
     Raises:
-        SourceError: One line naming the file, the column and what to do.
+        SourceError: One line naming the file, the column or the key, and what to do.
     """
     from src.ml.metrics import main_metric
     from src.ml.models import estimator_for
     from src.ml.sources import parse_table
-    from src.ml.tables import prepare_table
+    from src.ml.tables import TableSchema, prepare_table
 
     params = config.data_load
-    if params.generated or params.image_folder or params.rev:
-        return ""
-    path = root / params.source
-    if not path.is_file():
-        raise SourceError(f"{params.source} not found; put the file there and track it with `dvc add {params.source}`")
     try:
-        table = parse_table(path, params.source)
-        _, schema = prepare_table(table, params.target, params.id_columns, config.base.task, params.source)
-        main_metric(config.evaluate.main_metric, schema.task)
-        estimator_for(config.train, schema.task)
+        if not reread:
+            if not (root / PATHS.schema).is_file():
+                return
+            task = TableSchema.load(root / PATHS.schema).task
+        elif params.generated or params.image_folder or params.rev:
+            return
+        else:
+            path = root / params.source
+            if not path.is_file():
+                raise SourceError(
+                    f"{params.source} not found; put the file there and track it with `dvc add {params.source}`"
+                )
+            table = parse_table(path, params.source)
+            task = prepare_table(table, params.target, params.id_columns, config.base.task, params.source)[1].task
+        main_metric(config.evaluate.main_metric, task)
+        estimator_for(config.train, task)
+    except SourceError:
+        raise
     except ValueError as error:
         raise SourceError(str(error)) from None
 
@@ -385,11 +396,10 @@ def run_pipeline(
                 f"cannot open the MLflow parent run at {where}: {describe_tracking_error(error)}"
             ) from None
         stale = ahead.stale()
-        if stale is None or next(iter(pipeline_stages())) in stale:  # the first stage reads the source again
-            try:
-                check_source(config)
-            except SourceError as error:
-                raise PipelineError(str(error), EXIT_BAD_CONFIG) from None
+        try:  # the first stage reads the source: when it runs again, so does the check
+            check_source(config, reread=stale is None or next(iter(pipeline_stages())) in stale)
+        except SourceError as error:
+            raise PipelineError(str(error), EXIT_BAD_CONFIG) from None
         try:
             run_id = open_parent_run(config, params_text, code_version(), run_name, tags=process_tags() | (tags or {}))
         except Exception as error:

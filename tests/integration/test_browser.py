@@ -44,6 +44,7 @@ def test_make_docs_builds_strictly(project):
     assert (site / "index.html").exists()
     assert (site / "results.html").exists()
     assert (site / "generated/confusion_matrix.png").exists()
+    assert (site / "your-table.html").exists()
 
 
 def test_every_page_loads_with_no_errors_and_no_broken_links_or_images(project, browser):
@@ -76,7 +77,7 @@ def test_results_page_shows_the_accuracy_and_the_confusion_matrix(project, brows
         accuracy_row = page.locator("tr", has=page.locator("td", has_text="accuracy")).first.inner_text()
         matrix_width = page.eval_on_selector("img[alt^='Confusion matrix']", "image => image.naturalWidth")
         page.close()
-    assert accuracy_row.split() == ["accuracy", f"{accuracy:.4f}"]
+    assert accuracy_row.split() == ["evaluate", "accuracy", f"{accuracy:.4f}"]
     assert matrix_width > 100
     assert problems == []
 

@@ -268,3 +268,18 @@ def test_a_good_table_passes_the_check_and_a_missing_file_is_named(tmp_path, par
         check_source(validate(params, "params.yaml"), root=tmp_path)
     (tmp_path / "data/external/passengers.csv").write_bytes(PASSENGERS.read_bytes())
     check_source(validate(params, "params.yaml"), root=tmp_path)
+
+
+def test_when_the_table_is_not_read_again_its_schema_tells_the_task_the_params_must_fit(tmp_path, params):
+    from src.config import validate
+    from src.ml.tables import TableSchema
+    from src.pipeline.run import SourceError, check_source
+
+    check_source(validate(params, "params.yaml"), reread=False, root=tmp_path)  # no schema yet: data_load will say
+    (tmp_path / "data/raw").mkdir(parents=True)
+    TableSchema("progression", "regression", "target 'progression'", {"a": "number"}).save(
+        tmp_path / "data/raw/schema.json"
+    )
+    params["evaluate"]["main_metric"] = "accuracy"
+    with pytest.raises(SourceError, match="evaluate.main_metric accuracy scores classification, but the task is regr"):
+        check_source(validate(params, "params.yaml"), reread=False, root=tmp_path)
