@@ -25,17 +25,21 @@ def main(config: Config) -> StageResult:
 
     A classification's split keeps the class proportions when `data_split.stratify` is set.
     """
+    import pyarrow.parquet as pq
+
     schema = TableSchema.load(require(PATHS.schema, made_by="data_load"))
     target = schema.target
-    raw = read_table(PATHS.raw, made_by="data_load")
+    raw_rows = pq.ParquetFile(require(PATHS.raw, made_by="data_load")).metadata.num_rows
     labels = read_table(PATHS.features, made_by="featurize", columns=[target])[target]
-    if len(raw) != len(labels):
-        raise ValueError(f"{PATHS.raw} has {len(raw)} rows but {PATHS.features} {len(labels)}; run `make pipeline`")
+    if raw_rows != len(labels):
+        raise ValueError(f"{PATHS.raw} has {raw_rows} rows but {PATHS.features} {len(labels)}; run `make pipeline`")
     stratify = config.data_split.stratify and schema.task == CLASSIFICATION
     train_rows, test_rows = split_positions(labels, config.data_split, config.base.random_state, stratify)
-    test = raw.iloc[test_rows].reset_index(drop=True)
+    del labels
     batch_files = sorted(PATHS.batches.glob("*.parquet"))
     if batch_files:
+        raw = read_table(PATHS.raw, made_by="data_load")
+        test = raw.iloc[test_rows].reset_index(drop=True)
         train = read_table(PATHS.features, made_by="featurize").iloc[train_rows].reset_index(drop=True)
         featurizer = Featurizer.from_params(config.featurize, config.data_load.pixel_max, schema.id_columns)
         featurizer.fit(raw.drop(columns=[target]).head(1))
@@ -51,13 +55,14 @@ def main(config: Config) -> StageResult:
             schema.id_columns,
         )
         write_table(train, PATHS.train)
-        train_count = len(train)
-    else:  # the common case, and the large one: the train rows go from file to file without pandas
+        write_table(test, PATHS.test)
+        train_count, test_count = len(train), len(test)
+    else:  # the common case, and the large one: the rows go from file to file without pandas, one table at a time
         write_rows_of(PATHS.features, train_rows, PATHS.train)
-        train_count = len(train_rows)
-    write_table(test, PATHS.test)
+        write_rows_of(PATHS.raw, test_rows, PATHS.test)
+        train_count, test_count = len(train_rows), len(test_rows)
     return StageResult(
-        metrics={"n_train_rows": train_count, "n_test_rows": len(test), "n_batches": len(batch_files)},
+        metrics={"n_train_rows": train_count, "n_test_rows": test_count, "n_batches": len(batch_files)},
         tags={"data.batches": ",".join(path.name for path in batch_files)} if batch_files else {},
     )
 

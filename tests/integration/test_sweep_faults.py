@@ -25,7 +25,7 @@ from tests.integration.conftest import Project, new_project
 
 pytestmark = pytest.mark.slow
 
-GRID = "train.C=0.1,1,10"
+GRID = "train.linear.C=0.1,1,10"
 STOPPED = "DVC's queue workers are stopped and its points are off the queue"
 
 
@@ -33,6 +33,8 @@ STOPPED = "DVC's queue workers are stopped and its points are off the queue"
 def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
     base = tmp_path_factory.mktemp("sweep-faults")
     project = new_project(base / "repo", base / "remote")
+    project.set_param("train", "estimator", "linear")  # the grids move its C
+    project.run("git", "commit", "-qam", "a logistic regression", check=True)
     yield project
     for process in leftovers(project):  # a failed test leaves nothing running
         with contextlib.suppress(psutil.Error):
@@ -81,7 +83,7 @@ def wait_for_a_stage(project: Project, timeout: float = 240) -> None:
     """Wait until a stage runs in a sweep point (its record says RUNNING).
 
     Stages DVC restores from its run cache never run, so which one depends on
-    what ran before: train always runs for a value of train.C not seen before.
+    what ran before: train always runs for a value of train.linear.C not seen before.
     """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -198,7 +200,7 @@ def test_a_sweep_interrupted_while_it_queues_ends_the_points_it_queued(project):
 
 
 def test_after_a_hard_kill_make_pipeline_stops_the_workers_left_and_ends_the_points(project):
-    process = project.spawn("sweep", "SWEEP=train.C=0.2,2")
+    process = project.spawn("sweep", "SWEEP=train.linear.C=0.2,2")
     wait_for_a_stage(project)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait(timeout=30)
@@ -222,7 +224,7 @@ def test_after_a_hard_kill_make_pipeline_stops_the_workers_left_and_ends_the_poi
 
 
 def test_after_a_hard_kill_and_a_reboot_the_next_sweep_clears_the_queue_and_reports_each_point_as_it_ends(project):
-    process = project.spawn("sweep", "SWEEP=train.C=0.3,3")
+    process = project.spawn("sweep", "SWEEP=train.linear.C=0.3,3")
     wait_for_a_stage(project)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait(timeout=30)
@@ -238,7 +240,7 @@ def test_after_a_hard_kill_and_a_reboot_the_next_sweep_clears_the_queue_and_repo
     stale = [orphan.info.run_name for orphan in orphans]
     assert queue_status(project)[stale[0]] == "Running"  # for good: its worker is gone
 
-    process = project.spawn("sweep", "SWEEP=train.C=0.5,5,50")
+    process = project.spawn("sweep", "SWEEP=train.linear.C=0.5,5,50")
     output = Output(process)
     assert output.wait(timeout=600) == 0, output.text("stderr")
     stderr = output.text("stderr")

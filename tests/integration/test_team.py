@@ -114,6 +114,8 @@ def team() -> Iterator[Project]:
         pytest.skip(str(error))
     base = reachable_folder("team-test-")
     project = new_project(base / "repo", base / "remote")
+    project.set_param("train", "estimator", "linear")  # the sweeps move its C
+    project.run("git", "commit", "-qam", "a logistic regression", check=True)
     ports = {f"TEAM_{part}_PORT": str(free_port()) for part in ("MLFLOW", "S3", "POSTGRES")}
     result = project.make("team-up", **ports)
     saved = {key: os.environ.get(key) for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")}
@@ -334,10 +336,10 @@ def test_a_wrong_password_is_refused_with_http_401_and_writes_nothing(team):
 
 
 def test_a_sweep_on_two_workers_gives_each_point_its_parent_run_on_the_server(team):
-    result = team.make("sweep", SWEEP="train.C=0.5,2", JOBS="2")
+    result = team.make("sweep", SWEEP="train.linear.C=0.5,2", JOBS="2")
     assert result.returncode == 0, result.stderr
     parents = team.runs("tags.sweep LIKE 'sweep-%'")
-    assert {parent.data.params["train.C"] for parent in parents} == {"0.5", "2.0"}
+    assert {parent.data.params["train.linear.C"] for parent in parents} == {"0.5", "2.0"}
     for parent in parents:
         assert parent.info.status == "FINISHED"
         children = team.children(parent.info.run_id)
@@ -420,7 +422,7 @@ def test_a_cluster_sweep_is_refused_in_one_line_when_the_workers_could_not_run_i
         f"DASK_SCHEDULER=tcp://127.0.0.1:{free}": "cannot reach the Dask scheduler at",
     }
     for setting, message in cases.items():
-        result = cluster.make("sweep", setting, SWEEP="train.C=0.5,2")
+        result = cluster.make("sweep", setting, SWEEP="train.linear.C=0.5,2")
         assert result.returncode != 0
         assert len(error_lines(result)) == 1 and message in result.stderr, result.stderr
     worker = cluster.make("worker", SCHEDULER="tcp://10.20.30.40:8786")
@@ -429,14 +431,14 @@ def test_a_cluster_sweep_is_refused_in_one_line_when_the_workers_could_not_run_i
     original = params.read_text()
     params.write_text(original.replace("C: 1.0", "C: 3.0"))
     try:
-        dirty = cluster.make("sweep", SWEEP="train.C=0.5,2")
+        dirty = cluster.make("sweep", SWEEP="train.linear.C=0.5,2")
     finally:
         params.write_text(original)
     assert dirty.returncode == 2
     assert len(error_lines(dirty)) == 1 and "uncommitted changes (params.yaml)" in dirty.stderr, dirty.stderr
     cluster.run("git", "commit", "-q", "--allow-empty", "-m", "Not pushed", check=True)
     try:
-        unpushed = cluster.make("sweep", SWEEP="train.C=0.5,2")
+        unpushed = cluster.make("sweep", SWEEP="train.linear.C=0.5,2")
     finally:
         cluster.run("git", "reset", "-q", "--hard", "HEAD~1", check=True)
     assert unpushed.returncode == 2
@@ -448,7 +450,7 @@ def test_a_cluster_sweep_survives_a_killed_worker_and_gives_one_experiment_and_r
     import psutil
 
     began = time.monotonic()
-    sweep = cluster.spawn("sweep", SWEEP="train.C=0.5,2", stderr=subprocess.PIPE)
+    sweep = cluster.spawn("sweep", SWEEP="train.linear.C=0.5,2", stderr=subprocess.PIPE)
     killed = None
     deadline = time.monotonic() + 240
     while killed is None and time.monotonic() < deadline and sweep.poll() is None:
@@ -465,7 +467,7 @@ def test_a_cluster_sweep_survives_a_killed_worker_and_gives_one_experiment_and_r
     assert sweep.returncode == 0, stderr
     parents = cluster.runs("tags.`sweep.cluster` LIKE 'tcp://%'")
     assert len(parents) == 2, [parent.info.run_name for parent in parents]
-    assert {parent.data.params["train.C"] for parent in parents} == {"0.5", "2.0"}
+    assert {parent.data.params["train.linear.C"] for parent in parents} == {"0.5", "2.0"}
     assert sorted(parent.data.tags["sweep.attempt"] for parent in parents) == ["1", "2"]
     for parent in parents:
         assert parent.info.status == "FINISHED", parent.data.tags
@@ -492,15 +494,15 @@ def test_a_cluster_sweep_survives_a_killed_worker_and_gives_one_experiment_and_r
     from src.io import read_features
     from src.ml.models import fit
 
-    [point] = [parent for parent in parents if parent.data.params["train.C"] == "0.5"]
+    [point] = [parent for parent in parents if parent.data.params["train.linear.C"] == "0.5"]
     commit = {line.rsplit("/", 1)[-1]: line.split()[0] for line in refs}[point.info.run_name]
     config = validate(yaml.safe_load(cluster.git("show", f"{commit}:params.yaml")), "params.yaml")
     lock = yaml.safe_load(cluster.git("show", f"{commit}:dvc.lock"))
     [table] = [out for out in lock["stages"]["data_split"]["outs"] if out["path"] == "data/processed/train.parquet"]
     cached = cluster.root / ".dvc/cache/files/md5" / table["md5"][:2] / table["md5"][2:]
     features, labels = read_features(cached, "data_split", config.data_load.target)
-    _, here, _ = fit(features, labels, config.train, config.base.random_state)
-    assert config.train.C == 0.5
+    _, here, _ = fit(features, labels, config.train, "classification", "accuracy", config.base.random_state)
+    assert config.train.linear.C == 0.5
     assert {name: point.data.metrics[name] for name in here} == here
     [train] = [child for child in cluster.children(point.info.run_id) if child.info.run_name == "train"]
     assert train.data.tags["train.parallel_work"] == settings(cluster)["DASK_SCHEDULER"]
@@ -513,7 +515,7 @@ def test_a_point_that_runs_again_after_its_experiment_was_pushed_logs_nothing(cl
     [first] = [
         parent
         for parent in cluster.runs("tags.`sweep.cluster` LIKE 'tcp://%'")
-        if parent.data.params["train.C"] == "2.0" and parent.info.status == "FINISHED"
+        if parent.data.params["train.linear.C"] == "2.0" and parent.info.status == "FINISHED"
     ]
     name = first.info.run_name
     remote = str(cluster.git_remote)
@@ -524,7 +526,7 @@ def test_a_point_that_runs_again_after_its_experiment_was_pushed_logs_nothing(cl
     cluster.run("git", "-C", str(clone), "checkout", "-q", "--detach", first.data.tags["git.commit"], check=True)
     team = settings(cluster)
     command = [str(VENV / "bin" / "python"), "-m", "src.pipeline.point", "--name", name]
-    command += ["--parent-run-id", duplicate, "--set", "train.C=2.0"]
+    command += ["--parent-run-id", duplicate, "--set", "train.linear.C=2.0"]
     environment = cluster.env(**team, PATH=f"{VENV / 'bin'}:{os.environ['PATH']}")
     environment["PIPELINE_RECORDS_DIR"] = str(clone / ".pipeline")
     point = subprocess.run(command, cwd=clone, capture_output=True, text=True, timeout=300, env=environment)
@@ -541,7 +543,7 @@ def test_a_point_that_runs_again_after_its_experiment_was_pushed_logs_nothing(cl
 def test_ctrl_c_on_a_cluster_sweep_ends_its_points_killed_and_keeps_the_cluster(cluster):
     import psutil
 
-    sweep = cluster.spawn("sweep", SWEEP="train.C=0.25,4", stderr=subprocess.PIPE)
+    sweep = cluster.spawn("sweep", SWEEP="train.linear.C=0.25,4", stderr=subprocess.PIPE)
     deadline = time.monotonic() + 180
     started = False
     while not started and time.monotonic() < deadline and sweep.poll() is None:
@@ -557,7 +559,7 @@ def test_ctrl_c_on_a_cluster_sweep_ends_its_points_killed_and_keeps_the_cluster(
     parents = [
         parent
         for parent in cluster.runs("tags.`sweep.cluster` LIKE 'tcp://%'")
-        if parent.data.params["train.C"] in ("0.25", "4.0")
+        if parent.data.params["train.linear.C"] in ("0.25", "4.0")
     ]
     assert len(parents) == 2
     assert {parent.info.status for parent in parents} == {"KILLED"}
