@@ -90,8 +90,9 @@ def bare(config_path: Path, metrics_path: Path) -> None:
     """
     import pandas as pd
 
+    from src.ml.catalog import main_metric
     from src.ml.features import featurize
-    from src.ml.metrics import main_metric, score
+    from src.ml.metrics import score
     from src.ml.models import build_model, cross_validate
     from src.ml.split import split_positions
     from src.ml.tables import prepare_table

@@ -476,3 +476,35 @@ SOURCES: dict[str, Source] = {
         ),
     )
 }
+
+
+# --- Looking them up ----------------------------------------------------------------------------
+
+
+def estimator_for(name: str, task: str) -> Estimator:
+    """The declared estimator `train.estimator` names, checked to serve `task`.
+
+    Raises:
+        ValueError: One line, if it does not serve the task.
+    """
+    estimator = ESTIMATORS[name]
+    if task not in estimator.tasks:
+        serving = [known.name for known in ESTIMATORS.values() if task in known.tasks]
+        raise ValueError(f"train.estimator {name} does not do {task}; choose one of {', '.join(serving)}")
+    return estimator
+
+
+def main_metric(requested: str, task: str) -> Metric:
+    """The metric that ranks a run: `evaluate.main_metric`, or its task's default when it is `auto`.
+
+    Raises:
+        ValueError: One line, if the metric scores another task.
+    """
+    metric = METRICS[MAIN_METRICS[task] if requested == AUTO else requested]
+    if metric.task != task:
+        fitting = [name for name, known in METRICS.items() if known.task == task]
+        raise ValueError(
+            f"evaluate.main_metric {metric.name} scores {metric.task}, but the task is {task}; "
+            f"set it to auto or one of {', '.join(fitting)}"
+        )
+    return metric

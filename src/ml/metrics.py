@@ -2,7 +2,7 @@
 
 Which metrics exist, which task each scores and which way is better is declared
 in `src.ml.catalog.METRICS`; a run's main metric is `evaluate.main_metric`, or
-its task's default.
+its task's default (`src.ml.catalog.main_metric`).
 """
 
 from __future__ import annotations
@@ -12,23 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from src.ml.catalog import AUTO, CLASSIFICATION, MAIN_METRICS, METRICS, Metric
-
-
-def main_metric(requested: str, task: str) -> Metric:
-    """The metric that ranks a run: `evaluate.main_metric`, or its task's default when it is `auto`.
-
-    Raises:
-        ValueError: One line, if the metric scores another task.
-    """
-    metric = METRICS[MAIN_METRICS[task] if requested == AUTO else requested]
-    if metric.task != task:
-        fitting = [name for name, known in METRICS.items() if known.task == task]
-        raise ValueError(
-            f"evaluate.main_metric {metric.name} scores {metric.task}, but the task is {task}; "
-            f"set it to auto or one of {', '.join(fitting)}"
-        )
-    return metric
+from src.ml.catalog import CLASSIFICATION, METRICS, Metric
 
 
 def better(metric: Metric, candidate: float, incumbent: float, margin: float = 0.0) -> bool:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from src.ml.catalog import CLASSIFICATION, ESTIMATORS, Estimator
+from src.ml.catalog import CLASSIFICATION, estimator_for
 from src.ml.encoding import TableEncoder
 from src.ml.metrics import score_one
 
@@ -27,19 +27,6 @@ CURVE_COLUMNS = ["epoch", "loss", "val_score"]
 """The learning curve of an estimator trained in epochs: its training loss and its own score on held-out rows."""
 
 
-def estimator_for(params: TrainParams, task: str) -> Estimator:
-    """The declared estimator `train.estimator` names, checked to serve `task`.
-
-    Raises:
-        ValueError: One line, if it does not serve the task.
-    """
-    estimator = ESTIMATORS[params.estimator]
-    if task not in estimator.tasks:
-        serving = [name for name, known in ESTIMATORS.items() if task in known.tasks]
-        raise ValueError(f"train.estimator {estimator.name} does not do {task}; choose one of {', '.join(serving)}")
-    return estimator
-
-
 def build_model(params: TrainParams, task: str, random_state: int) -> Any:
     """Return the unfitted model: the encoder the estimator declares it needs, then the estimator.
 
@@ -50,7 +37,7 @@ def build_model(params: TrainParams, task: str, random_state: int) -> Any:
     """
     from sklearn.pipeline import Pipeline
 
-    estimator = estimator_for(params, task)
+    estimator = estimator_for(params.estimator, task)
     return Pipeline(
         [
             ("encode", TableEncoder.for_estimator(estimator.inputs, task, random_state)),
@@ -139,7 +126,7 @@ def start_from(source: Any, features: pd.DataFrame, labels: pd.Series, params: T
     """
     from sklearn.pipeline import Pipeline
 
-    estimator = estimator_for(params, task)
+    estimator = estimator_for(params.estimator, task)
     if estimator.warm_start is None or task not in estimator.warm_start_tasks:
         raise ValueError(
             f"train.estimator {estimator.name} cannot continue from a model for {task}; set train.init_mode: refit"
@@ -257,7 +244,7 @@ def fit(
             continue from the source, the source's classes or input columns differ
             from the data's, or a class has fewer rows than `train.cv_folds`.
     """
-    estimator = estimator_for(params, task)
+    estimator = estimator_for(params.estimator, task)
     model = build_model(params, task, random_state)
     warm = source is not None and params.init_mode == "warm_start"
     start = start_from(source, features, labels, params, task) if warm else model

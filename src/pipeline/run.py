@@ -293,20 +293,20 @@ def check_source(config: Config, reread: bool = True, root: Path = PROJECT_ROOT)
     Raises:
         SourceError: One line naming the file, the column or the key, and what to do.
     """
-    from src.ml.metrics import main_metric
-    from src.ml.models import estimator_for
-    from src.ml.sources import parse_table
-    from src.ml.tables import TableSchema, prepare_table
+    from src.ml.catalog import estimator_for, main_metric
 
     params = config.data_load
     try:
         if not reread:
             if not (root / PATHS.schema).is_file():
                 return
-            task = TableSchema.load(root / PATHS.schema).task
+            task = json.loads((root / PATHS.schema).read_text(encoding="utf-8"))["task"]
         elif params.generated or params.image_folder or params.rev:
             return
         else:
+            from src.ml.sources import parse_table
+            from src.ml.tables import prepare_table
+
             path = root / params.source
             if not path.is_file():
                 raise SourceError(
@@ -315,7 +315,7 @@ def check_source(config: Config, reread: bool = True, root: Path = PROJECT_ROOT)
             table = parse_table(path, params.source)
             task = prepare_table(table, params.target, params.id_columns, config.base.task, params.source)[1].task
         main_metric(config.evaluate.main_metric, task)
-        estimator_for(config.train, task)
+        estimator_for(config.train.estimator, task)
     except SourceError:
         raise
     except ValueError as error:

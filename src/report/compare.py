@@ -87,7 +87,7 @@ def headline(base: str) -> str:
     The main metric is the workspace's (`evaluate.main_metric`, or the task's default), with its direction.
     """
     from src.config import load_config
-    from src.ml.metrics import main_metric
+    from src.ml.catalog import main_metric
     from src.ml.tables import TableSchema
 
     schema_file = PROJECT_ROOT / PATHS.schema

@@ -54,8 +54,7 @@ def deciding_metric(client: MlflowClient, experiment_id: str, requested: str, ru
     Raises:
         PromoteError: The metric is unknown, or there is no run to tell the task from.
     """
-    from src.ml.catalog import AUTO, METRICS
-    from src.ml.metrics import main_metric
+    from src.ml.catalog import AUTO, METRICS, main_metric
 
     if requested != AUTO:
         if requested not in METRICS:

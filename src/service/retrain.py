@@ -33,8 +33,8 @@ import pandas as pd
 from src.cli import EXIT_FAILED, fail, parse_config
 from src.config import Config, ConfigError, load_config
 from src.io import write_table
-from src.ml.catalog import REGRESSION
-from src.ml.metrics import main_metric, score_model
+from src.ml.catalog import REGRESSION, main_metric
+from src.ml.metrics import score_model
 from src.ml.schema import EXACT_FLOAT_INTEGERS, ScoringInputError, check_columns
 from src.paths import PATHS, PROJECT_ROOT
 from src.pipeline.run import PipelineError, run_pipeline

@@ -5,10 +5,10 @@ from __future__ import annotations
 from src.cli import run_stage
 from src.config import Config
 from src.io import read_table, require
-from src.ml.catalog import CLASSIFICATION
+from src.ml.catalog import CLASSIFICATION, main_metric
 from src.ml.features import features_of
 from src.ml.images import as_images, image_shape
-from src.ml.metrics import choose_samples, confusion_matrix, evaluate, main_metric
+from src.ml.metrics import choose_samples, confusion_matrix, evaluate
 from src.ml.tables import TableSchema
 from src.paths import PATHS
 from src.tracking.stage_runs import StageResult, mlflow_stage

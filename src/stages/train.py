@@ -8,9 +8,8 @@ from src.cli import run_stage
 from src.cluster import parallel_work
 from src.config import Config
 from src.io import atomic_path, read_features, require
-from src.ml.catalog import ESTIMATORS
+from src.ml.catalog import ESTIMATORS, main_metric
 from src.ml.features import Featurizer, dates_as_text, with_features
-from src.ml.metrics import main_metric
 from src.ml.models import CURVE_COLUMNS, INPUT_EXAMPLE_ROWS, fit
 from src.ml.tables import TableSchema
 from src.paths import PATHS

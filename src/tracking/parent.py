@@ -174,7 +174,7 @@ class PipelineRecords:
 
 def verdict_tags(schema: TableSchema, requested_metric: str) -> dict[str, str]:
     """The tags that say what a finished run learnt and how it is ranked: its task (and why), its main metric."""
-    from src.ml.metrics import main_metric
+    from src.ml.catalog import main_metric
 
     metric = main_metric(requested_metric, schema.task)
     return {

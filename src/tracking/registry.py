@@ -127,7 +127,7 @@ def interface_of(uri: str) -> Interface:
     metadata = info.metadata or {}
     classes = metadata.get("classes")
     if classes is None:  # a model logged before its classes were recorded
-        classes = [str(label) for label in mlflow.sklearn.load_model(uri).classes_]
+        classes = [str(label) for label in getattr(mlflow.sklearn.load_model(uri), "classes_", [])]
     return Interface([str(name) for name in columns], [str(label) for label in classes], metadata.get("task", ""))
 
 

@@ -14,7 +14,6 @@ pytestmark = pytest.mark.slow
 def project(tmp_path_factory: pytest.TempPathFactory) -> Project:
     base = tmp_path_factory.mktemp("compare")
     project = new_project(base / "repo", base / "remote")
-    project.set_param("train", "estimator", "linear")  # its C moves the accuracy
     result = project.make("pipeline", RUN_NAME="before")
     assert result.returncode == 0, result.stderr
     project.run("git", "commit", "-qam", "results before", "--allow-empty", check=True)

@@ -21,7 +21,6 @@ pytestmark = pytest.mark.slow
 def project(tmp_path_factory: pytest.TempPathFactory) -> Project:
     base = tmp_path_factory.mktemp("versions")
     project = new_project(base / "repo", base / "remote")
-    project.set_param("train", "estimator", "linear")  # its C moves the accuracy
     return project
 
 

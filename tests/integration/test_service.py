@@ -30,7 +30,6 @@ MODEL = "iris-classifier"
 def project(tmp_path_factory: pytest.TempPathFactory) -> Project:
     base = tmp_path_factory.mktemp("service")
     project = new_project(base / "repo", base / "remote")
-    project.set_param("train", "estimator", "linear")
     project.set_param("train", "linear.C", 0.02)
     assert project.make("pipeline", RUN_NAME="weak").returncode == 0
     project.set_param("train", "linear.C", 1.0)

@@ -33,8 +33,6 @@ STOPPED = "DVC's queue workers are stopped and its points are off the queue"
 def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
     base = tmp_path_factory.mktemp("sweep-faults")
     project = new_project(base / "repo", base / "remote")
-    project.set_param("train", "estimator", "linear")  # the grids move its C
-    project.run("git", "commit", "-qam", "a logistic regression", check=True)
     yield project
     for process in leftovers(project):  # a failed test leaves nothing running
         with contextlib.suppress(psutil.Error):

@@ -114,8 +114,6 @@ def team() -> Iterator[Project]:
         pytest.skip(str(error))
     base = reachable_folder("team-test-")
     project = new_project(base / "repo", base / "remote")
-    project.set_param("train", "estimator", "linear")  # the sweeps move its C
-    project.run("git", "commit", "-qam", "a logistic regression", check=True)
     ports = {f"TEAM_{part}_PORT": str(free_port()) for part in ("MLFLOW", "S3", "POSTGRES")}
     result = project.make("team-up", **ports)
     saved = {key: os.environ.get(key) for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")}

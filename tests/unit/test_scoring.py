@@ -45,22 +45,17 @@ def test_text_and_date_columns_take_what_a_file_can_hold_of_them():
         check_columns({"town": "string", "booked": "int64", "alone": "double"}, expected, "new.csv")
 
 
-@pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    """A real pyfunc model, as the train stage logs one: featurize, then a classifier; taking raw columns."""
+def saved_model(folder, labels: list, estimator):
+    """A real pyfunc model, as the train stage logs one: featurize, then `estimator`; taking raw columns."""
     import mlflow.pyfunc
     import mlflow.sklearn
     import skops.io
     from mlflow.models import infer_signature
-    from sklearn.linear_model import LogisticRegression
 
     raw = pd.DataFrame({"length": [1.0, 2.0, 5.0, 6.0] * 5, "width": [5.0, 6.0, 1.0, 2.0] * 5})
-    labels = ["wide", "wide", "long", "long"] * 5
     featurizer = Featurizer(pairwise_products=True).fit(raw)
-    estimator = LogisticRegression().fit(featurizer.transform(raw), labels)
-    sklearn_model = with_features(featurizer, estimator)
+    sklearn_model = with_features(featurizer, estimator.fit(featurizer.transform(raw), labels * 5))
     untrusted = skops.io.get_untrusted_types(data=skops.io.dumps(sklearn_model))
-    folder = tmp_path_factory.mktemp("model") / "model"
     mlflow.sklearn.save_model(
         sklearn_model,
         folder,
@@ -68,6 +63,16 @@ def model(tmp_path_factory):
         skops_trusted_types=[name for name in untrusted if name.startswith("sklearn.") or name in TRUSTED_TYPES],
     )
     return mlflow.pyfunc.load_model(str(folder))
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    """A classifier of wide and long rows."""
+    from sklearn.linear_model import LogisticRegression
+
+    return saved_model(
+        tmp_path_factory.mktemp("model") / "model", ["wide", "wide", "long", "long"], LogisticRegression()
+    )
 
 
 def rows(count: int = 8) -> pd.DataFrame:
@@ -101,6 +106,21 @@ def test_the_output_keeps_every_input_column_beside_the_prediction_and_probabili
     assert ((scored["probability_long"] + scored["probability_wide"]) - 1).abs().max() < 1e-9
     assert (scored["probability_long"] > 0.5).tolist() == (scored["prediction"] == "long").tolist()
     assert set(scored["model"]) == {"models:/m/1"}
+
+
+def test_a_regression_model_writes_numbers_and_no_probabilities(tmp_path):
+    from sklearn.linear_model import LinearRegression
+
+    regressor = saved_model(tmp_path / "model", [10.0, 20.0, 50.0, 60.0], LinearRegression())
+    source, output = tmp_path / "rows.csv", tmp_path / "scored.csv"
+    rows().to_csv(source, index=False)
+    assert predict_file(regressor, "models:/r/1", source, output) == 8
+    scored = pd.read_csv(output, dtype={"id": str})
+    assert list(scored.columns) == ["id", "width", "length", "note", "prediction", "model"]
+    assert scored["prediction"].dtype == float
+    expected = regressor.predict(rows()[["length", "width"]].astype(float))
+    assert scored["prediction"].tolist() == pytest.approx(list(expected))
+    assert len(set(expected)) == 2
 
 
 def test_the_id_columns_are_kept_whatever_keep_names(model, tmp_path):

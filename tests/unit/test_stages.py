@@ -4,9 +4,9 @@ import pandas as pd
 import pytest
 
 from src.config import load_config
-from src.ml.catalog import CLASSIFICATION, ESTIMATORS, METRICS, REGRESSION, SOURCES
+from src.ml.catalog import CLASSIFICATION, ESTIMATORS, METRICS, REGRESSION, SOURCES, main_metric
 from src.ml.features import Featurizer, featurize
-from src.ml.metrics import confusion_matrix, evaluate, main_metric, score
+from src.ml.metrics import confusion_matrix, evaluate, score
 from src.ml.models import build_model, cross_validate, fit
 from src.ml.sources import load_bundled, make_synthetic, parse_table, snake_case
 from src.ml.split import add_batches, split
