@@ -58,7 +58,10 @@ class Categories(TransformerMixin, BaseEstimator):
         """The columns as categories; a value not seen in training is missing."""
         check_is_fitted(self, "categories_")
         return pd.DataFrame(
-            {name: pd.Categorical(table[name], categories=known) for name, known in self.categories_.items()},
+            {
+                name: pd.Categorical.from_codes(pd.Index(known).get_indexer(table[name]), categories=known)
+                for name, known in self.categories_.items()
+            },
             index=table.index,
         )
 

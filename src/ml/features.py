@@ -138,7 +138,7 @@ def date_parts(dates: pd.Series, name: str) -> dict[str, pd.Series]:
         "year": dates.dt.year,
         "month": dates.dt.month,
         "day": dates.dt.day,
-        "weekday": dates.dt.weekday,
+        "weekday": dates.dt.day_of_week,
         "hour": dates.dt.hour,
         "days": (dates - pd.Timestamp("1970-01-01")).dt.total_seconds() / 86_400,
     }

@@ -74,7 +74,7 @@ def test_results_page_shows_the_accuracy_and_the_confusion_matrix(project, brows
     accuracy = json.loads((project.root / "reports/metrics.json").read_text())["accuracy"]
     with serve(project.root / "site") as base:
         page, problems = open_page(browser, urljoin(base, "results.html"))
-        accuracy_row = page.locator("tr", has=page.locator("td", has_text="accuracy")).first.inner_text()
+        accuracy_row = page.locator("tr", has=page.get_by_role("cell", name="accuracy", exact=True)).inner_text()
         matrix_width = page.eval_on_selector("img[alt^='Confusion matrix']", "image => image.naturalWidth")
         page.close()
     assert accuracy_row.split() == ["evaluate", "accuracy", f"{accuracy:.4f}"]

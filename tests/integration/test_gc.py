@@ -56,10 +56,10 @@ def test_gc_keeps_what_tags_and_the_workspace_use_removes_the_rest_and_never_tou
     result = project.make("tag", TAG="v1", MSG="first data")
     assert result.returncode == 0, result.stderr
     # A run whose outputs nobody commits: after the next run, nothing references them.
-    untagged = project.pipeline_with("train", "hist_gradient_boosting.learning_rate", 0.05)
+    untagged = project.pipeline_with("train", "linear.C", 0.5)
     assert untagged.returncode == 0, untagged.stderr
     untagged_lock = (project.root / "dvc.lock").read_text()
-    project.set_param("train", "hist_gradient_boosting.learning_rate", 0.2)
+    project.set_param("train", "linear.C", 2.0)
     assert project.make("pipeline").returncode == 0
     workspace_lock = (project.root / "dvc.lock").read_text()
 
@@ -92,7 +92,7 @@ def test_gc_keeps_what_tags_and_the_workspace_use_removes_the_rest_and_never_tou
     again = project.make("gc")
     assert again.returncode == 0, again.stderr
     assert f"removed 0 objects (0 B) from the DVC cache {own_cache}" in again.stderr
-    result = project.pipeline_with("train", "hist_gradient_boosting.learning_rate", 0.05)
+    result = project.pipeline_with("train", "linear.C", 0.5)
     assert result.returncode == 0, result.stderr
 
 

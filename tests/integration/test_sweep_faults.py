@@ -173,7 +173,7 @@ def test_an_interrupted_sweep_stops_its_queue_and_ends_every_point_killed(projec
     assert_stopped_mid_pipeline(stage_statuses(project, parents[0]))
     assert stage_statuses(project, parents[1]) == stage_statuses(project, parents[2]) == {}
     for parent in parents:
-        assert re.search(rf"point {parent.info.run_name} \(train\.C=[\d.]+\): KILLED, accuracy -", stderr)
+        assert re.search(rf"point {parent.info.run_name} \(train\.linear\.C=[\d.]+\): KILLED, -", stderr)
     assert_nothing_left(project, [parent.info.run_name for parent in parents])
 
 
@@ -252,7 +252,8 @@ def test_after_a_hard_kill_and_a_reboot_the_next_sweep_clears_the_queue_and_repo
     first, second, third = sweep_parents(project, stderr)
     assert first.info.status == second.info.status == third.info.status == "FINISHED"
     reported = output.wait_for(
-        rf"point {first.info.run_name} \(train\.C=0\.5\): FINISHED, accuracy {first.data.metrics['accuracy']:.4f}$"
+        rf"point {first.info.run_name} \(train\.linear\.C=0\.5\): FINISHED, "
+        rf"accuracy {first.data.metrics['accuracy']:.4f}$"
     )
     third_stages = {child.info.run_name: child for child in project.children(third.info.run_id)}
     # The first point was reported while the last was still to run, not at the end (points end a poll apart).

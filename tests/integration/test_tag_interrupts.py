@@ -41,7 +41,7 @@ INTERRUPTS = pytest.mark.parametrize(
 def project(tmp_path_factory: pytest.TempPathFactory) -> Project:
     base = tmp_path_factory.mktemp("tagging")
     project = new_project(base / "repo", base / "remote")
-    project.set_param("train", "hist_gradient_boosting.learning_rate", 0.05)
+    project.set_param("train", "linear.C", 0.5)
     result = project.make("pipeline")
     assert result.returncode == 0, result.stderr
     return project
