@@ -60,6 +60,7 @@ def saved_model(folder, labels: list, estimator):
         sklearn_model,
         folder,
         signature=infer_signature(raw, sklearn_model.predict(raw)),
+        pip_requirements=[],  # no inference of the requirements: seconds, and nothing here installs them
         skops_trusted_types=[name for name in untrusted if name.startswith("sklearn.") or name in TRUSTED_TYPES],
     )
     return mlflow.pyfunc.load_model(str(folder))
