@@ -15,7 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, Field, ValidationError, create_model, field_validator, model_validator
 
-from src.ml.catalog import AUTO, ESTIMATORS, MAX_PRODUCTS, METRICS, SOURCES, SYNTHETIC, TASKS, Section
+from src.ml.catalog import AUTO, ESTIMATORS, MAIN_METRICS, MAX_PRODUCTS, METRICS, SOURCES, SYNTHETIC, TASKS, Section
 
 SOURCE_SUFFIXES = (".csv", ".parquet")
 
@@ -211,8 +211,10 @@ class EvaluateParams(Section):
     main_metric: str = Field(
         description=(
             "The metric that ranks runs: the terminal's results line, `make sweep`, `make promote`, `make retrain`'s "
-            "gate and `make report`'s headline. `auto`: accuracy for classification, rmse for regression; or a "
-            "metric of `src/ml/catalog.py` that fits the task. Each metric knows whether higher or lower is better."
+            "gate and `make report`'s headline. `auto`: "
+            + ", ".join(f"{metric} for {task}" for task, metric in MAIN_METRICS.items())
+            + "; or a metric of `src/ml/catalog.py` that fits the task. Each metric knows whether higher or lower "
+            "is better."
         )
     )
     normalize_confusion_matrix: bool = Field(

@@ -13,6 +13,23 @@ if TYPE_CHECKING:
     import numpy as np
 
 
+def _pyplot():
+    """matplotlib.pyplot on the Agg backend: files only, no display; imported on first use (a second)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(figure, path: Path) -> None:
+    """Write the figure to path as a PNG, atomically, and free it."""
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, format="png")
+    _pyplot().close(figure)
+
+
 def save_confusion_matrix(matrix: pd.DataFrame, path: Path, normalize: bool = False) -> None:
     """Draw a confusion matrix as a heat map and save it as a PNG, atomically.
 
@@ -21,10 +38,7 @@ def save_confusion_matrix(matrix: pd.DataFrame, path: Path, normalize: bool = Fa
         path: The PNG file to write.
         normalize: Show each row as fractions of its true class instead of counts.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     shown = matrix.div(matrix.sum(axis=1), axis=0).fillna(0) if normalize else matrix
     figure, axes = plt.subplots(figsize=(5, 4.5), dpi=100)
@@ -48,9 +62,7 @@ def save_confusion_matrix(matrix: pd.DataFrame, path: Path, normalize: bool = Fa
                 color="white" if value > threshold else "black",
             )
     figure.tight_layout()
-    with atomic_path(path) as temporary:
-        figure.savefig(temporary, format="png")
-    plt.close(figure)
+    _save(figure, path)
 
 
 SCATTER_POINTS = 20_000
@@ -75,10 +87,7 @@ def save_predicted_against_actual(values: np.ndarray, predictions: np.ndarray, p
         predictions: The predictions, in the same order.
         path: The PNG file to write, atomically.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     shown, predicted, what = _scatter_sample(values, predictions)
     low, high = float(min(shown.min(), predicted.min())), float(max(shown.max(), predicted.max()))
@@ -90,9 +99,7 @@ def save_predicted_against_actual(values: np.ndarray, predictions: np.ndarray, p
     axes.set_title(f"Predicted against actual ({what})")
     axes.legend(loc="upper left")
     figure.tight_layout()
-    with atomic_path(path) as temporary:
-        figure.savefig(temporary, format="png")
-    plt.close(figure)
+    _save(figure, path)
 
 
 def save_residuals(values: np.ndarray, predictions: np.ndarray, path: Path) -> None:
@@ -106,10 +113,7 @@ def save_residuals(values: np.ndarray, predictions: np.ndarray, path: Path) -> N
         predictions: The predictions, in the same order.
         path: The PNG file to write, atomically.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     shown, predicted, what = _scatter_sample(values, predictions)
     figure, axes = plt.subplots(figsize=(5, 4.5), dpi=100)
@@ -119,9 +123,7 @@ def save_residuals(values: np.ndarray, predictions: np.ndarray, path: Path) -> N
     axes.set_ylabel("residual (actual - predicted)")
     axes.set_title(f"Residuals ({what})")
     figure.tight_layout()
-    with atomic_path(path) as temporary:
-        figure.savefig(temporary, format="png")
-    plt.close(figure)
+    _save(figure, path)
 
 
 def save_learning_curve(curve: pd.DataFrame, path: Path) -> None:
@@ -132,10 +134,7 @@ def save_learning_curve(curve: pd.DataFrame, path: Path) -> None:
             the estimator's own score, accuracy for a classifier and R² for a regressor.
         path: The PNG file to write.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     figure, loss_axes = plt.subplots(figsize=(6, 3.5), dpi=100)
     loss_axes.plot(curve["epoch"], curve["loss"], color="tab:red", label="training loss")
@@ -146,9 +145,7 @@ def save_learning_curve(curve: pd.DataFrame, path: Path) -> None:
     score_axes.set_ylabel("validation score (accuracy or R²)", color="tab:blue")
     loss_axes.set_title("Learning curve")
     figure.tight_layout()
-    with atomic_path(path) as temporary:
-        figure.savefig(temporary, format="png")
-    plt.close(figure)
+    _save(figure, path)
 
 
 def save_sample_images(images: np.ndarray, labels: list[str], predictions: list[str], path: Path) -> None:
@@ -162,10 +159,7 @@ def save_sample_images(images: np.ndarray, labels: list[str], predictions: list[
         predictions: The predicted label of each image.
         path: The PNG file to write.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     columns = min(8, len(images))
     rows = -(-len(images) // columns)
@@ -192,6 +186,4 @@ def save_sample_images(images: np.ndarray, labels: list[str], predictions: list[
     wrong_count = sum(str(label) != str(prediction) for label, prediction in zip(labels, predictions, strict=True))
     figure.suptitle(f"Test images: {wrong_count} of {len(images)} shown misclassified (red frame)", fontsize=9)
     figure.tight_layout()
-    with atomic_path(path) as temporary:
-        figure.savefig(temporary, format="png")
-    plt.close(figure)
+    _save(figure, path)
