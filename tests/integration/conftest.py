@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from src.versions.runner import copy_work_tree
+from tests.conftest import seed_store
 
 # The virtualenv `make test` runs in; copies reuse it instead of installing their own.
 VENV = Path(os.environ.get("PROJECT_VENV") or sys.prefix)
@@ -176,14 +177,19 @@ def linear(root: Path) -> None:
     path.write_text(text)
 
 
-def new_project(root: Path, remote: Path, template_estimator: bool = False) -> Project:
+def new_project(root: Path, remote: Path, template_estimator: bool = False, store: bool = True) -> Project:
     """A committed copy of the repository at `root` with a DVC remote at `remote`.
 
     The copy trains a logistic regression, quicker than the template's default
     (gradient-boosted trees), unless `template_estimator`: the tests of what a user
     runs first (the template as it is, a table of their own) keep the default.
+    It has an empty MLflow store already, unless `store` is False: the tests of a
+    first run leave it to the pipeline to make.
     """
-    return Project(copy_work_tree(root, prepare=None if template_estimator else linear), remote)
+    project = Project(copy_work_tree(root, prepare=None if template_estimator else linear), remote)
+    if store:
+        seed_store(project.root)
+    return project
 
 
 @pytest.fixture
@@ -196,7 +202,7 @@ def project(tmp_path: Path) -> Project:
 def piped(tmp_path_factory: pytest.TempPathFactory) -> tuple[Project, subprocess.CompletedProcess]:
     """A copy of the repository after one `make pipeline`; tests only read it."""
     base = tmp_path_factory.mktemp("piped")
-    project = new_project(base / "repo", base / "remote", template_estimator=True)
+    project = new_project(base / "repo", base / "remote", template_estimator=True, store=False)
     return project, project.make("pipeline")
 
 

@@ -21,7 +21,7 @@ from tests.integration.conftest import new_project
 
 @pytest.mark.slow
 def test_quick_bench_writes_a_table_and_json(tmp_path):
-    project = new_project(tmp_path / "repo", tmp_path / "remote")
+    project = new_project(tmp_path / "repo", tmp_path / "remote", store=False)
     result = project.make("bench", BENCH_ARGS="--quick")
     assert result.returncode == 0, result.stderr
     [run] = json.loads((project.root / "reports/bench.json").read_text())

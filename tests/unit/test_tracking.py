@@ -26,6 +26,7 @@ from src.tracking.tags import (
     STAGE_TAG,
     TASK_TAG,
 )
+from tests.conftest import seed_store
 
 STAGES = tuple(pipeline_stages())
 GONE_PID = 2**22 + 7  # above Linux's largest process id: a process that is surely gone
@@ -38,6 +39,7 @@ def client(tmp_path, monkeypatch):
     The working directory is tmp_path too: an experiment's artifacts go to ./mlruns, as in a project.
     """
     monkeypatch.chdir(tmp_path)
+    seed_store(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     monkeypatch.setenv("PIPELINE_RECORDS_DIR", str(tmp_path / "records"))
     monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
