@@ -222,7 +222,7 @@ def prepare_table(
         values, kind = _column_values(prepared[column], column, name)
         if not values.notna().any():
             dropped[column] = "no value in any row"
-        elif column not in pixels and values.nunique() == 1 and not values.isna().any():
+        elif column not in pixels and _the_same_in_every_row(values):
             dropped[column] = f"the same value ({_shown(values.iloc[0])!r}) in every row"
         else:
             if values is not prepared[column]:
@@ -239,7 +239,7 @@ def prepare_table(
     if not [kind for kind in kinds.values() if kind != ID]:
         raise DataSchemaError(f"{name}: no feature varies: {', '.join(dropped)}; add columns that do")
     prepared = prepared.drop(columns=list(dropped))
-    prepared[target] = labels.to_numpy()
+    prepared[target] = labels.array  # as it is: text stays pandas text, never Python objects
     schema = TableSchema(target, task, reason, kinds, dropped, int(unlabelled.sum()), notes)
     return prepared, schema
 
@@ -332,13 +332,19 @@ def _parse_dates(text: pd.Series, column: str, name: str) -> pd.Series:
     return parsed
 
 
+def _the_same_in_every_row(values: pd.Series) -> bool:
+    """Whether a column holds one value in every row, and no gap (compared with the first: no hash table)."""
+    return not values.isna().any() and bool((values == values.iloc[0]).all())
+
+
 def _looks_like_an_id(values: pd.Series, kind: str) -> str:
     """A note when a column not listed in `data_load.id_columns` looks like an id, else ""."""
-    if len(values) < MIN_ID_ROWS or values.isna().any() or values.nunique() != len(values):
-        return ""
     whole = kind == NUMBER and pd.api.types.is_integer_dtype(values)
-    plain = kind == TEXT and not values.str.contains(r"\s", regex=True).any()
-    if not (whole or plain):
+    if not (whole or kind == TEXT) or len(values) < MIN_ID_ROWS or values.isna().any():
+        return ""  # numbers with fractions, dates and booleans are never taken for ids
+    if kind == TEXT and values.str.contains(r"\s", regex=True).any():
+        return ""
+    if values.nunique() != len(values):
         return ""
     return (
         "has a different value in every row, like an id; list it in data_load.id_columns to keep it out of "
