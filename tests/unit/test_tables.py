@@ -57,13 +57,24 @@ def test_constant_and_empty_columns_are_left_out_with_a_note_but_pixels_stay():
             "same": ["a"] * 30,
             "nothing": [None] * 30,
             "pixel_0_0": 0,
+            "level": 1.5,
+            "level_or_gap": [2.0] * 29 + [None],  # a gap is a second value: whether it was measured
+            "measure": [number / 7 for number in range(30)],  # unique, with fractions: no id
             "label": ["p", "q"] * 15,
         }
     )
     prepared, schema = prepare_table(table, "label", [], "auto", "t.csv")
-    assert list(prepared.columns) == ["x", "pixel_0_0", "label"]
-    assert schema.dropped == {"same": "the same value ('a') in every row", "nothing": "no value in any row"}
+    assert list(prepared.columns) == ["x", "pixel_0_0", "level_or_gap", "measure", "label"]
+    assert schema.dropped == {
+        "same": "the same value ('a') in every row",
+        "nothing": "no value in any row",
+        "level": "the same value (1.5) in every row",
+    }
     assert schema.notes[-1].startswith("t.csv: left out 'same' (the same value ('a') in every row), 'nothing'")
+    assert [note for note in schema.notes if "like an id" in note] == [  # unique whole numbers, not fractions
+        "t.csv: column 'x' has a different value in every row, like an id; list it in data_load.id_columns to keep "
+        "it out of the features (it is used as one now)"
+    ]
 
 
 def test_text_that_is_mostly_numbers_is_text_with_a_note():
