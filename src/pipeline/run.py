@@ -294,19 +294,18 @@ def check_source(config: Config, reread: bool = True, root: Path = PROJECT_ROOT)
         SourceError: One line naming the file, the column or the key, and what to do.
     """
     from src.ml.catalog import estimator_for, main_metric
+    from src.ml.sources import parse_table
+    from src.ml.tables import TableSchema, prepare_table
 
     params = config.data_load
     try:
         if not reread:
             if not (root / PATHS.schema).is_file():
                 return
-            task = json.loads((root / PATHS.schema).read_text(encoding="utf-8"))["task"]
+            task = TableSchema.load(root / PATHS.schema).task
         elif params.generated or params.image_folder or params.rev:
             return
         else:
-            from src.ml.sources import parse_table
-            from src.ml.tables import prepare_table
-
             path = root / params.source
             if not path.is_file():
                 raise SourceError(
