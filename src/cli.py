@@ -124,7 +124,12 @@ def parse_config(parser: argparse.ArgumentParser, argv: list[str] | None = None)
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> NoReturn:
+    STOPS_RECEIVED.append(signum)
     raise Interrupted(signum)
+
+
+STOPS_RECEIVED: list[int] = []
+"""The stop signals this process took as `Interrupted`, in order: an error that follows one is its consequence."""
 
 
 def stop_on_signals() -> None:
@@ -316,11 +321,14 @@ def run_stage(stage_main: Callable[[Config], Any], argv: list[str] | None = None
     name = getattr(stage_main, "stage_name", stage_main.__module__)
     parser = argparse.ArgumentParser(prog=f"python -m src.stages.{name}", description=stage_main.__doc__)
     _, config = parse_config(parser, argv)
+    stop_on_signals()
     try:
         stage_main(config)
     except KeyboardInterrupt:
         fail(f"stage {name} interrupted; it wrote no output", EXIT_INTERRUPTED)
     except Exception as error:
+        if STOPS_RECEIVED:  # raised as the interrupt unwound the stage
+            fail(f"stage {name} interrupted; it wrote no output", Interrupted(STOPS_RECEIVED[0]).exit_code)
         logger.debug("stage %s failed", name, exc_info=True)
         hint = (
             "" if isinstance(error, ValueError | FileNotFoundError) else "; set base.log_level: DEBUG for the traceback"

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import tempfile
 import time
 import traceback
@@ -20,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from src.cli import one_line
+from src.cli import STOPS_RECEIVED, one_line
 from src.config import Config
 from src.io import write_json
 from src.paths import PATHS, PROJECT_ROOT, params_under, stage_param_keys
@@ -307,10 +308,13 @@ def mlflow_stage(name: str) -> Callable[[Callable[[Config], StageResult]], Calla
                 record.status = "FINISHED"
                 return result
             except BaseException as error:
-                interrupted = isinstance(error, KeyboardInterrupt | SystemExit)
+                # An error raised while an interrupt unwinds the stage (a writer closed half-way) is the interrupt's.
+                interrupted = isinstance(error, KeyboardInterrupt | SystemExit) or bool(STOPS_RECEIVED)
                 record.status = "KILLED" if interrupted else "FAILED"
                 record.error = one_line(error)
-                record.traceback = "" if interrupted else traceback.format_exc()
+                if STOPS_RECEIVED and not isinstance(error, KeyboardInterrupt):
+                    record.error = f"{signal.Signals(STOPS_RECEIVED[0]).name}, then {record.error}"
+                record.traceback = "" if isinstance(error, KeyboardInterrupt | SystemExit) else traceback.format_exc()
                 raise
             finally:
                 record.end_ms = now_ms()

@@ -130,15 +130,18 @@ def stage_statuses(project: Project, parent) -> dict[str, str]:
     return {child.info.run_name: child.info.status for child in project.children(parent.info.run_id)}
 
 
-def assert_stopped_mid_pipeline(statuses: dict[str, str]) -> None:
+def assert_stopped_mid_pipeline(project: Project, parent) -> None:
     """The stages that ran before the stop FINISHED, the one running then KILLED, none after it.
 
     Stages DVC restored from its run cache (an earlier point ran them) leave no run.
     """
+    children = project.children(parent.info.run_id)
+    statuses = {child.info.run_name: child.info.status for child in children}
+    errors = {child.info.run_name: child.data.tags.get("error", "") for child in children}
     order = ["data_load", "featurize", "data_split", "train", "evaluate"]
     ran = [stage for stage in order if stage in statuses]
     assert len(ran) == len(statuses)
-    assert [statuses[stage] for stage in ran] == ["FINISHED"] * (len(ran) - 1) + ["KILLED"]
+    assert [statuses[stage] for stage in ran] == ["FINISHED"] * (len(ran) - 1) + ["KILLED"], errors
 
 
 @pytest.mark.parametrize(
@@ -170,7 +173,7 @@ def test_an_interrupted_sweep_stops_its_queue_and_ends_every_point_killed(projec
     assert {parent.data.tags["pipeline.note"] for parent in parents} == {
         f"the sweep was interrupted ({signal.Signals(signum).name})"
     }
-    assert_stopped_mid_pipeline(stage_statuses(project, parents[0]))
+    assert_stopped_mid_pipeline(project, parents[0])
     assert stage_statuses(project, parents[1]) == stage_statuses(project, parents[2]) == {}
     for parent in parents:
         assert re.search(rf"point {parent.info.run_name} \(train\.linear\.C=[\d.]+\): KILLED, -", stderr)
@@ -246,7 +249,7 @@ def test_after_a_hard_kill_and_a_reboot_the_next_sweep_clears_the_queue_and_repo
         ended = project.client().get_run(orphan.info.run_id)
         assert ended.info.status == "KILLED"
         assert ended.data.tags["pipeline.note"].startswith("ended by a later make sweep: process ")
-    assert_stopped_mid_pipeline(stage_statuses(project, orphans[0]))
+    assert_stopped_mid_pipeline(project, orphans[0])
     assert stage_statuses(project, orphans[1]) == {}  # the queued point of the killed sweep never ran
 
     first, second, third = sweep_parents(project, stderr)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -65,3 +67,36 @@ def test_a_child_started_with_signals_deferred_runs_out_of_reach_of_the_terminal
     outside = ChildRunner().run(print_session, tmp_path, capture=True)
     assert int(outside.stdout) == os.getsid(0)
     assert int(shielded.stdout) != os.getsid(0)  # a session of its own: a Ctrl-C to the group misses it
+
+
+# A stage whose cleanup fails as a Ctrl-C unwinds it, as a writer closed half-way can.
+STAGE_FAILING_AS_INTERRUPTED = """
+import os, signal, time
+from src.cli import run_stage
+from src.tracking.stage_runs import mlflow_stage
+
+@mlflow_stage("data_load")
+def main(config):
+    try:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(30)
+    finally:
+        raise OSError("the file was closed half-way")
+
+run_stage(main, ["--config", "params.yaml"])
+"""
+
+
+def test_a_stage_whose_cleanup_fails_as_an_interrupt_unwinds_it_ends_killed_not_failed(tmp_path):
+    from src.paths import PROJECT_ROOT
+
+    env = {**os.environ, "PIPELINE_PARENT_RUN_ID": "parent", "PIPELINE_RECORDS_DIR": str(tmp_path)}
+    result = subprocess.run(
+        [sys.executable, "-c", STAGE_FAILING_AS_INTERRUPTED],
+        cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == EXIT_INTERRUPTED, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == "error: stage data_load interrupted; it wrote no output"
+    record = json.loads((tmp_path / "parent" / "data_load.json").read_text())
+    assert record["status"] == "KILLED"
+    assert record["error"] == "SIGINT, then OSError: the file was closed half-way"
