@@ -146,8 +146,8 @@ tag: $(RUNTIME_STAMP) close-late dvc-setup ## Pin the data version: push the dat
 promote: $(RUNTIME_STAMP) close-late ## Register a run's model; move the champion alias only if it is better (RUN_ID=best, METRIC=..., FORCE=1)
 	@$(PY) -m src.service.promote --run-id "$(RUN_ID)" --metric "$(METRIC)" $(if $(FORCE),--force)
 
-serve: $(RUNTIME_STAMP) close-late ## Serve a model over REST on 127.0.0.1 with MLflow's scoring server (MODEL=champion, PORT=5001)
-	@exec $(PY) -m src.service.serve --model "$(MODEL)" --port $(if $(filter command line environment,$(origin PORT)),$(PORT),5001)
+serve: $(RUNTIME_STAMP) close-late ## Serve a model over REST on 127.0.0.1 with MLflow's scoring server (MODEL=champion, PORT=5001, MAX_BODY_MB=16)
+	@exec $(PY) -m src.service.serve --model "$(MODEL)" --port $(if $(filter command line environment,$(origin PORT)),$(PORT),5001) --max-body-mb "$(MAX_BODY_MB)"
 
 predict: $(RUNTIME_STAMP) close-late ## Score a CSV or Parquet file in batches, its columns kept (INPUT=... OUTPUT=... MODEL=champion KEEP=id,...)
 	@[ -n "$$INPUT" ] && [ -n "$$OUTPUT" ] || { echo 'error: name the files: make predict INPUT=new.parquet OUTPUT=scored.parquet' >&2; exit 2; }
