@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import logging
 import os
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,9 +31,19 @@ TLS_FILES_ENV = {"ca_file": "DASK_TLS_CA_FILE", "cert": "DASK_TLS_CERT", "key": 
 
 CONNECT_SECONDS = 10
 
+PROBE_SECONDS = 3
+"""How long the scheduler's port has to accept a connection before Dask is asked to connect at all."""
+
+DASK_LOGGERS = ("distributed.client", "distributed.comm", "distributed.core", "distributed.utils")
+"""Dask's loggers on the client side: a connection lost is said in one line of ours, not in their tracebacks."""
+
 
 class ClusterError(RuntimeError):
     """The cluster cannot be used as set; the message names the setting and the fix."""
+
+
+class SchedulerLostError(ClusterError):
+    """The scheduler stopped answering while a command used it."""
 
 
 def is_loopback(host: str) -> bool:
@@ -87,22 +99,27 @@ def tls_files() -> dict[str, str]:
 
 
 def scheduler_address() -> str:
-    """The checked address of `DASK_SCHEDULER`, or "" when it is unset (everything runs here).
+    """The checked address of `DASK_SCHEDULER`, where something answers, or "" when it is unset (all runs here).
 
     Raises:
-        ClusterError: As `check_address`.
+        ClusterError: As `check_address`, or `probe`: a scheduler stopped is named
+            before any run, within seconds.
     """
     address = os.environ.get(SCHEDULER_ENV, "").strip()
-    return check_address(address) if address else ""
+    if not address:
+        return ""
+    address = check_address(address)
+    probe(address)
+    return address
 
 
-def security(address: str) -> Any:
-    """Dask's `Security` for `address`: the team's certificates for tls://, none for tcp://."""
+def security(address: str, files: dict[str, str] | None = None) -> Any:
+    """Dask's `Security` for `address`: the team's certificates (`files`, else team.env's) for tls://, none for tcp://."""
     if not address.startswith("tls://"):
         return None
     from distributed.security import Security
 
-    files = tls_files()
+    files = files or tls_files()
     return Security(
         tls_ca_file=files["ca_file"],
         tls_client_cert=files["cert"],
@@ -111,20 +128,48 @@ def security(address: str) -> Any:
     )
 
 
-def connect(address: str) -> Any:
-    """A Dask client on the scheduler at `address`.
+def probe(address: str) -> None:
+    """Check that something accepts connections at the scheduler's host and port, within PROBE_SECONDS.
 
     Raises:
-        ClusterError: If the scheduler does not answer within CONNECT_SECONDS.
+        ClusterError: If nothing does: a scheduler stopped, or a wrong address.
     """
+    parts = urlsplit(address)
+    try:
+        with socket.create_connection((parts.hostname, parts.port), timeout=PROBE_SECONDS):
+            pass
+    except OSError as error:
+        raise ClusterError(
+            f"cannot reach the Dask scheduler at {address} ({SCHEDULER_ENV} in team.env): nothing answers there "
+            f"({type(error).__name__}); start it with `make cluster-up`, or check the address"
+        ) from None
+
+
+def connect(address: str, files: dict[str, str] | None = None) -> Any:
+    """A Dask client on the scheduler at `address`, with the certificates of `security`.
+
+    Raises:
+        ClusterError: If the scheduler does not answer within PROBE_SECONDS, or
+            does not take this client within CONNECT_SECONDS (e.g. it does not
+            know its certificate's CA).
+    """
+    probe(address)
     from distributed import Client
 
+    for name in DASK_LOGGERS:
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+    secure = security(address, files)
     try:
-        client = Client(address, security=security(address), timeout=CONNECT_SECONDS, set_as_default=True)
+        client = Client(address, security=secure, timeout=CONNECT_SECONDS, set_as_default=True)
     except (OSError, TimeoutError) as error:
+        hint = (
+            f"check that {TLS_FILES_ENV['cert']} is signed by the cluster's CA"
+            if secure is not None
+            else "check the address"
+        )
         raise ClusterError(
-            f"cannot reach the Dask scheduler at {address} ({SCHEDULER_ENV} in team.env): start it with "
-            f"`make cluster-up`, or check the address ({type(error).__name__})"
+            f"the Dask scheduler at {address} ({SCHEDULER_ENV} in team.env) did not take this client within "
+            f"{CONNECT_SECONDS} s ({type(error).__name__}): {hint}"
         ) from None
     check_environment(client, address)
     return client
@@ -153,6 +198,11 @@ def check_environment(client: Any, address: str) -> None:
             f"{', '.join(missing)} of {address} cannot import this project's code: start each from a checkout of "
             "the project, in its venv, with the checkout on PYTHONPATH (see the docs' Beyond one machine page)"
         )
+
+
+def lost(error: BaseException) -> bool:
+    """Whether `error` (a future's) says the client lost its scheduler."""
+    return getattr(error, "reason", "") == "scheduler-connection-lost"
 
 
 @contextlib.contextmanager

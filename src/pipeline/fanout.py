@@ -14,12 +14,21 @@ A worker that dies mid-point: the scheduler runs the point again on another
 worker; its parent run carries the attempt, and only the attempt whose
 experiment reaches the git remote logs anything. Ctrl-C or SIGTERM: each point
 in flight is told to stop and ends KILLED, those not started end KILLED, and
-the cluster keeps running.
+the cluster keeps running. A scheduler that dies: its workers stop their points
+(Dask closes a worker whose scheduler is gone), the sweep ends every point not
+ended FAILED and says so in one line; no worker left to take points for
+WORKERLESS_SECONDS: the same.
+
+Each attempt's clone lives in a folder of `.team/points/` that a lock file
+beside it marks as held while the worker or the point's process lives; a
+folder whose holders died (a worker killed mid-point) is removed by the next
+point on that machine, and by `make cluster-up` and `cluster-down`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import logging
@@ -35,8 +44,8 @@ from typing import Any
 
 import yaml
 
-from src.cli import EXIT_BAD_CONFIG, Interrupted, InterruptFlag, Progress
-from src.cluster import SCHEDULER_ENV, connect
+from src.cli import EXIT_BAD_CONFIG, EXIT_FAILED, Interrupted, InterruptFlag, Progress
+from src.cluster import SCHEDULER_ENV, ClusterError, SchedulerLostError, connect, lost
 from src.config import Config
 from src.paths import PROJECT_ROOT
 from src.tracking.client import import_mlflow, uses_tracking_server
@@ -60,6 +69,11 @@ WINNER_SECONDS = 120.0
 
 STOP_SECONDS = 30.0
 """How long a stopped point has to end its stage runs KILLED before it is killed outright."""
+
+WORKERLESS_SECONDS = 60.0
+"""How long points may wait with no worker to take them before the sweep stops (a nanny restarts one in seconds)."""
+
+WORKERS_POLL_SECONDS = 5.0
 
 
 class SweepRefusedError(RuntimeError):
@@ -134,6 +148,73 @@ def check_venv(venv: Path, clone: Path, commit: str) -> None:
         )
 
 
+def claim_folder(name: str) -> tuple[Path, int]:
+    """Create a folder of `.team/points/` for an attempt of point `name`, held by a lock beside it.
+
+    Returns:
+        The folder, and the descriptor holding its lock: the lock lasts while
+        this process or one it passes the descriptor to lives.
+    """
+    POINTS_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
+    while True:
+        folder = POINTS_DIR / f"{name}-{uuid.uuid4().hex[:8]}"
+        lock = os.open(lock_file(folder), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if os.fstat(lock).st_ino == os.stat(lock_file(folder)).st_ino:  # not removed by a cleanup meanwhile
+            folder.mkdir(mode=0o700)
+            return folder, lock
+        os.close(lock)  # pragma: no cover - a cleanup took the lock between its creation and its locking
+
+
+def lock_file(folder: Path) -> Path:
+    """The lock file that marks a point folder as held."""
+    return folder.with_name(folder.name + ".lock")
+
+
+def release_folder(folder: Path, lock: int = -1) -> None:
+    """Remove an attempt's folder and its lock file; close `lock`, the descriptor holding it, if given."""
+    shutil.rmtree(folder, ignore_errors=True)
+    lock_file(folder).unlink(missing_ok=True)
+    if lock >= 0:
+        os.close(lock)
+
+
+def remove_stale_points(points_dir: Path | None = None) -> list[str]:
+    """Remove the point folders of `.team/points/` that no process holds any more; return their names.
+
+    A folder is held while the worker that made it, or the point's process,
+    lives (see `claim_folder`); one whose holders died mid-point holds a clone
+    with the DVC remote's keys, and nothing else would remove it.
+    """
+    points_dir = points_dir or POINTS_DIR
+    removed = []
+    for folder in sorted(points_dir.glob("*")) if points_dir.is_dir() else []:
+        if not folder.is_dir() or folder == points_dir / "dvc-cache":
+            continue
+        try:
+            lock = os.open(lock_file(folder), os.O_WRONLY)
+        except FileNotFoundError:
+            lock = -1  # a folder of no attempt: made by hand, or before folders had locks
+        try:
+            if lock >= 0:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(lock)
+            continue
+        release_folder(folder, lock)
+        removed.append(folder.name)
+    for orphan in points_dir.glob("*.lock") if points_dir.is_dir() else []:
+        if not orphan.with_suffix("").exists():
+            with contextlib.suppress(OSError):
+                held = os.open(orphan, os.O_WRONLY)
+                try:
+                    fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    orphan.unlink()
+                finally:
+                    os.close(held)
+    return removed
+
+
 def run_point(spec: dict[str, Any]) -> dict[str, Any]:
     """The task of one point on a worker: clone the commit, check the venv, run `src.pipeline.point` there.
 
@@ -153,9 +234,9 @@ def run_point(spec: dict[str, Any]) -> dict[str, Any]:
     if stop.is_set():  # the sweep stopped while the point waited for a worker
         return {"status": "KILLED", "message": "the sweep stopped before the point started"}
     venv = Path(os.environ.get("PROJECT_VENV") or sys.prefix)
+    remove_stale_points()
     # A folder of this attempt's own: a point whose worker died may still be stopping in its old one.
-    folder = POINTS_DIR / f"{spec['name']}-{uuid.uuid4().hex[:8]}"
-    folder.mkdir(parents=True)
+    folder, lock = claim_folder(spec["name"])
     clone, log = folder / "repo", folder / "point.log"
     try:
         try:
@@ -187,7 +268,7 @@ def run_point(spec: dict[str, Any]) -> dict[str, Any]:
         with log.open("w") as output:
             point = subprocess.Popen(
                 command, cwd=clone, env=environment, stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True,
+                start_new_session=True, pass_fds=(lock,),  # the point holds its folder too, should this worker die
             )  # fmt: skip
             stopped_at = 0.0
             while point.poll() is None:
@@ -209,7 +290,7 @@ def run_point(spec: dict[str, Any]) -> dict[str, Any]:
     except (OSError, RuntimeError, KeyError) as error:
         return {"status": "FAILED", "message": str(error).splitlines()[0] if str(error) else type(error).__name__}
     finally:
-        shutil.rmtree(folder, ignore_errors=True)
+        release_folder(folder, lock)
 
 
 def run_on_cluster(
@@ -232,7 +313,9 @@ def run_on_cluster(
 
     Raises:
         SweepRefusedError: Before any run exists, if the sweep cannot go to the cluster.
-        ClusterError: Before any run exists, if the scheduler does not answer.
+        ClusterError: Before any run exists, if the scheduler does not answer; later, once
+            every point not ended is FAILED, if no worker takes points any more.
+        SchedulerLostError: Once every point not ended is FAILED, if the scheduler died.
         Interrupted: Once every point not ended is stopped and KILLED.
     """
     from distributed import Event
@@ -243,8 +326,7 @@ def run_on_cluster(
     remote = git_remote()
     commit, url = check_ready(remote)
     client = connect(address)
-    workers = client.scheduler_info(n_workers=-1)["workers"].values()
-    if not any(POINT_RESOURCE in worker.get("resources", {}) for worker in workers):
+    if not point_workers(client):
         client.close()
         raise SweepRefusedError(
             f"no worker of the Dask cluster at {address} takes sweep points: start them with `make worker` "
@@ -273,14 +355,19 @@ def run_on_cluster(
             sweep_id, len(points), address, commit[:8],
         )  # fmt: skip
         pending = {point.name: point for point in points}
+        watch = WorkerWatch(address)
         while pending:
             interrupts.sleep(POLL_SECONDS)
+            if client.status != "running":  # Dask cancels every future as it loses the scheduler
+                raise scheduler_lost(address)
             for name in [name for name in pending if futures[name].done()]:
                 point = pending.pop(name)
                 future = futures.pop(name)
                 try:
                     result = future.result()
                 except Exception as error:  # the task itself failed, e.g. its workers kept dying
+                    if lost(error):
+                        raise scheduler_lost(address) from None
                     result = {"status": "FAILED", "message": f"{type(error).__name__}: {error}"}
                 future.release()
                 end_point(point, result)
@@ -288,6 +375,8 @@ def run_on_cluster(
                 ended = [other for other in points if other.name not in pending]
                 failed = sum(other.status != "FINISHED" for other in ended)
                 progress.step("sweep", len(ended), len(points), {"failed": failed}, unit="point")
+            if pending:
+                watch.check(client)
         progress.close("sweep")
         finished = [point.name for point in points if point.status == "FINISHED"]
         if finished:
@@ -295,13 +384,93 @@ def run_on_cluster(
             if pulled.returncode:
                 logger.warning("could not fetch the experiments from %s: %s", remote, dvc_error(pulled))
     except (Exception, Interrupted) as error:
+        if isinstance(error, Exception) and is_lost(client, error):
+            # No scheduler to tell the points or to ask: its workers stopped them as it went.
+            error = error if isinstance(error, SchedulerLostError) else scheduler_lost(address)
+            end_open_points(points, f"the sweep stopped: {error}", EXIT_FAILED)
+            remove_stale_points()
+            raise error from None
         stop.set()
         interrupted = isinstance(error, Interrupted) or interrupts.signum
         note = "the sweep was interrupted" if interrupted else f"the sweep stopped on {type(error).__name__}: {error}"
         stop_points(client, points, futures, note, 130 if interrupted else 1)
         raise
     finally:
-        client.close()
+        client.close(timeout=5)
+
+
+def point_workers(client: Any) -> list[str]:
+    """The workers of the cluster that take sweep points (those with the POINT resource)."""
+    workers = client.scheduler_info(n_workers=-1)["workers"]
+    return [address for address, worker in workers.items() if POINT_RESOURCE in worker.get("resources", {})]
+
+
+class WorkerWatch:
+    """Notice a cluster left with no worker that takes points: the points would wait for good.
+
+    Args:
+        address: The scheduler's address, for the message.
+        seconds: How long the cluster may be without such a worker.
+    """
+
+    def __init__(self, address: str, seconds: float = WORKERLESS_SECONDS) -> None:
+        self.address = address
+        self.seconds = seconds
+        self.last_seen = time.monotonic()
+        self.last_asked = 0.0
+
+    def seen(self, workers: int, now: float) -> None:
+        """Take a count of the workers that take points, at `now` (monotonic seconds).
+
+        Raises:
+            ClusterError: If there has been none for `seconds`.
+        """
+        if workers:
+            self.last_seen = now
+        elif now - self.last_seen >= self.seconds:
+            raise ClusterError(
+                f"no worker of the Dask cluster at {self.address} has taken sweep points for {self.seconds:.0f} s "
+                "(they died, or were stopped)"
+            )
+
+    def check(self, client: Any) -> None:
+        """Ask the scheduler every WORKERS_POLL_SECONDS; see `seen`."""
+        now = time.monotonic()
+        if now - self.last_asked >= WORKERS_POLL_SECONDS:
+            self.last_asked = now
+            self.seen(len(point_workers(client)), now)
+
+
+def scheduler_lost(address: str) -> SchedulerLostError:
+    """The error of a scheduler that died mid-sweep."""
+    return SchedulerLostError(
+        f"the Dask scheduler at {address} stopped answering mid-sweep (its workers stopped their points as it went)"
+    )
+
+
+def is_lost(client: Any, error: Exception) -> bool:
+    """Whether `error` came of the scheduler's going: said so, or the client no longer runs."""
+    return isinstance(error, SchedulerLostError) or lost(error) or client.status != "running"
+
+
+def end_open_points(points: list[Any], note: str, exit_code: int) -> None:
+    """End each point not ended whose parent run is open (FAILED or KILLED as `exit_code` says); read each status.
+
+    A point still stopping on a worker finds its run ended and logs nothing
+    (see `src.pipeline.point`), so the status read here is the one that stays.
+    """
+    from src.tracking.parent import close_parent
+
+    client = import_mlflow().MlflowClient()
+    for point in points:
+        if not point.run_id or point.status != "not run":
+            continue
+        run = client.get_run(point.run_id)
+        if run.info.status == "RUNNING":
+            client.set_tag(point.run_id, NOTE_TAG, note)
+            close_parent(client, point.run_id, exit_code)
+            run = client.get_run(point.run_id)
+        point.take_outcome(run)
 
 
 def end_point(point: Any, result: dict[str, Any]) -> None:
@@ -338,8 +507,6 @@ def stop_points(cluster: Any, points: list[Any], futures: dict[str, Any], note: 
         note: Why the sweep stopped, for the parents' `pipeline.note` tag.
         exit_code: 130 (KILLED) for an interrupt, 1 (FAILED) for an error.
     """
-    from src.tracking.parent import close_parent
-
     with contextlib.suppress(Exception):  # a scheduler gone leaves nothing running to wait for
         running = {key for keys in cluster.processing().values() for key in keys}
         for name, future in futures.items():
@@ -350,13 +517,4 @@ def stop_points(cluster: Any, points: list[Any], futures: dict[str, Any], note: 
             time.sleep(POLL_SECONDS)
     for future in futures.values():
         future.cancel()
-    client = import_mlflow().MlflowClient()
-    for point in points:
-        if not point.run_id or point.status != "not run":
-            continue
-        run = client.get_run(point.run_id)
-        if run.info.status == "RUNNING":
-            client.set_tag(point.run_id, NOTE_TAG, note)
-            close_parent(client, point.run_id, exit_code)
-            run = client.get_run(point.run_id)
-        point.status = run.info.status
+    end_open_points(points, note, exit_code)

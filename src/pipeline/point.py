@@ -14,11 +14,14 @@ commit the sweep runs, checks its own venv against that commit's lock, and start
 4. only then logs the stage runs into the parent run and ends it FINISHED.
 
 An attempt that lost the race (the remote's ref holds another attempt's
-commit) logs nothing. A failed attempt ends the parent FAILED with its stage
-runs, if it is still the point's latest attempt. SIGTERM (the sweep was
-interrupted) stops the stages and ends the parent KILLED. If the worker that
-started it dies, the kernel sends it SIGTERM too: it stops its stages and logs
-nothing, since the scheduler runs the point again elsewhere.
+commit) logs nothing, and so does one whose parent run the sweep has ended
+meanwhile (its scheduler died): the status the sweep wrote stays. A failed
+attempt ends the parent FAILED with its stage runs, if it is still the point's
+latest attempt. SIGTERM (the sweep was interrupted) stops the stages and ends
+the parent KILLED. If the worker that started it dies, the kernel sends it
+SIGHUP: it stops its stages, logs nothing (the scheduler runs the point again
+elsewhere, or the sweep ends it if the scheduler is gone) and removes its
+folder.
 
 The last line on standard output is the outcome, as JSON: `status` (FINISHED,
 FAILED, KILLED, LOST or ABANDONED), `commit`, `attempt` and `message`.
@@ -31,14 +34,15 @@ import ctypes
 import json
 import logging
 import os
-import shutil
 import signal
 import socket
 import sys
+from pathlib import Path
 
 from src.cli import EXIT_FAILED, Interrupted, one_line
 from src.logs import setup_logging
 from src.paths import PIPELINE_DVC_SETTINGS
+from src.pipeline.fanout import release_folder
 from src.pipeline.sweep import experiment_commit, experiment_revision
 from src.tracking.client import describe_tracking_error, import_mlflow
 from src.tracking.tags import ATTEMPT_TAG, NOTE_TAG, PARENT_RUN_ENV, WORKER_TAG
@@ -51,15 +55,19 @@ EXIT_LOST = 3
 """The attempt ran, but another attempt of the same point had pushed its experiment first."""
 
 
+WORKER_GONE = signal.SIGHUP
+"""What the kernel sends the point when its worker dies: not SIGTERM, which is the sweep's stop."""
+
+
 def die_with_parent(parent_pid: int) -> bool:
-    """Have the kernel send this process SIGTERM when its parent (the Dask worker) dies (Linux only).
+    """Have the kernel send this process WORKER_GONE when its parent (the Dask worker) dies (Linux only).
 
     Returns:
         Whether the parent is still there.
     """
     if sys.platform.startswith("linux"):
         pr_set_pdeathsig = 1
-        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, WORKER_GONE)
     return not parent_pid or os.getppid() == parent_pid
 
 
@@ -92,6 +100,11 @@ def run(name: str, parent_run_id: str, overrides: list[str], remote: str, worker
     def worker_gone() -> bool:
         return bool(worker_pid) and os.getppid() != worker_pid
 
+    def ended_by_sweep() -> dict[str, object] | None:
+        """The outcome to return, logging nothing, if the sweep has ended the point's run already."""
+        status = client.get_run(parent_run_id).info.status
+        return None if status == "RUNNING" else outcome("LOST", f"the sweep ended its run {status}", attempt=attempt)
+
     command = ["exp", "run", "--pull", "--name", name]
     for override in overrides:
         command += ["--set-param", override]
@@ -99,8 +112,10 @@ def run(name: str, parent_run_id: str, overrides: list[str], remote: str, worker
     try:
         ran = dvc(*command, env=environment)
     except Interrupted as stopped:
-        if worker_gone() or not latest():
+        if stopped.signum == WORKER_GONE or worker_gone() or not latest():
             return outcome("ABANDONED", "its worker died; the point runs again elsewhere", attempt=attempt)
+        if ended := ended_by_sweep():
+            return ended
         client.set_tag(parent_run_id, NOTE_TAG, "the sweep was interrupted")
         return outcome(close_parent(client, parent_run_id, stopped.exit_code), str(stopped), attempt=attempt)
     if worker_gone():
@@ -108,14 +123,20 @@ def run(name: str, parent_run_id: str, overrides: list[str], remote: str, worker
     if ran.returncode:
         if not latest():
             return outcome("LOST", "a later attempt of this point runs", attempt=attempt)
+        if ended := ended_by_sweep():
+            return ended
         client.set_tag(parent_run_id, NOTE_TAG, f"dvc exp run exited with code {ran.returncode}")
         return outcome(close_parent(client, parent_run_id, ran.returncode), "dvc exp run failed", attempt=attempt)
     commit = experiment_revision(name)
+    if ended := ended_by_sweep():
+        return ended
     pushed = dvc("exp", "push", remote, name, quiet=True)
     on_remote = remote_experiment(remote, name)
     if on_remote and on_remote != commit:
         logger.warning("point %s: another attempt pushed its experiment first (%s); logging nothing", name, on_remote)
         return outcome("LOST", f"another attempt pushed {on_remote} first", commit, attempt)
+    if ended := ended_by_sweep():
+        return ended
     if pushed.returncode or not on_remote:
         reason = dvc_error(pushed) if pushed.returncode else "the git remote has no ref of it after the push"
         client.set_tag(parent_run_id, NOTE_TAG, f"dvc exp push: {reason}")
@@ -145,7 +166,7 @@ def main(argv: list[str] | None = None) -> None:
     except (GitError, OSError, RuntimeError) as error:
         result = outcome("FAILED", describe_tracking_error(error) or one_line(error))
     if result["status"] == "ABANDONED" and arguments.folder:
-        shutil.rmtree(arguments.folder, ignore_errors=True)  # no task is left to remove it
+        release_folder(Path(arguments.folder))  # no task is left to remove it
     sys.stdout.write(json.dumps(result) + "\n")
     codes = {"FINISHED": 0, "LOST": EXIT_LOST, "KILLED": 130}
     sys.exit(codes.get(str(result["status"]), EXIT_FAILED))

@@ -322,12 +322,14 @@ def cluster_ending(sweep_id: str, points: list[Point], error: BaseException, sig
             return f"sweep {sweep_id} interrupted ({Interrupted(signum)}) before any point started", code
         known = isinstance(error, SweepRefusedError | ClusterError)
         return (str(error) if known else describe_tracking_error(error)), code
+    counts = [f"{sum(point.status == 'FINISHED' for point in points)} of {len(points)} points finished"]
+    for status, said in (("KILLED", "ended KILLED"), ("FAILED", "FAILED")):
+        ended = sum(point.status == status for point in points)
+        counts += [f"{ended} {said}"] if ended else []
+    if isinstance(error, ClusterError) and not signum:  # the cluster itself failed: say so, and how to start it
+        restart = "start the cluster again (`make cluster-up` for the trial one) and run the sweep again"
+        return f"sweep {sweep_id} stopped: {error}; {', '.join(counts)}; {restart}", code
     why = f"interrupted ({Interrupted(signum)})" if signum else f"stopped on {describe_tracking_error(error)}"
-    counts = [
-        f"{sum(point.status == 'FINISHED' for point in points)} of {len(points)} points finished",
-        f"{sum(point.status == 'KILLED' for point in points)} ended KILLED",
-        f"{sum(point.status == 'FAILED' for point in points)} FAILED",
-    ]
     return f"sweep {sweep_id} {why}: {', '.join(counts)}; the cluster keeps running", code
 
 
@@ -407,6 +409,8 @@ def main(argv: list[str] | None = None) -> None:
         # A signal is recorded by `interrupts`, or raised as Interrupted by a dvc command it reached.
         signum = error.signum if isinstance(error, Interrupted) else interrupts.signum
         if address:
+            if any(point.run_id for point in points):
+                sys.stdout.write(ranking(points))  # each status as MLflow holds it
             fail(*cluster_ending(sweep_id, points, error, signum))
         if signum:
             stopped = Interrupted(signum)

@@ -1,16 +1,18 @@
-"""The Dask setting's rules, team.env's edits and the worker's venv check, without a cluster."""
+"""The Dask setting's rules, team.env's edits, the worker's venv check and the point folders, without a cluster."""
 
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
+import time
 
 import pytest
 
-from src.cluster import ClusterError, check_address, parallel_work
+from src.cluster import ClusterError, check_address, parallel_work, scheduler_address
 from src.paths import PROJECT_ROOT
-from src.pipeline.fanout import check_venv, lock_hash
+from src.pipeline.fanout import WorkerWatch, check_venv, claim_folder, lock_file, lock_hash, remove_stale_points
 from src.team import cluster, stack
 
 
@@ -158,3 +160,71 @@ def test_a_cluster_sweep_outside_team_mode_is_refused_before_git_or_any_run(monk
     with pytest.raises(SweepRefusedError, match="needs team mode") as refused:
         check_ready("origin")
     assert "\n" not in str(refused.value) and refused.value.exit_code == 2
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_a_scheduler_that_does_not_answer_is_named_in_one_line_at_once(monkeypatch):
+    address = f"tcp://127.0.0.1:{free_port()}"
+    monkeypatch.setenv("DASK_SCHEDULER", address)
+    began = time.monotonic()
+    with pytest.raises(ClusterError) as refused:
+        scheduler_address()
+    assert time.monotonic() - began < 2
+    assert str(refused.value) == (
+        f"cannot reach the Dask scheduler at {address} (DASK_SCHEDULER in team.env): nothing answers there "
+        "(ConnectionRefusedError); start it with `make cluster-up`, or check the address"
+    )
+
+
+def test_a_point_folder_is_removed_once_no_process_holds_it(tmp_path, monkeypatch):
+    from src.pipeline import fanout
+
+    monkeypatch.setattr(fanout, "POINTS_DIR", tmp_path)
+    held, lock = claim_folder("sweep-1-1")
+    (held / "repo").mkdir()
+    # A point's process holds its folder too (it inherits the lock), and outlives the worker that made it.
+    point = subprocess.Popen(["sleep", "30"], pass_fds=(lock,))
+    os.close(lock)
+    gone, lock = claim_folder("sweep-1-2")
+    os.close(lock)  # its worker and point died: nothing holds it
+    (tmp_path / "dvc-cache").mkdir()  # shared by every point: never removed
+    (tmp_path / "by-hand").mkdir()  # no lock at all
+    assert remove_stale_points() == ["by-hand", gone.name]
+    assert held.is_dir() and lock_file(held).exists() and not gone.exists() and not lock_file(gone).exists()
+    point.kill()
+    point.wait()
+    assert remove_stale_points() == [held.name]
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["dvc-cache"]
+
+
+def test_points_waiting_with_no_worker_to_take_them_stop_the_sweep_after_a_while():
+    watch = WorkerWatch("tls://127.0.0.1:8786", seconds=60)
+    watch.seen(0, watch.last_seen + 59)
+    watch.seen(1, watch.last_seen + 59)  # a nanny restarted the worker: the wait starts again
+    watch.seen(0, watch.last_seen + 59)
+    with pytest.raises(ClusterError) as stopped:
+        watch.seen(0, watch.last_seen + 60)
+    assert str(stopped.value) == (
+        "no worker of the Dask cluster at tls://127.0.0.1:8786 has taken sweep points for 60 s "
+        "(they died, or were stopped)"
+    )
+
+
+def test_a_sweep_whose_scheduler_died_says_so_in_one_line_with_each_status():
+    from src.cluster import SchedulerLostError
+    from src.pipeline.sweep import Point, cluster_ending
+
+    points = [Point({"train.linear.C": c}, name=f"s-{c}", run_id=f"r{c}") for c in (1, 2, 3)]
+    points[0].status, points[1].status, points[2].status = "FINISHED", "FAILED", "FAILED"
+    lost = SchedulerLostError("the Dask scheduler at tls://127.0.0.1:1 stopped answering mid-sweep")
+    line, code = cluster_ending("s", points, lost, 0)
+    assert code == 1
+    assert line == (
+        "sweep s stopped: the Dask scheduler at tls://127.0.0.1:1 stopped answering mid-sweep; 1 of 3 points "
+        "finished, 2 FAILED; start the cluster again (`make cluster-up` for the trial one) and run the sweep again"
+    )
