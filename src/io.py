@@ -176,3 +176,18 @@ def write_json(document: Any, path: Path) -> None:
     """Write `document` to `path` as indented JSON, atomically."""
     with atomic_path(path) as temporary:
         temporary.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def private_folder(folder: Path) -> Path:
+    """Create `folder` (and its parents) for this account alone (0700), and tighten it if it exists; return it."""
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    folder.chmod(0o700)
+    return folder
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Write `data` to a file created 0600: never readable by another account, not even for a moment."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "wb") as file:
+        file.write(data)
+    path.chmod(0o600)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import sys
 
-QUIET_LOGGERS = ("alembic", "git", "urllib3", "matplotlib", "PIL")
+QUIET_LOGGERS = {"alembic": "WARNING", "git": "WARNING", "matplotlib": "WARNING", "PIL": "WARNING", "urllib3": "ERROR"}
+"""Libraries that log too much for a terminal, and the least level of theirs shown (urllib3 warns on each retry)."""
 
 
 def setup_logging(level: str = "INFO") -> None:
@@ -21,5 +22,5 @@ def setup_logging(level: str = "INFO") -> None:
         stream=sys.stderr,
         force=True,
     )
-    for name in QUIET_LOGGERS:
-        logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLevelName(level)))
+    for name, least in QUIET_LOGGERS.items():
+        logging.getLogger(name).setLevel(max(logging.getLevelName(least), logging.getLevelName(level)))

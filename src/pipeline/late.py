@@ -17,7 +17,10 @@ def main(argv: list[str] | None = None) -> None:
     make runs this before its targets when such a run is kept in `.pipeline/`:
     the first target that reaches the tracking server (and the S3 behind it)
     logs what was missing and ends the run with its true status. A store still
-    out of reach is left for the next target, quietly.
+    out of reach is left for the next target, quietly. In team mode make runs it
+    before every target that uses the tracking server, with `--reach`: a server
+    that does not answer within seconds is named in one line, and the target
+    does not start (an S3 that does not answer is named by the target itself).
     """
     import argparse
 
@@ -27,8 +30,16 @@ def main(argv: list[str] | None = None) -> None:
 
     parser = argparse.ArgumentParser(prog="python -m src.pipeline.late", description=main.__doc__)
     parser.add_argument("--command", default="a later make target", help="the command that runs this, for the note")
+    parser.add_argument("--reach", action="store_true", help="first check that the tracking server answers")
     arguments = parser.parse_args(argv)
     setup_logging()
+    if arguments.reach:
+        from src.cli import fail
+        from src.tracking.client import silent_server
+
+        down = silent_server()
+        if down:
+            fail(f"{arguments.command}: {down}")
     pending = pending_outcomes()
     if not pending:
         return

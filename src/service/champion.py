@@ -92,8 +92,13 @@ def held_out_table(run: Any) -> pd.DataFrame:
 
 
 def register(client: MlflowClient, name: str, candidate: Candidate, metric: Metric) -> Any:
-    """Register the candidate's model under `name` (or find its version) with lineage tags."""
-    import mlflow
+    """Register the candidate's model under `name` (or find its version) with lineage tags.
+
+    The registered model is created only if it does not exist: on a tracking
+    server with workspaces (the trial stack) creating one takes a right that only
+    the admin has, while adding a version takes EDIT on the model.
+    """
+    from mlflow.exceptions import MlflowException
 
     for version in client.search_model_versions(f"name = '{name}'"):
         if version.source == candidate.model_uri:
@@ -102,7 +107,14 @@ def register(client: MlflowClient, name: str, candidate: Candidate, metric: Metr
     tags["pipeline.run_id"] = candidate.run.info.run_id
     if metric.name in candidate.run.data.metrics:
         tags[f"metric.{metric.name}"] = str(candidate.run.data.metrics[metric.name])
-    return mlflow.register_model(candidate.model_uri, name, tags=tags)
+    try:
+        client.get_registered_model(name)
+    except MlflowException as error:
+        if error.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        client.create_registered_model(name)
+    model_id = candidate.model_uri.removeprefix("models:/")  # logged_model_uri gives `models:/<id>`
+    return client.create_model_version(name, candidate.model_uri, tags=tags, model_id=model_id)
 
 
 def promote(

@@ -40,7 +40,9 @@ from pathlib import Path
 from typing import Any
 
 from src.cli import one_line
+from src.io import private_folder, write_private
 from src.paths import PROJECT_ROOT
+from src.team.certs import Certificate, issue
 
 logger = logging.getLogger(__name__)
 
@@ -136,9 +138,8 @@ class Settings:
 
     def save(self) -> None:
         """Write the settings, readable by this user only."""
-        TEAM_DIR.mkdir(exist_ok=True)
-        self.path.touch(mode=0o600)
-        self.path.write_text(json.dumps(asdict(self), indent=2) + "\n")
+        make_team_folder()
+        write_private(self.path, (json.dumps(asdict(self), indent=2) + "\n").encode())
 
     @property
     def mlflow_url(self) -> str:
@@ -153,6 +154,20 @@ class Settings:
     def database_uri(self, database: str) -> str:
         """The URI MLflow logs into PostgreSQL's `database` with."""
         return f"postgresql://mlflow:{self.mlflow_db_password}@127.0.0.1:{self.postgres_port}/{database}"
+
+
+def make_team_folder() -> None:
+    """Create `.team/` for this account alone (0700), and tighten it if it exists.
+
+    Run as root, the stack runs PostgreSQL as `postgres`, which must pass
+    through to its own folder: then the folder's group is postgres's, and the
+    group may pass (0710) but not list or read.
+    """
+    private_folder(TEAM_DIR)
+    if os.geteuid() == 0:
+        with contextlib.suppress(KeyError):
+            os.chown(TEAM_DIR, 0, pwd.getpwnam("postgres").pw_gid)
+            TEAM_DIR.chmod(0o710)
 
 
 def pid_file(part: str) -> Path:
@@ -201,10 +216,15 @@ def stop(part: str) -> bool:
 
     process = running(part)
     pid_file(part).unlink(missing_ok=True)
+    if part == "s3":
+        remove_weed_sockets()
     if process is None:
         return False
     with contextlib.suppress(psutil.Error):
         tree = [process, *process.children(recursive=True)]
+        for each in tree:  # a stopped process (SIGSTOP) would hold the signal back until it continues
+            with contextlib.suppress(psutil.Error):
+                each.resume()
         process.send_signal(signal.SIGINT if part == "postgres" else signal.SIGTERM)
         _, alive = psutil.wait_procs(tree, timeout=STOP_SECONDS)
         for leftover in alive:
@@ -212,6 +232,26 @@ def stop(part: str) -> bool:
                 leftover.kill()
         psutil.wait_procs(alive, timeout=5)
     return True
+
+
+def remove_weed_sockets() -> None:
+    """Remove the unix sockets SeaweedFS leaves in the temporary folder (`seaweedfs-*-grpc-<port>.sock`), ours only.
+
+    Its gRPC parts make them there whatever TMPDIR says; they are created 0700
+    (umask 077), so no other account can connect, but they outlive the server.
+    """
+    import tempfile
+
+    settings_file = TEAM_DIR / "stack.json"
+    if not settings_file.exists():
+        return
+    saved = json.loads(settings_file.read_text())
+    ports = [port + 10000 for port in [saved.get("s3_port", 0), *saved.get("s3_internal_ports", [])]]
+    for port in ports:
+        for leftover in Path(tempfile.gettempdir()).glob(f"seaweedfs-*-grpc-{port}.sock"):
+            with contextlib.suppress(OSError):
+                if leftover.lstat().st_uid == os.geteuid():
+                    leftover.unlink()
 
 
 def launch(part: str, command: list[str], environment: dict[str, str] | None = None, **options: Any) -> Any:
@@ -296,7 +336,8 @@ def check_reachable(folder: Path, user: dict[str, Any]) -> None:
         return
     for parent in (each for each in folder.parents if each.exists()):
         mode = parent.stat()
-        if not (mode.st_mode & stat.S_IXOTH or mode.st_uid == user["user"]):
+        passes = mode.st_mode & stat.S_IXOTH or (mode.st_mode & stat.S_IXGRP and mode.st_gid == user["group"])
+        if not (passes or mode.st_uid == user["user"]):
             raise StackError(
                 f"PostgreSQL runs as user postgres, which cannot enter {parent}: "
                 f"allow it (chmod o+x {parent}) or keep the project where it can"
@@ -414,26 +455,68 @@ def _s3_answers(settings: Settings) -> bool:
     return True
 
 
+WEED_TLS_PARTS = ("master", "volume", "filer", "s3", "admin", "worker", "client")
+"""SeaweedFS's parts that speak gRPC; each is given the stack's certificate (`[grpc.<part>]` in its security.toml)."""
+
+WEED_HTTPS_PARTS = ("master", "volume", "filer")
+"""SeaweedFS's parts that serve HTTP inside the store; each asks its clients for a certificate of the stack's CA."""
+
+
+def weed_security(certificate: Certificate) -> dict[str, str]:
+    """SeaweedFS's security.toml as environment variables: mutual TLS on every internal gRPC and HTTP port.
+
+    Only a client holding a certificate of the stack's CA (0600 under `.team/tls`)
+    gets past the TLS handshake of the master, volume server and filer, whether
+    by gRPC or HTTP; S3 stays plain HTTP on its port and answers only requests
+    signed with the stack's keys.
+    """
+    files = {"CERT": str(certificate.cert), "KEY": str(certificate.key)}
+    settings = {"WEED_GRPC_CA": str(certificate.ca)}
+    for part in WEED_TLS_PARTS:
+        settings |= {f"WEED_GRPC_{part.upper()}_{name}": path for name, path in files.items()}
+    for part in WEED_HTTPS_PARTS:
+        settings |= {f"WEED_HTTPS_{part.upper()}_{name}": path for name, path in files.items()}
+        settings[f"WEED_HTTPS_{part.upper()}_CA"] = str(certificate.ca)
+    settings |= {f"WEED_HTTPS_CLIENT_{name}": path for name, path in files.items()}
+    settings |= {"WEED_HTTPS_CLIENT_ENABLED": "true", "WEED_HTTPS_CLIENT_CA": str(certificate.ca)}
+    return settings
+
+
+def socket_folder() -> Path:
+    """A folder for SeaweedFS's unix sockets that only this account can enter.
+
+    `.team/s3/sockets` when its path is short enough for a socket's name (about
+    100 bytes), else a fresh private folder under the temporary directory.
+    """
+    import tempfile
+
+    folder = TEAM_DIR / "s3" / "sockets"
+    if len(str(folder / "filer.sock")) < 100:
+        return private_folder(folder)
+    return Path(tempfile.mkdtemp(prefix="team-s3-"))
+
+
 def start_s3(settings: Settings) -> subprocess.Popen:
     """Start SeaweedFS's all-in-one server (`weed mini`) on 127.0.0.1, its data on disk, and create the two buckets.
 
-    Every listener binds to loopback (`-ip.bind`); the keys in its environment are the
-    only ones it accepts (without them it would accept any); its memory is capped.
+    Every listener binds to loopback (`-ip.bind`); its internal ports (master,
+    volume server, filer: HTTP and gRPC) speak mutual TLS with the stack's
+    certificate (`weed_security`), and the S3 port accepts only the keys of its
+    identities file (without one it would accept any); its memory is capped.
     """
-    import hashlib
-    import tempfile
-
     folder = TEAM_DIR / "s3"
-    (folder / "data").mkdir(parents=True, exist_ok=True)
-    (folder / "logs").mkdir(parents=True, exist_ok=True)
-    # Unix sockets need a short path, whatever the project's.
-    sockets = Path(tempfile.gettempdir()) / f"team-s3-{hashlib.md5(str(TEAM_DIR).encode()).hexdigest()[:8]}"
-    sockets.mkdir(exist_ok=True)
+    private_folder(folder / "data")
+    private_folder(folder / "logs")
+    sockets = socket_folder()
     master, volume, filer, admin = settings.s3_internal_ports
+    # The keys go in a 0600 file, not the environment: SeaweedFS logs the access key of an identity it reads there.
+    identities = folder / "identities.json"
+    credentials = {"accessKey": settings.s3_access_key_id, "secretKey": settings.s3_secret_access_key}
+    identity = {"name": "team", "credentials": [credentials], "actions": ["Admin", "Read", "Write", "List", "Tagging"]}
+    write_private(identities, json.dumps({"identities": [identity]}).encode())
     environment = {
-        **os.environ,
-        "AWS_ACCESS_KEY_ID": settings.s3_access_key_id,
-        "AWS_SECRET_ACCESS_KEY": settings.s3_secret_access_key,
+        **{key: value for key, value in os.environ.items() if not key.startswith("AWS_")},
+        **weed_security(issue(TEAM_DIR / "tls", "s3")),
         "GOMEMLIMIT": "384MiB",
     }
     process = launch(
@@ -442,7 +525,8 @@ def start_s3(settings: Settings) -> subprocess.Popen:
          "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-s3.port={settings.s3_port}", f"-master.port={master}",
          f"-volume.port={volume}", f"-filer.port={filer}", f"-admin.port={admin}", "-webdav=false",
          "-admin.ui=false", "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.telemetry=false",
-         f"-filer.localSocket={sockets / 'filer.sock'}", f"-s3.localSocket={sockets / 's3.sock'}"],
+         f"-s3.config={identities}", f"-filer.localSocket={sockets / 'filer.sock'}",
+         f"-s3.localSocket={sockets / 's3.sock'}"],
         environment,
     )  # fmt: skip
     wait_until("s3", process, lambda: _s3_answers(settings), f"the S3 server (SeaweedFS) on {settings.s3_url}")
@@ -457,16 +541,18 @@ def start_s3(settings: Settings) -> subprocess.Popen:
 def start_mlflow(settings: Settings) -> subprocess.Popen:
     """Start `mlflow server` with basic-auth on PostgreSQL, artifacts in the S3 bucket."""
     auth_config = TEAM_DIR / "auth.ini"
-    auth_config.touch(mode=0o600)
-    auth_config.write_text(
-        "[mlflow]\n"
-        "default_permission = READ\n"
-        f"database_uri = {settings.database_uri('mlflow_auth')}\n"
-        f"admin_username = {ADMIN}\n"
-        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
-        "grant_default_workspace_access = false\n"
-        # Checking a password costs 0.3 s; remember a good one for a minute.
-        "auth_cache_ttl_seconds = 60\n"
+    write_private(
+        auth_config,
+        (
+            "[mlflow]\n"
+            "default_permission = READ\n"
+            f"database_uri = {settings.database_uri('mlflow_auth')}\n"
+            f"admin_username = {ADMIN}\n"
+            "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+            "grant_default_workspace_access = false\n"
+            # Checking a password costs 0.3 s; remember a good one for a minute.
+            "auth_cache_ttl_seconds = 60\n"
+        ).encode(),
     )
     environment = {key: value for key, value in os.environ.items() if not key.startswith("MLFLOW_TRACKING_")}
     environment.update(
@@ -478,6 +564,9 @@ def start_mlflow(settings: Settings) -> subprocess.Popen:
         AWS_ACCESS_KEY_ID=settings.s3_access_key_id,
         AWS_SECRET_ACCESS_KEY=settings.s3_secret_access_key,
         MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false",
+        # With workspaces on, creating an experiment or a registered model takes a workspace-wide grant, which
+        # no role of `make team-user` gives: `read` then only reads (without them, any login may create both).
+        MLFLOW_ENABLE_WORKSPACES="true",
         MLFLOW_DISABLE_TELEMETRY="true",
         DO_NOT_TRACK="1",
     )
@@ -510,6 +599,51 @@ PARTS = {
     "mlflow": ("MLflow", start_mlflow),
 }
 
+PORT_SETTINGS = {"postgres": "postgres_port", "s3": "s3_port", "mlflow": "mlflow_port"}
+
+
+def answers(part: str, settings: Settings) -> bool:
+    """Whether the part does its job: PostgreSQL takes a login, S3 lists buckets with the keys, MLflow is healthy."""
+    if part == "postgres":
+        return _postgres_answers(settings)
+    if part == "s3":
+        return _s3_answers(settings)
+    return http_status(f"{settings.mlflow_url}/health") == 200
+
+
+def port_taken(port: int) -> bool:
+    """Whether something listens on 127.0.0.1:`port` already (no port above 65535 is)."""
+    import socket
+
+    if port > 65535:
+        return False
+    with socket.socket() as probe:
+        probe.settimeout(1)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def make_room(part: str, label: str, settings: Settings, fresh: bool) -> None:
+    """Before starting `part`: move a port another program holds, or say in one line which and how to move it.
+
+    A new stack (no `.team/stack.json` yet, no TEAM_*_PORT given) takes a free
+    port instead of a taken default; a stack that has its ports keeps them, as
+    team.env and other clones name them. SeaweedFS's internal ports are the
+    stack's own business and move whenever one is taken.
+    """
+    name = PORT_SETTINGS[part]
+    port = getattr(settings, name)
+    variable = f"TEAM_{part.upper()}_PORT"
+    if port_taken(port) or (part == "s3" and port_taken(port + 10000)):  # SeaweedFS's S3 takes gRPC there
+        if not (fresh and not os.environ.get(variable)):
+            raise StackError(
+                f"port {port} for {label} is taken by another program (another trial stack?): "
+                f"start this one on a free port with `{variable}=<port> make team-up`"
+            )
+        setattr(settings, name, free_port_pairs(1)[0])
+        logger.info("port %d for %s is taken; this new stack uses %d", port, label, getattr(settings, name))
+    if part == "s3" and any(port_taken(each) or port_taken(each + 10000) for each in settings.s3_internal_ports):
+        settings.s3_internal_ports = free_port_pairs(4)
+
 
 def write_team_env(settings: Settings, project_name: str) -> None:
     """Write team.env for this stack, unless it names a tracking server already (a real team's, maybe).
@@ -524,18 +658,20 @@ def write_team_env(settings: Settings, project_name: str) -> None:
                 logger.warning("team.env exists and points elsewhere than this stack (%s); kept", settings.mlflow_url)
             return
         kept = [line for line in existing.splitlines() if line.strip() and not line.startswith("#")]
-    TEAM_ENV.touch(mode=0o600)
-    TEAM_ENV.write_text(
-        "# Team mode: every make target reads this file (gitignored: it holds passwords).\n"
-        "# Written by `make team-up` for the trial stack on this machine; see team.env.example.\n"
-        f"MLFLOW_TRACKING_URI={settings.mlflow_url}\n"
-        f"MLFLOW_TRACKING_USERNAME={ADMIN}\n"
-        f"MLFLOW_TRACKING_PASSWORD={settings.admin_password}\n"
-        "DVC_REMOTE=team\n"
-        f"DVC_REMOTE_URL=s3://{DATA_BUCKET}/{project_name}\n"
-        f"DVC_S3_ENDPOINT_URL={settings.s3_url}\n"
-        f"AWS_ACCESS_KEY_ID={settings.s3_access_key_id}\n"
-        f"AWS_SECRET_ACCESS_KEY={settings.s3_secret_access_key}\n" + "".join(f"{line}\n" for line in kept)
+    write_private(
+        TEAM_ENV,
+        (
+            "# Team mode: every make target reads this file (gitignored: it holds passwords).\n"
+            "# Written by `make team-up` for the trial stack on this machine; see team.env.example.\n"
+            f"MLFLOW_TRACKING_URI={settings.mlflow_url}\n"
+            f"MLFLOW_TRACKING_USERNAME={ADMIN}\n"
+            f"MLFLOW_TRACKING_PASSWORD={settings.admin_password}\n"
+            "DVC_REMOTE=team\n"
+            f"DVC_REMOTE_URL=s3://{DATA_BUCKET}/{project_name}\n"
+            f"DVC_S3_ENDPOINT_URL={settings.s3_url}\n"
+            f"AWS_ACCESS_KEY_ID={settings.s3_access_key_id}\n"
+            f"AWS_SECRET_ACCESS_KEY={settings.s3_secret_access_key}\n" + "".join(f"{line}\n" for line in kept)
+        ).encode(),
     )
 
 
@@ -545,6 +681,7 @@ def up(project_name: str) -> None:
     Raises:
         StackError: Naming the part that did not start, once what had started is stopped.
     """
+    fresh = not (TEAM_DIR / "stack.json").exists()
     settings = Settings.load()
     settings.save()
     started: list[str] = []
@@ -552,8 +689,13 @@ def up(project_name: str) -> None:
     try:
         for part, (label, start) in PARTS.items():
             if running(part):
-                logger.info("%s is running already", label)
-                continue
+                if answers(part, settings):
+                    logger.info("%s is running already", label)
+                    continue
+                logger.warning("%s runs but does not answer; starting it again", label)
+                stop(part)
+            make_room(part, label, settings, fresh)
+            settings.save()
             logger.info("starting %s (log: %s)", label, log_file(part))
             started.append(part)
             start(settings)
@@ -584,7 +726,11 @@ def resident(process: Any) -> int:
 
 
 def status() -> int:
-    """Print each part's state, process id, memory and address; return 0 if all run."""
+    """Print each part's state (running, silent: alive but not answering, or stopped), pid, memory, address.
+
+    Returns:
+        0 if every part runs and answers, else 1.
+    """
     import psutil
 
     settings = Settings.load()
@@ -603,10 +749,13 @@ def status() -> int:
             with contextlib.suppress(psutil.Error):
                 memory = sum(resident(each) for each in [process, *process.children(recursive=True)])
         total += memory
-        all_running &= process is not None
-        state = "running" if process is not None else "stopped"
+        answering = process is not None and answers(part, settings)
+        all_running &= answering
+        state = "stopped" if process is None else ("running" if answering else "silent")
         shown = f"{memory / 2**20:.0f} MB" if process is not None else "-"
         pid = str(process.pid) if process is not None else "-"
         say(f"{label:<15} {state:<8} {pid:>7} {shown:>9}  {addresses[part]:<26} {log_file(part)}")
     say(f"memory held by the stack: {total / 2**20:.0f} MB")
+    if not all_running:
+        say("a part stopped or silent (alive, not answering) is started again by `make team-up`")
     return 0 if all_running else 1

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING
 
 from src.cli import one_line
+from src.io import private_folder
 from src.paths import PROJECT_ROOT
 
 if TYPE_CHECKING:
@@ -32,8 +34,25 @@ def import_mlflow() -> ModuleType:
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     import mlflow
 
+    keep_local_store_private()
     mlflow.set_tracking_uri(tracking_uri())
     return mlflow
+
+
+def keep_local_store_private() -> None:
+    """Make the embedded store this account's alone: the SQLite file 0600 (created so if new), `mlruns/` 0700.
+
+    SQLite gives its journal the database's mode, and MLflow would create both
+    readable by every account of the machine.
+    """
+    uri = tracking_uri()
+    if not uri.startswith("sqlite:///"):
+        return
+    database = Path(uri.removeprefix("sqlite:///"))
+    if database.parent.is_dir():
+        os.close(os.open(database, os.O_WRONLY | os.O_CREAT, 0o600))
+        database.chmod(0o600)
+        private_folder(PROJECT_ROOT / "mlruns")
 
 
 def experiment_id_for(client: MlflowClient, name: str) -> str:
@@ -104,21 +123,38 @@ def answers(url: str) -> bool:
         return False
 
 
+def silent_server() -> str:
+    """In team mode, say in one line that the tracking server does not answer within seconds; "" when it does."""
+    uri = tracking_uri()
+    if uses_tracking_server() and not answers(f"{uri.rstrip('/')}/health"):
+        return f"the tracking server {uri} does not answer; start it again (`make team-up` for the trial stack)"
+    return ""
+
+
+def unreachable() -> str:
+    """In team mode, say in one line which part does not answer within seconds: the tracking server or its S3.
+
+    In team mode the server keeps artifacts (params.yaml, plots, models) in S3; a
+    server that answers while S3 does not fails on artifacts only. "" when both
+    answer, or in embedded mode.
+    """
+    if not uses_tracking_server():
+        return ""
+    silent = silent_server()
+    if silent:
+        return silent
+    endpoint = os.environ.get("DVC_S3_ENDPOINT_URL", "")
+    if endpoint and not answers(endpoint):
+        return (
+            f"the S3 endpoint {endpoint}, where the tracking server keeps artifacts, does not answer; "
+            "start it again (`make team-up` for the trial stack)"
+        )
+    return ""
+
+
 def describe_outage(error: BaseException) -> str:
     """Name the part that failed when the tracking store could not be used: the tracking server, or the S3 behind it.
 
-    In team mode the server keeps artifacts (params.yaml, plots, models) in S3; a
-    server that answers while S3 does not fails on artifacts only. Falls back to
-    `describe_tracking_error` when both answer, or in embedded mode.
+    Falls back to `describe_tracking_error` when both answer, or in embedded mode.
     """
-    uri = tracking_uri()
-    if uses_tracking_server():
-        if not answers(f"{uri.rstrip('/')}/health"):
-            return f"the tracking server {uri} does not answer; start it again (`make team-up` for the trial stack)"
-        endpoint = os.environ.get("DVC_S3_ENDPOINT_URL", "")
-        if endpoint and not answers(endpoint):
-            return (
-                f"the S3 endpoint {endpoint}, where the tracking server keeps artifacts, does not answer; "
-                "start it again (`make team-up` for the trial stack)"
-            )
-    return describe_tracking_error(error)
+    return unreachable() or describe_tracking_error(error)

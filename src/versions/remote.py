@@ -19,6 +19,8 @@ from pathlib import Path
 
 from configobj import ConfigObj
 
+from src.io import private_folder
+
 
 class RemoteError(RuntimeError):
     """The remote cannot be set up; the message names it and says why."""
@@ -67,7 +69,7 @@ def configure_remote(
         if folder.exists() and not folder.is_dir():
             raise RemoteError(f"the DVC remote {url} is a file, not a folder; set DVC_REMOTE_URL to a folder")
         try:
-            folder.mkdir(parents=True, exist_ok=True)
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)  # a new remote folder is this account's alone
         except OSError as error:
             raise RemoteError(
                 f"the DVC remote {url} cannot be created ({error.strerror}); "
@@ -108,6 +110,8 @@ def configure_remote(
         del config[f'remote "{name}"']
     if cache_dir:
         config.setdefault("cache", {})["dir"] = str(Path(cache_dir).resolve())
+    else:  # DVC's own cache holds every version of the data: this account's alone
+        private_folder(config_file.parent / "cache")
     return _write_if_changed(config, before, 0o600) or changed
 
 
