@@ -286,16 +286,16 @@ team-down: ## Stop the team stack, by process id (PostgreSQL's data stays in .te
 team-status: ## Show each part of the team stack, its process and the memory it holds
 	@$(PY) -m src.team status
 
-cluster-up: $(RUNTIME_STAMP) ## Start a trial Dask cluster on 127.0.0.1 and write DASK_SCHEDULER into team.env (WORKERS=2)
+cluster-up: $(RUNTIME_STAMP) ## Start a trial Dask cluster on 127.0.0.1, mutual TLS, and write it and its client certificate into team.env (WORKERS=2)
 	@$(PY) -m src.team cluster-up --workers "$(WORKERS)"
 
-cluster-down: ## Stop the trial Dask cluster, by process id, and take DASK_SCHEDULER out of team.env
+cluster-down: ## Stop the trial Dask cluster, by process id, and take it out of team.env
 	@if [ -x $(PY) ]; then $(PY) -m src.team cluster-down; fi
 
 cluster-status: ## Show the trial Dask cluster: each process, its memory, the workers joined
 	@$(PY) -m src.team cluster-status
 
-worker: $(RUNTIME_STAMP) ## Join this machine to a team's Dask cluster, in the foreground (SCHEDULER=tls://host:8786)
+worker: $(RUNTIME_STAMP) ## Join this machine to a team's Dask cluster with team.env's certificate, in the foreground (SCHEDULER=tls://host:8786)
 	@[ -n "$$SCHEDULER" ] || { echo 'error: name the scheduler: make worker SCHEDULER=tls://scheduler.example.org:8786' >&2; exit 2; }
 	@exec $(PY) -m src.team worker --scheduler "$$SCHEDULER"
 

@@ -6,10 +6,13 @@ the cluster through joblib's dask backend, and `make sweep` sends its points
 there. The switch is the environment only, never params.yaml: dvc.lock and the
 scores do not depend on where a run ran.
 
-A scheduler on this machine (127.0.0.1, localhost, ::1) may be plain `tcp://`;
-any other is accepted only over `tls://`, with Dask's certificates named in
-team.env (`DASK_TLS_CA_FILE`, `DASK_TLS_CERT`, `DASK_TLS_KEY`): whoever reaches a
-scheduler can run code on its workers.
+Whoever reaches a Dask scheduler can run code on its workers, as the account
+that runs them. So the scheduler is `tls://`, and every connection shows a
+certificate of the team's CA, named in team.env (`DASK_TLS_CA_FILE`,
+`DASK_TLS_CERT`, `DASK_TLS_KEY`; `make cluster-up` writes its own). Plain
+`tcp://` is refused, unless `DASK_ALLOW_PLAINTEXT=1` says that no one else has
+an account on this machine, and then only on this machine (127.0.0.1,
+localhost, ::1).
 """
 
 from __future__ import annotations
@@ -25,6 +28,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 SCHEDULER_ENV = "DASK_SCHEDULER"
+
+PLAINTEXT_ENV = "DASK_ALLOW_PLAINTEXT"
+"""Set to 1, a plain tcp:// scheduler on this machine is allowed: for a machine no one else has an account on."""
 
 TLS_FILES_ENV = {"ca_file": "DASK_TLS_CA_FILE", "cert": "DASK_TLS_CERT", "key": "DASK_TLS_KEY"}
 """team.env's names of the CA certificate and of this machine's certificate and key, for a `tls://` scheduler."""
@@ -56,12 +62,18 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def plaintext_allowed() -> bool:
+    """Whether `DASK_ALLOW_PLAINTEXT=1` allows a plain tcp:// scheduler on this machine."""
+    return os.environ.get(PLAINTEXT_ENV, "").strip() == "1"
+
+
 def check_address(address: str) -> str:
-    """Return the scheduler address as Dask takes it (`tcp://host:port` or `tls://host:port`).
+    """Return the scheduler address as Dask takes it (`tls://host:port`, or `tcp://host:port` where allowed).
 
     Raises:
-        ClusterError: If the address is malformed, its protocol is neither tcp nor
-            tls, it is plain tcp off this machine, or tls without certificates.
+        ClusterError: If the address is malformed, its protocol is neither tls
+            nor tcp, it is plain tcp off this machine, plain tcp here without
+            `DASK_ALLOW_PLAINTEXT=1`, or tls without certificates.
     """
     text = address.strip()
     parts = urlsplit(text if "://" in text else f"tcp://{text}")
@@ -71,12 +83,18 @@ def check_address(address: str) -> str:
         port = None
     if parts.scheme not in ("tcp", "tls") or not parts.hostname or port is None:
         raise ClusterError(
-            f"{SCHEDULER_ENV}={address!r} is not a scheduler address; give e.g. tcp://127.0.0.1:8786 or tls://host:8786"
+            f"{SCHEDULER_ENV}={address!r} is not a scheduler address; give e.g. tls://127.0.0.1:8786 or tls://host:8786"
         )
     if parts.scheme == "tcp" and not is_loopback(parts.hostname):
         raise ClusterError(
             f"{SCHEDULER_ENV}={address} is plain tcp off this machine: anyone who reaches it can run code on the "
             f"workers; use tls:// with Dask's certificates ({', '.join(TLS_FILES_ENV.values())} in team.env)"
+        )
+    if parts.scheme == "tcp" and not plaintext_allowed():
+        raise ClusterError(
+            f"{SCHEDULER_ENV}={address} is plain tcp: any account on this machine could run code on its workers as "
+            f"you; use tls:// (`make cluster-up` starts a trial cluster with certificates), or set {PLAINTEXT_ENV}=1 "
+            "if no one else has an account here"
         )
     if parts.scheme == "tls":
         tls_files()
@@ -96,6 +114,27 @@ def tls_files() -> dict[str, str]:
             name = TLS_FILES_ENV[option]
             raise ClusterError(f"a tls:// scheduler needs {name} in team.env, a readable file (got {path!r})")
     return files
+
+
+def dask_config(files: dict[str, str]) -> dict[str, Any]:
+    """Dask's own settings for a client of a TLS cluster with these files: encryption required, the CA, the key pair."""
+    return {
+        "distributed.comm.require-encryption": True,
+        "distributed.comm.tls.ca-file": files["ca_file"],
+        "distributed.comm.tls.client.cert": files["cert"],
+        "distributed.comm.tls.client.key": files["key"],
+    }
+
+
+def dask_environment(files: dict[str, str]) -> dict[str, str]:
+    """`dask_config` as Dask's environment variables (`DASK_DISTRIBUTED__COMM__TLS__CA_FILE`, ...).
+
+    A process started with them makes TLS clients of a plain `distributed.Client(address)`.
+    """
+    return {
+        "DASK_" + key.upper().replace(".", "__").replace("-", "_"): str(value)
+        for key, value in dask_config(files).items()
+    }
 
 
 def scheduler_address() -> str:

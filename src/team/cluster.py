@@ -3,14 +3,19 @@
 The trial cluster is a real Dask scheduler and `WORKERS` workers (one thread
 and one sweep point each), started from this checkout's venv like the team
 stack's parts: in sessions of their own, remembered by process id under
-`.team/` (gitignored), logs in `.team/logs`. Every listener binds to 127.0.0.1:
-the scheduler, its dashboard (Dask serves it on every interface unless told
-otherwise), and each worker and its nanny. `cluster-up` writes `DASK_SCHEDULER`
-into team.env, and `cluster-down` takes it out.
+`.team/` (gitignored), logs in `.team/logs`. Every listener binds to 127.0.0.1
+and speaks TLS with mutual authentication, since 127.0.0.1 alone would let any
+account of this machine in: `cluster-up` has the stack's CA (`src.team.certs`,
+`.team/tls`, readable by this account only) sign a certificate for the
+scheduler, the workers and the clients, and every connection must show one.
+The dashboard is off, and the HTTP port Dask opens all the same serves nothing. `cluster-up` writes
+`DASK_SCHEDULER` and the client's certificate into team.env, and `cluster-down`
+takes them out. With `DASK_ALLOW_PLAINTEXT=1` (a machine no one else has an
+account on) the cluster speaks plain tcp instead, with its dashboard.
 
 `make worker SCHEDULER=...` joins this machine to a team's cluster, in the
-foreground: a worker of this checkout's venv, with one point at a time. A
-scheduler off this machine must be `tls://`, with the team's certificates.
+foreground: a worker of this checkout's venv, with one point at a time, and
+the certificate team.env names.
 """
 
 from __future__ import annotations
@@ -21,17 +26,41 @@ import os
 import socket
 import sys
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from src.cluster import SCHEDULER_ENV, check_address, is_loopback, tls_files
+from src.cluster import (
+    PLAINTEXT_ENV,
+    SCHEDULER_ENV,
+    TLS_FILES_ENV,
+    check_address,
+    dask_environment,
+    is_loopback,
+    plaintext_allowed,
+    security,
+    tls_files,
+)
+from src.io import write_private
 from src.paths import PROJECT_ROOT
-from src.pipeline.fanout import POINT_RESOURCE
+from src.pipeline.fanout import POINT_RESOURCE, POINTS_DIR, remove_stale_points
+from src.team.certs import issue
 from src.team.stack import TEAM_DIR, TEAM_ENV, StackError, launch, log_file, resident, running, say, stop, wait_until
 
 SCHEDULER = "dask-scheduler"
 
 DASK_DIR = TEAM_DIR / "dask"
+
+TLS_DIR = TEAM_DIR / "tls"
+"""The stack's CA (see `src.team.certs`) and what it signs: the cluster's scheduler, workers and clients."""
+
+TLS_ROLES = ("scheduler", "worker", "client")
+
+HTTP_OFF = {
+    "DASK_DISTRIBUTED__SCHEDULER__HTTP__ROUTES": "[]",
+    "DASK_DISTRIBUTED__WORKER__HTTP__ROUTES": "[]",
+}
+"""Dask opens an HTTP port on the scheduler and each worker, dashboard or not: with no routes it serves nothing."""
 
 
 @dataclass
@@ -41,16 +70,34 @@ class ClusterSettings:
     scheduler_port: int = 0
     dashboard_port: int = 0
     workers: int = 2
+    certificates: dict[str, dict[str, str]] = field(default_factory=dict)
+    """By role, the TLS files of a tls:// cluster (see `certificates`); none for plain tcp."""
+
+    @property
+    def tls(self) -> bool:
+        """Whether the cluster speaks TLS."""
+        return bool(self.certificates)
 
     @property
     def address(self) -> str:
         """The scheduler's address."""
-        return f"tcp://127.0.0.1:{self.scheduler_port}"
+        return f"{'tls' if self.tls else 'tcp'}://127.0.0.1:{self.scheduler_port}"
 
     @property
     def dashboard(self) -> str:
-        """The dashboard's URL."""
+        """The dashboard's URL, or why there is none."""
+        if self.tls:
+            return f"off (a plain tcp cluster has one: {PLAINTEXT_ENV}=1)"
         return f"http://127.0.0.1:{self.dashboard_port}/status"
+
+    def files(self, role: str) -> dict[str, str]:
+        """The TLS files of `role` (scheduler, worker, client) by Dask's option, or none for plain tcp."""
+        return self.certificates.get(role, {})
+
+    def team_env(self) -> dict[str, str]:
+        """What team.env says of this cluster: its address, and for TLS the client's certificate."""
+        files = self.files("client")
+        return {SCHEDULER_ENV: self.address, **{name: files[option] for option, name in TLS_FILES_ENV.items() if files}}
 
     @staticmethod
     def path() -> Path:
@@ -60,12 +107,15 @@ class ClusterSettings:
     @classmethod
     def load(cls) -> ClusterSettings:
         """The settings of the last `cluster-up`, or defaults."""
-        return cls(**json.loads(cls.path().read_text())) if cls.path().exists() else cls()
+        if not cls.path().exists():
+            return cls()
+        saved = json.loads(cls.path().read_text())
+        return cls(**{each.name: saved[each.name] for each in fields(cls) if each.name in saved})
 
     def save(self) -> None:
-        """Write the settings."""
-        TEAM_DIR.mkdir(exist_ok=True)
-        self.path().write_text(json.dumps(asdict(self), indent=2) + "\n")
+        """Write the settings, readable by this account only."""
+        TEAM_DIR.mkdir(mode=0o700, exist_ok=True)
+        write_private(self.path(), (json.dumps(asdict(self), indent=2) + "\n").encode())
 
     def parts(self) -> list[str]:
         """The parts, in the order they start: the scheduler, then each worker."""
@@ -84,23 +134,73 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def worker_environment(address: str) -> dict[str, str]:
-    """The environment of a worker or the scheduler: this one, the scheduler's address, this checkout importable.
+def certificates() -> dict[str, dict[str, str]]:
+    """The trial cluster's certificate and key for each role, signed by the stack's CA (made where missing).
+
+    Returns:
+        By role (scheduler, worker, client), the files by Dask's option: `ca_file`, `cert`, `key`.
+    """
+    files = {}
+    for role in TLS_ROLES:
+        made = issue(TLS_DIR, f"dask-{role}")
+        files[role] = {"ca_file": str(made.ca), "cert": str(made.cert), "key": str(made.key)}
+    return files
+
+
+@contextlib.contextmanager
+def owner_only() -> Iterator[None]:
+    """Create files readable by this account only (umask 077) in the block, and in the processes it starts."""
+    previous = os.umask(0o077)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
+def keep_private(path: Path) -> None:
+    """Take every right of group and others off `path` and all under it (what an earlier umask let through)."""
+    if not path.exists():
+        return
+    for each in [path, *path.rglob("*")] if path.is_dir() else [path]:
+        with contextlib.suppress(OSError):  # a file a running point removes meanwhile
+            if not each.is_symlink():
+                each.chmod(each.stat().st_mode & 0o700)
+
+
+def worker_environment(address: str, files: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a worker or the scheduler: this one, the cluster's settings, this checkout importable.
 
     Dask's scheduler unpickles every task, and a worker runs it: both import the
-    project's code (`src`), with the same packages as the client.
+    project's code (`src`), with the same packages as the client. A task that is
+    itself a client (a sweep point's train stage) finds the cluster as team.env
+    would name it, and `files` (the client's certificate; team.env's by default)
+    also as Dask's own settings, so that a plain `distributed.Client` connects.
     """
     path = os.environ.get("PYTHONPATH", "")
-    return {
+    environment = {
         **os.environ,
         SCHEDULER_ENV: address,
         "PYTHONPATH": f"{PROJECT_ROOT}{os.pathsep}{path}" if path else str(PROJECT_ROOT),
         "PROJECT_VENV": os.environ.get("PROJECT_VENV") or sys.prefix,
     }
+    if address.startswith("tls://"):
+        files = files or tls_files()
+        environment.update({name: files[option] for option, name in TLS_FILES_ENV.items()})
+        environment.update(dask_environment(files))
+        environment.update(HTTP_OFF)
+    else:
+        environment[PLAINTEXT_ENV] = "1"
+    return environment
 
 
-def worker_command(address: str, name: str, threads: int | None, host: str = "") -> list[str]:
-    """The `dask worker` command of a worker called `name` with one sweep point at a time."""
+def worker_command(
+    address: str, name: str, threads: int | None, host: str = "", files: dict[str, str] | None = None
+) -> list[str]:
+    """The `dask worker` command of a worker called `name` with one sweep point at a time.
+
+    For a tls:// scheduler the worker and its nanny listen with TLS too, and
+    show `files` (team.env's certificate by default).
+    """
     command = [sys.executable, "-m", "distributed.cli.dask_worker", address, "--name", name]
     command += ["--resources", f"{POINT_RESOURCE}=1", "--local-directory", str(DASK_DIR / name)]
     # A worker serves HTTP (health, metrics) on every interface unless told otherwise, dashboard or not.
@@ -110,28 +210,41 @@ def worker_command(address: str, name: str, threads: int | None, host: str = "")
     if host:
         command += ["--host", host]
     if address.startswith("tls://"):
-        files = tls_files()
-        command += ["--tls-ca-file", files["ca_file"], "--tls-cert", files["cert"], "--tls-key", files["key"]]
+        files = files or tls_files()
+        command += ["--protocol", "tls", "--tls-ca-file", files["ca_file"]]
+        command += ["--tls-cert", files["cert"], "--tls-key", files["key"]]
     return command
 
 
-def workers_connected(address: str) -> int:
-    """How many workers the scheduler at `address` has, or -1 if it does not answer."""
+def scheduler_command(settings: ClusterSettings) -> list[str]:
+    """The `dask scheduler` command of the trial cluster: on 127.0.0.1, TLS and no dashboard unless plain tcp."""
+    command = [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1"]
+    command += ["--port", str(settings.scheduler_port)]
+    # Dask serves the dashboard, or its HTTP port without one, on every interface unless given an address.
+    command += ["--dashboard-address", f"127.0.0.1:{settings.dashboard_port}"]
+    if settings.tls:
+        files = settings.files("scheduler")
+        command += ["--protocol", "tls", "--no-dashboard", "--tls-ca-file", files["ca_file"]]
+        command += ["--tls-cert", files["cert"], "--tls-key", files["key"]]
+    return command
+
+
+def workers_connected(address: str, files: dict[str, str] | None = None) -> int:
+    """How many workers the scheduler at `address` has, or -1 if it does not answer (or refuses `files`)."""
     from distributed import Client
 
     try:
-        with Client(address, timeout=3) as client:
+        with Client(address, security=security(address, files), timeout=3) as client:
             return len(client.scheduler_info(n_workers=-1)["workers"])
     except (OSError, TimeoutError):
         return -1
 
 
-def set_team_env(key: str, value: str) -> None:
-    """Set `key=value` in team.env ("" removes the line); a team.env left with no setting is removed."""
+def set_team_env(settings: dict[str, str]) -> None:
+    """Set each `key=value` in team.env ("" removes the line); a team.env left with no setting is removed."""
     lines = TEAM_ENV.read_text().splitlines() if TEAM_ENV.exists() else []
-    kept = [line for line in lines if not line.startswith(f"{key}=")]
-    if value:
-        kept.append(f"{key}={value}")
+    kept = [line for line in lines if line.split("=", 1)[0] not in settings]
+    kept += [f"{key}={value}" for key, value in settings.items() if value]
     if not any(line.strip() and not line.startswith("#") for line in kept):
         TEAM_ENV.unlink(missing_ok=True)
         return
@@ -139,8 +252,18 @@ def set_team_env(key: str, value: str) -> None:
     TEAM_ENV.write_text("\n".join(kept) + "\n")
 
 
+def names_this_cluster(settings: ClusterSettings) -> bool:
+    """Whether team.env names this trial cluster's scheduler."""
+    if not TEAM_ENV.exists():
+        return False
+    return f"{SCHEDULER_ENV}={settings.address}" in TEAM_ENV.read_text().splitlines()
+
+
 def up(workers: int) -> None:
-    """Start the scheduler and `workers` workers on 127.0.0.1, wait until all have joined, write DASK_SCHEDULER.
+    """Start the scheduler and `workers` workers on 127.0.0.1, wait until all have joined, write team.env's settings.
+
+    Each part shows a certificate of the stack's CA (unless `DASK_ALLOW_PLAINTEXT=1`),
+    and every file the cluster and its processes write is readable by this account only.
 
     Raises:
         StackError: Naming the part that did not start, once every part this call started is stopped.
@@ -149,58 +272,78 @@ def up(workers: int) -> None:
         raise StackError(f"WORKERS must be at least 1, got {workers}")
     settings = ClusterSettings.load()
     if running(SCHEDULER):
-        say(f"The cluster runs already: {settings.address}; `make cluster-down` first to change it")
-        return
-    for part in settings.parts():  # workers left from an earlier cluster
-        stop(part)
-    settings = ClusterSettings(free_port(), free_port(), workers)
-    began = time.monotonic()
-    started: list[str] = []
-    try:
-        started.append(SCHEDULER)
-        scheduler = launch(
-            SCHEDULER,
-            [
-                *(sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1"),
-                *(
-                    "--port",
-                    str(settings.scheduler_port),
-                    "--dashboard-address",
-                    f"127.0.0.1:{settings.dashboard_port}",
-                ),
-            ],
-            worker_environment(settings.address),  # the scheduler unpickles the tasks: it imports this checkout too
-        )
-        wait_until(SCHEDULER, scheduler, lambda: workers_connected(settings.address) >= 0, "the Dask scheduler")
-        processes = {}
-        for part in settings.parts()[1:]:
-            started.append(part)
-            command = worker_command(settings.address, part, threads=1, host="127.0.0.1")
-            processes[part] = launch(part, command, worker_environment(settings.address))
-        for index, (part, process) in enumerate(processes.items(), start=1):
-            wait_until(part, process, lambda index=index: workers_connected(settings.address) >= index, f"Dask {part}")
-    except BaseException as error:
-        for part in reversed(started):
+        if workers_connected(settings.address, settings.files("client")) >= 0:
+            say(f"The cluster runs already: {settings.address}; `make cluster-down` first to change it")
+            return
+        say(f"The scheduler of {settings.address} runs but does not answer: starting the cluster again")
+    with owner_only():
+        for part in settings.parts():  # what is left of an earlier cluster
             stop(part)
-        message = str(error) if isinstance(error, StackError) else f"starting the cluster stopped: {error}"
-        raise StackError(f"{message}; stopped what had started") from None
-    settings.save()
-    set_team_env(SCHEDULER_ENV, settings.address)
+        if names_this_cluster(settings):
+            set_team_env(dict.fromkeys(settings.team_env(), ""))
+        remove_stale_points()
+        for path in (DASK_DIR, POINTS_DIR, *(log_file(part) for part in ClusterSettings(workers=workers).parts())):
+            keep_private(path)
+        began = time.monotonic()
+        made = {} if plaintext_allowed() else certificates()
+        settings = ClusterSettings(free_port(), free_port(), workers, made)
+        client_files = settings.files("client")
+        environment = worker_environment(settings.address, client_files)
+        started: list[str] = []
+        try:
+            started.append(SCHEDULER)
+            # The scheduler unpickles the tasks: it imports this checkout too.
+            scheduler = launch(SCHEDULER, scheduler_command(settings), environment)
+            wait_until(
+                SCHEDULER,
+                scheduler,
+                lambda: workers_connected(settings.address, client_files) >= 0,
+                "the Dask scheduler",
+            )
+            processes = {}
+            for part in settings.parts()[1:]:
+                started.append(part)
+                command = worker_command(settings.address, part, 1, "127.0.0.1", settings.files("worker"))
+                processes[part] = launch(part, command, environment)
+            for index, (part, process) in enumerate(processes.items(), start=1):
+                wait_until(
+                    part,
+                    process,
+                    lambda index=index: workers_connected(settings.address, client_files) >= index,
+                    f"Dask {part}",
+                )
+        except BaseException as error:
+            for part in reversed(started):
+                stop(part)
+            message = str(error) if isinstance(error, StackError) else f"starting the cluster stopped: {error}"
+            raise StackError(f"{message}; stopped what had started") from None
+        settings.save()
+        set_team_env(settings.team_env())
     say(
         f"Dask cluster up in {time.monotonic() - began:.1f} s: scheduler {settings.address}, {plural(workers)}, "
         f"dashboard {settings.dashboard}"
     )
-    say("team.env now has DASK_SCHEDULER: `make sweep` and train send their work there; `make cluster-down` stops it.")
+    if settings.tls:
+        say(
+            f"team.env now has DASK_SCHEDULER and the client's certificate ({', '.join(TLS_FILES_ENV.values())}): "
+            "`make sweep` and train send their work there; `make cluster-down` stops it."
+        )
+    else:
+        say(
+            f"plain tcp ({PLAINTEXT_ENV}=1): any account of this machine can run code on these workers as you. "
+            "team.env now has DASK_SCHEDULER; `make cluster-down` stops it."
+        )
 
 
 def down() -> None:
-    """Stop the workers, then the scheduler, and take DASK_SCHEDULER out of team.env if it named this cluster."""
+    """Stop the workers, then the scheduler; take the cluster out of team.env if it named it."""
     settings = ClusterSettings.load()
     parts = settings.parts()
     for part in [*parts[1:], SCHEDULER]:
         say(f"{part}: {'stopped' if stop(part) else 'was not running'}")
-    if TEAM_ENV.exists() and f"{SCHEDULER_ENV}={settings.address}" in TEAM_ENV.read_text().splitlines():
-        set_team_env(SCHEDULER_ENV, "")
+    if names_this_cluster(settings):
+        set_team_env(dict.fromkeys(settings.team_env(), ""))
+    remove_stale_points()
     with contextlib.suppress(FileNotFoundError):
         ClusterSettings.path().unlink()
 
@@ -223,10 +366,16 @@ def status() -> int:
         shown = f"{memory / 2**20:.0f} MB" if process is not None else "-"
         state, pid = ("running", str(process.pid)) if process is not None else ("stopped", "-")
         say(f"{part:<15} {state:<8} {pid:>7} {shown:>9}  {log_file(part)}")
-    connected = workers_connected(settings.address) if running(SCHEDULER) else -1
+    scheduler = running(SCHEDULER)
+    connected = workers_connected(settings.address, settings.files("client")) if scheduler else -1
     joined = f"{plural(connected)} joined" if connected >= 0 else "not answering"
     say(f"scheduler {settings.address} ({joined}), dashboard {settings.dashboard}; memory held: {total / 2**20:.0f} MB")
-    return 0 if all_running else 1
+    if scheduler is None and names_this_cluster(settings):
+        say(
+            "team.env still names this scheduler, which is not running: `make cluster-up` starts the cluster "
+            "again, `make cluster-down` takes it out of team.env"
+        )
+    return 0 if all_running and connected >= 0 else 1
 
 
 def join(scheduler: str) -> None:
@@ -241,4 +390,5 @@ def join(scheduler: str) -> None:
     command = worker_command(address, name, threads=None, host=host)
     say(f"worker {name} joins {address} with one sweep point at a time (Ctrl-C stops it)")
     sys.stdout.flush()
+    os.umask(0o077)  # the worker's clones of each point hold the DVC remote's keys
     os.execve(command[0], command, worker_environment(address))

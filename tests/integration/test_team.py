@@ -396,7 +396,12 @@ def point_processes() -> list:
 def test_the_trial_cluster_listens_on_127_0_0_1_only_and_writes_the_setting(cluster):
     assert cluster.cluster_up.stdout.startswith("Dask cluster up in ")
     address = settings(cluster)["DASK_SCHEDULER"]
-    assert address.startswith("tcp://127.0.0.1:")
+    assert address.startswith("tls://127.0.0.1:")
+    # The client's certificate, signed by the stack's CA, readable by this account only.
+    for name in ("DASK_TLS_CA_FILE", "DASK_TLS_CERT", "DASK_TLS_KEY"):
+        path = Path(settings(cluster)[name])
+        assert path.parent == cluster.root / ".team" / "tls" and stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE((cluster.root / ".team" / "tls").stat().st_mode) == 0o700
     processes = cluster_processes(cluster)
     assert len(processes) >= 5  # the scheduler, and a nanny and its worker twice (and their helpers)
     listening = [
@@ -409,7 +414,87 @@ def test_the_trial_cluster_listens_on_127_0_0_1_only_and_writes_the_setting(clus
     assert {ip for ip, _ in listening} == {"127.0.0.1"}, listening
     status = cluster.make("cluster-status")
     assert status.returncode == 0, status.stderr
-    assert "(2 workers joined)" in status.stdout
+    assert "(2 workers joined), dashboard off" in status.stdout
+
+
+def tls_without_certificate(port: int) -> str:
+    """What a TLS client that shows no certificate gets from `port`: the error that ended it, or what it read."""
+    import ssl
+
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as raw, context.wrap_socket(raw) as tls:
+            tls.sendall(b"\x00" * 8)
+            return f"read {tls.recv(8)!r}"
+    except OSError as error:
+        return type(error).__name__
+
+
+def http_answer(port: int, path: str) -> int | str:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as answer:
+            return answer.status
+    except urllib.error.HTTPError as error:
+        return error.code
+    except OSError as error:
+        return type(error).__name__
+
+
+def test_the_trial_cluster_lets_in_no_client_without_a_certificate_of_its_ca(cluster, tmp_path):
+    from distributed import Client
+    from distributed.security import Security
+
+    from src.team.certs import issue
+
+    address = settings(cluster)["DASK_SCHEDULER"]
+    ports = sorted(
+        {
+            connection.laddr.port
+            for process in cluster_processes(cluster)
+            for connection in process.net_connections(kind="inet")
+            if connection.status == "LISTEN"
+        }
+    )
+    paths = ["/", "/status", "/health", "/metrics", "/info/main/workers.html", "/json/identity.json", "/api/v1"]
+    answers = {port: {path: http_answer(port, path) for path in paths} for port in ports}
+    web = {port for port, answered in answers.items() if any(isinstance(status, int) for status in answered.values())}
+    assert len(web) == 3  # Dask's HTTP port of the scheduler and of each worker, dashboard or not: it serves nothing
+    assert {port: answers[port] for port in web} == {port: dict.fromkeys(paths, 404) for port in web}
+    refused = {port: tls_without_certificate(port) for port in set(ports) - web}
+    assert len(refused) >= 5  # the scheduler, each nanny and each worker
+    assert {port: answer for port, answer in refused.items() if answer.startswith("read")} == {}, refused
+
+    def connects(**options) -> str:
+        try:
+            with Client(options.pop("to", address), timeout=5, **options) as client:
+                return str(client.run_on_scheduler(lambda: 1 + 1))
+        except Exception as error:
+            return type(error).__name__
+
+    other_ca = issue(tmp_path / "other", "intruder")
+    foreign = Security(
+        tls_ca_file=str(other_ca.ca), tls_client_cert=str(other_ca.cert), tls_client_key=str(other_ca.key)
+    )
+    team = settings(cluster)
+    signed_elsewhere = Security(
+        tls_ca_file=team["DASK_TLS_CA_FILE"], tls_client_cert=str(other_ca.cert), tls_client_key=str(other_ca.key)
+    )
+    right = Security(
+        tls_ca_file=team["DASK_TLS_CA_FILE"], tls_client_cert=team["DASK_TLS_CERT"], tls_client_key=team["DASK_TLS_KEY"]
+    )
+    tries = {
+        "plain tcp": connects(to=address.replace("tls://", "tcp://")),
+        "no certificate": connects(),
+        "a certificate of another CA": connects(security=foreign),
+        "one signed by another CA, trusting the right one": connects(security=signed_elsewhere),
+        "a self-signed one": connects(security=Security.temporary()),
+    }
+    assert {what: answer for what, answer in tries.items() if answer == "2"} == {}, tries
+    assert connects(security=right) == "2"
 
 
 def test_a_cluster_sweep_is_refused_in_one_line_when_the_workers_could_not_run_it(cluster):
@@ -417,12 +502,15 @@ def test_a_cluster_sweep_is_refused_in_one_line_when_the_workers_could_not_run_i
     free = free_port()
     cases = {
         "DASK_SCHEDULER=tcp://10.20.30.40:8786": "plain tcp off this machine",
-        f"DASK_SCHEDULER=tcp://127.0.0.1:{free}": "cannot reach the Dask scheduler at",
+        f"DASK_SCHEDULER=tcp://127.0.0.1:{free}": "set DASK_ALLOW_PLAINTEXT=1 if no one else has an account here",
+        f"DASK_SCHEDULER=tls://127.0.0.1:{free}": "cannot reach the Dask scheduler at",
     }
     for setting, message in cases.items():
+        began = time.monotonic()
         result = cluster.make("sweep", setting, SWEEP="train.linear.C=0.5,2")
         assert result.returncode != 0
         assert len(error_lines(result)) == 1 and message in result.stderr, result.stderr
+        assert time.monotonic() - began < 15  # a scheduler that does not answer is named at once, not after retries
     worker = cluster.make("worker", SCHEDULER="tcp://10.20.30.40:8786")
     assert worker.returncode == 2 and "plain tcp off this machine" in worker.stderr, worker.stderr
     params = cluster.root / "params.yaml"
@@ -463,7 +551,7 @@ def test_a_cluster_sweep_survives_a_killed_worker_and_gives_one_experiment_and_r
     seconds = time.monotonic() - began
     assert killed is not None, stderr
     assert sweep.returncode == 0, stderr
-    parents = cluster.runs("tags.`sweep.cluster` LIKE 'tcp://%'")
+    parents = cluster.runs("tags.`sweep.cluster` LIKE 'tls://%'")
     assert len(parents) == 2, [parent.info.run_name for parent in parents]
     assert {parent.data.params["train.linear.C"] for parent in parents} == {"0.5", "2.0"}
     assert sorted(parent.data.tags["sweep.attempt"] for parent in parents) == ["1", "2"]
@@ -512,7 +600,7 @@ def test_a_point_that_runs_again_after_its_experiment_was_pushed_logs_nothing(cl
     # As when the scheduler runs a point again while its first attempt still runs: the later push loses.
     [first] = [
         parent
-        for parent in cluster.runs("tags.`sweep.cluster` LIKE 'tcp://%'")
+        for parent in cluster.runs("tags.`sweep.cluster` LIKE 'tls://%'")
         if parent.data.params["train.linear.C"] == "2.0" and parent.info.status == "FINISHED"
     ]
     name = first.info.run_name
@@ -556,7 +644,7 @@ def test_ctrl_c_on_a_cluster_sweep_ends_its_points_killed_and_keeps_the_cluster(
     assert "interrupted (SIGINT)" in line and "the cluster keeps running" in line, line
     parents = [
         parent
-        for parent in cluster.runs("tags.`sweep.cluster` LIKE 'tcp://%'")
+        for parent in cluster.runs("tags.`sweep.cluster` LIKE 'tls://%'")
         if parent.data.params["train.linear.C"] in ("0.25", "4.0")
     ]
     assert len(parents) == 2
@@ -565,6 +653,55 @@ def test_ctrl_c_on_a_cluster_sweep_ends_its_points_killed_and_keeps_the_cluster(
         assert all(child.info.status != "RUNNING" for child in cluster.children(parent.info.run_id))
     assert not point_processes()
     assert "(2 workers joined)" in cluster.make("cluster-status").stdout
+
+
+def test_a_scheduler_killed_mid_sweep_ends_it_in_one_line_with_the_statuses_mlflow_holds(cluster):
+    import psutil
+
+    sweep = cluster.spawn("sweep", SWEEP="train.linear.C=0.125,8", stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 180
+    started = False
+    while not started and time.monotonic() < deadline and sweep.poll() is None:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            started = any("exp" in child.cmdline() for point in point_processes() for child in point.children())
+        time.sleep(0.2)
+    assert started
+    stop_part(cluster, "dask-scheduler")  # as a crash, or the OOM killer, would
+    stdout, stderr = sweep.communicate(timeout=120)
+    assert sweep.returncode != 0
+    [line] = error_lines(subprocess.CompletedProcess(sweep.args, sweep.returncode, "", stderr))
+    address = settings(cluster)["DASK_SCHEDULER"]
+    assert line.startswith("error: sweep sweep-") and f"the Dask scheduler at {address} stopped answering" in line
+    assert line.endswith("start the cluster again (`make cluster-up` for the trial one) and run the sweep again")
+    assert "Traceback" not in stderr and "distributed." not in stderr, stderr
+    # The table and MLflow agree on each point, and no run is left RUNNING.
+    shown = {row.split("|")[6].strip(): row.split("|")[4].strip() for row in stdout.splitlines()[2:]}
+    parents = {
+        parent.info.run_id: parent
+        for parent in cluster.runs("tags.`sweep.cluster` LIKE 'tls://%'")
+        if parent.data.params["train.linear.C"] in ("0.125", "8.0")
+    }
+    assert len(shown) == 2 and shown == {run_id: parent.info.status for run_id, parent in parents.items()}
+    assert set(shown.values()) <= {"FAILED", "FINISHED"}
+    for run_id in parents:
+        assert all(child.info.status != "RUNNING" for child in cluster.children(run_id))
+    # The points' processes end as their workers close, and leave no clone behind.
+    deadline = time.monotonic() + 60
+    while point_processes() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not point_processes()
+    assert {path.name for path in (cluster.root / ".team" / "points").iterdir()} <= {"dvc-cache"}
+    # The next commands name the dead scheduler and how to start it again; make cluster-up does.
+    status = cluster.make("cluster-status")
+    assert status.returncode != 0 and "team.env still names this scheduler, which is not running" in status.stdout
+    again = cluster.make("sweep", SWEEP="train.linear.C=0.125,8")
+    assert error_lines(again) == [
+        f"error: cannot reach the Dask scheduler at {address} (DASK_SCHEDULER in team.env): nothing answers there "
+        "(ConnectionRefusedError); start it with `make cluster-up`, or check the address"
+    ]
+    up = cluster.make("cluster-up", WORKERS="2")
+    assert up.returncode == 0, up.stderr
+    assert settings(cluster)["DASK_SCHEDULER"] != address
 
 
 def test_cluster_down_leaves_no_process_and_takes_the_setting_out(cluster):
@@ -576,7 +713,7 @@ def test_cluster_down_leaves_no_process_and_takes_the_setting_out(cluster):
     assert result.returncode == 0, result.stderr
     _, alive = psutil.wait_procs(processes, timeout=10)
     assert not alive
-    assert "DASK_SCHEDULER" not in settings(cluster)
+    assert not {"DASK_SCHEDULER", "DASK_TLS_CA_FILE", "DASK_TLS_CERT", "DASK_TLS_KEY"} & set(settings(cluster))
     assert not cluster_processes(cluster)
 
 
