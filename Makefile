@@ -23,6 +23,9 @@
 #   SCHEDULER       the Dask scheduler `make worker` joins, e.g. tls://scheduler.example.org:8786
 #   DEST, NAME      where `make new` creates a project of your own, and its name
 #   MODEL           the model URI of serve, predict (default: models:/<registry.model_name>@champion)
+#   MAX_BODY_MB     the largest request body `make serve` takes, in MB (default: 16)
+#   SERVE_TOKEN     the key every request to `make serve` must carry; from the environment only, never on make's
+#                   command line (default: a new one at each start, in .serve/token-<port>, mode 600)
 #   METRIC          the metric `make promote` compares (default: registry.metric in params.yaml)
 #   INPUT, OUTPUT   the file `make predict` scores and the file it writes (.csv or .parquet)
 #   KEEP            the input columns `make predict` keeps beside its predictions (default: every column)
@@ -146,7 +149,8 @@ tag: $(RUNTIME_STAMP) close-late dvc-setup ## Pin the data version: push the dat
 promote: $(RUNTIME_STAMP) close-late ## Register a run's model; move the champion alias only if it is better (RUN_ID=best, METRIC=..., FORCE=1)
 	@$(PY) -m src.service.promote --run-id "$(RUN_ID)" --metric "$(METRIC)" $(if $(FORCE),--force)
 
-serve: $(RUNTIME_STAMP) close-late ## Serve a model over REST on 127.0.0.1 with MLflow's scoring server (MODEL=champion, PORT=5001, MAX_BODY_MB=16)
+serve: $(RUNTIME_STAMP) close-late ## Serve a model over REST on 127.0.0.1, behind a key (MODEL=champion, PORT=5001, MAX_BODY_MB=16, SERVE_TOKEN)
+	@[ "$(origin SERVE_TOKEN)" != "command line" ] || { echo "error: SERVE_TOKEN on make's command line shows to every account (ps); choose a new one and export it instead: export SERVE_TOKEN=..." >&2; exit 2; }
 	@exec $(PY) -m src.service.serve --model "$(MODEL)" --port $(if $(filter command line environment,$(origin PORT)),$(PORT),5001) --max-body-mb "$(MAX_BODY_MB)"
 
 predict: $(RUNTIME_STAMP) close-late ## Score a CSV or Parquet file in batches, its columns kept (INPUT=... OUTPUT=... MODEL=champion KEEP=id,...)

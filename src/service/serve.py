@@ -8,22 +8,34 @@ inside it, and a category it never saw is scored. Three things are added: a requ
 that sends `data_load.id_columns` gets them back beside each prediction, every
 error answer is JSON with a short message (what was wrong with the request, naming
 the column) and never a stack trace, and a body over `MAX_BODY_MB` is refused
-before it is read whole.
+before it is read whole. Every request but the liveness checks (`/ping`, `/health`)
+must carry the server's key, `Authorization: Bearer <key>` (SERVE_TOKEN, or one made
+at start in `.serve/token-<port>`, this account's alone): another account of the
+machine gets 401 and nothing else.
 """
 
 from __future__ import annotations
 
 import argparse
+import hmac
 import json
 import logging
 import math
+import os
 import re
+import secrets
+import shlex
+import socket
 import sys
 import traceback
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from src.cli import EXIT_BAD_CONFIG, fail, one_line, parse_config
+from src.io import private_folder, write_private
+from src.paths import PROJECT_ROOT
 from src.tracking.registry import RegistryError, load_model, model_uri_for
 
 logger = logging.getLogger(__name__)
@@ -37,6 +49,20 @@ INVOCATIONS = "/invocations"
 
 DEFAULT_MAX_BODY_MB = 16
 """The largest request body `make serve` takes unless MAX_BODY_MB says otherwise (see docs/service.md for why)."""
+
+OPEN_PATHS = frozenset({"/ping", "/health"})
+"""What answers without the key: MLflow's liveness checks, whose answer is an empty line."""
+
+KEY_FOLDER = PROJECT_ROOT / ".serve"
+"""Where `make serve` writes the key it makes, one file per port (mode 600, in a folder of mode 700 git ignores)."""
+
+MIN_KEY_CHARACTERS = 16
+
+KEY_CHARACTERS = re.compile(r"[\x21-\x7e]+")
+"""Visible ASCII: what a header carries as it is."""
+
+NO_KEY = "the request carries no key; send `Authorization: Bearer <key>` with the key make serve named as it started"
+WRONG_KEY = "the key is wrong; send `Authorization: Bearer <key>` with the key make serve named as it started"
 
 
 Message = dict[str, Any]
@@ -88,6 +114,117 @@ def error_code_of(status: int, body: bytes) -> str:
         return str(json.loads(body)["error_code"])
     except (ValueError, TypeError, KeyError):
         return HTTP_STATUS_TO_ERROR_CODE.get(status, "BAD_REQUEST" if status < 500 else "INTERNAL_ERROR")
+
+
+@dataclass(frozen=True)
+class ServingKey:
+    """The bearer token `make serve` asks every request for, and where its caller finds it.
+
+    Args:
+        token: The token (never in a repr, a log or a message).
+        file: The file that holds it, or None when it came from SERVE_TOKEN.
+    """
+
+    token: str = field(repr=False)
+    file: Path | None = None
+
+    def where(self) -> str:
+        """Where the key is, for the start-up line."""
+        if self.file is None:
+            return "the key SERVE_TOKEN holds"
+        return f"the key in {shown_path(self.file)} (this account's alone)"
+
+    def shell(self) -> str:
+        """The shell words that give the key, for a curl command: the token itself never shows."""
+        if self.file is None:
+            return "$SERVE_TOKEN"
+        return f"$(cat {shlex.quote(shown_path(self.file))})"
+
+
+def shown_path(path: Path) -> str:
+    """`path` relative to the working folder when it lies inside it (a make target runs at the project root)."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def chosen_key(environ: Mapping[str, str]) -> ServingKey | None:
+    """The key a team chose, SERVE_TOKEN, when it is set and not empty.
+
+    Raises:
+        ValueError: If it is shorter than 16 characters or holds one a header cannot carry as it is (the message
+            never repeats it).
+    """
+    chosen = environ.get("SERVE_TOKEN", "")
+    if not chosen:
+        return None
+    if len(chosen) < MIN_KEY_CHARACTERS or not KEY_CHARACTERS.fullmatch(chosen):
+        raise ValueError(
+            f"SERVE_TOKEN must be at least {MIN_KEY_CHARACTERS} characters of visible ASCII, no spaces; make one"
+            " with: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+        )
+    return ServingKey(chosen)
+
+
+def new_key(key_file: Path) -> ServingKey:
+    """A new token (`secrets.token_urlsafe(32)`), written to `key_file` for this account alone.
+
+    The file is created mode 600 (`write_private`) in a folder made mode 700 that holds
+    a `.gitignore` of its own, so git never sees it.
+
+    Raises:
+        OSError: If the file cannot be written.
+    """
+    token = secrets.token_urlsafe(32)
+    folder = private_folder(key_file.parent)
+    ignore = folder / ".gitignore"
+    if not ignore.exists():
+        ignore.write_text("# make serve's keys: never in git\n*\n", encoding="utf-8")
+    write_private(key_file, f"{token}\n".encode())
+    return ServingKey(token, key_file)
+
+
+class RequireKey:
+    """ASGI middleware of the scoring app: a request without the key gets 401, and the app never sees it.
+
+    Every request but the liveness checks (`OPEN_PATHS`) must carry
+    `Authorization: Bearer <token>`; without it, with another scheme or another
+    token, the answer is 401 `{"error_code": "UNAUTHENTICATED", "message"}` with
+    `WWW-Authenticate: Bearer`, sent before a byte of the body is read. The token
+    is compared in constant time and never logged.
+
+    Args:
+        app: The app it guards (the scoring app with `ShortErrors`).
+        token: The key.
+    """
+
+    def __init__(self, app: App, token: str) -> None:
+        self.app = app
+        self.token = token.encode("ascii")
+
+    async def __call__(self, scope: Message, receive: Receive, send: Send) -> None:
+        """Pass a request that carries the key (or a liveness check, or the lifespan) on; refuse any other."""
+        if scope["type"] == "lifespan" or (scope["type"] == "http" and scope["path"] in OPEN_PATHS):
+            await self.app(scope, receive, send)
+            return
+        refusal = self.refusal(scope)
+        if refusal is None:
+            await self.app(scope, receive, send)
+        elif scope["type"] == "http":
+            await answer_error(scope, send, 401, refusal, headers=[(b"www-authenticate", b"Bearer")])
+        else:  # a websocket: closing it before it is accepted refuses it
+            await send({"type": "websocket.close", "code": 1008})
+
+    def refusal(self, scope: Message) -> str | None:
+        """Why the request may not in, or None when it carries the key (its first Authorization header)."""
+        given = next((value for name, value in scope["headers"] if name == b"authorization"), None)
+        if given is None:
+            return NO_KEY
+        scheme, _, credentials = given.strip().partition(b" ")
+        if scheme.lower() != b"bearer":
+            return NO_KEY
+        return None if hmac.compare_digest(credentials.strip(), self.token) else WRONG_KEY
 
 
 class BodyTooLargeError(Exception):
@@ -301,8 +438,13 @@ def take_gaps_in_whole_numbers(model: Any) -> None:
     )
 
 
-def example_request(model: Any, port: int) -> str:
-    """A curl command that scores the model's input example (one row)."""
+def example_request(model: Any, port: int, key: ServingKey) -> str:
+    """A curl command (bash or zsh) that scores the model's input example (one row), with the key.
+
+    The header reaches curl from a file (`-H @<(echo ...)`, echo being the shell's own):
+    `-H "Authorization: Bearer $(cat ...)"` would put the key among curl's arguments,
+    which `ps` shows to every account while curl runs.
+    """
     example = model.input_example
     if example is None:
         columns = [column.name for column in model.metadata.get_input_schema().inputs]
@@ -311,7 +453,10 @@ def example_request(model: Any, port: int) -> str:
         payload = {
             "dataframe_split": json.loads(example.head(1).to_json(orient="split", index=False, date_format="iso"))
         }
-    return f"curl -s http://127.0.0.1:{port}/invocations -H 'Content-Type: application/json' -d '{json.dumps(payload)}'"
+    return (
+        f'curl -s http://127.0.0.1:{port}/invocations -H @<(echo "Authorization: Bearer {key.shell()}")'
+        f" -H 'Content-Type: application/json' -d '{json.dumps(payload)}'"
+    )
 
 
 def max_body_bytes(megabytes: str) -> int:
@@ -331,13 +476,14 @@ def max_body_bytes(megabytes: str) -> int:
     return max(1, round(limit * MEGABYTE))
 
 
-def build_app(model: Any, id_columns: list[str], body_limit: int) -> Any:
-    """MLflow's scoring app for `model`, as `make serve` runs it: ids beside predictions, short errors, a body limit.
+def build_app(model: Any, id_columns: list[str], body_limit: int, token: str) -> Any:
+    """MLflow's scoring app for `model`, as `make serve` runs it: a key, ids beside predictions, short errors, a limit.
 
     Args:
         model: The loaded pyfunc model (changed in place: see `take_gaps_in_whole_numbers` and `answer_with_ids`).
         id_columns: `data_load.id_columns`.
         body_limit: The largest request body taken, in bytes.
+        token: The key every request but a liveness check must carry.
     """
     from mlflow.pyfunc import scoring_server
 
@@ -345,6 +491,7 @@ def build_app(model: Any, id_columns: list[str], body_limit: int) -> Any:
     answer_with_ids(model, id_columns)
     app = scoring_server.init(model)
     app.add_middleware(ShortErrors, max_body_bytes=body_limit)
+    app.add_middleware(RequireKey, token=token)  # added last, so it runs first: before the body is read
     return app
 
 
@@ -353,8 +500,27 @@ def uvicorn_options(port: int) -> dict[str, Any]:
     return {"host": "127.0.0.1", "port": port, "log_level": "warning"}
 
 
+def port_is_free(port: int) -> bool:
+    """Whether no server listens on `port` of 127.0.0.1 (checked before the port's key file is replaced)."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def start_line(version: str, port: int, model: Any, key: ServingKey) -> str:
+    """What `make serve` says as it starts: what it serves where, where the key is, and a request to try."""
+    return (
+        f"Serving {version} on http://127.0.0.1:{port}/invocations (Ctrl-C stops it); every request but /ping and"
+        f" /health needs {key.where()}. Try:\n  {example_request(model, port, key)}\n"
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
-    """`make serve [MODEL=models:/<name>@champion] [PORT=5001] [MAX_BODY_MB=16]`."""
+    """`make serve [MODEL=models:/<name>@champion] [PORT=5001] [MAX_BODY_MB=16]`, the key from SERVE_TOKEN or made."""
     parser = argparse.ArgumentParser(prog="python -m src.service.serve", description=__doc__)
     parser.add_argument("--model", default="", help="a model URI (default: models:/<registry.model_name>@champion)")
     parser.add_argument("--port", type=int, default=5001)
@@ -364,19 +530,23 @@ def main(argv: list[str] | None = None) -> None:
     arguments, config = parse_config(parser, argv)
     try:
         body_limit = max_body_bytes(arguments.max_body_mb)
+        chosen = chosen_key(os.environ)
     except ValueError as error:
         fail(str(error), EXIT_BAD_CONFIG)
     try:
         model, version = load_model(model_uri_for(arguments.model, config))
     except RegistryError as error:
         fail(str(error))
+    if not port_is_free(arguments.port):
+        fail(f"port {arguments.port} of 127.0.0.1 is taken (another make serve?); PORT=... picks another")
+    try:
+        key = chosen or new_key(KEY_FOLDER / f"token-{arguments.port}")
+    except OSError as error:
+        fail(f"could not write make serve's key: {error}")
     import uvicorn
 
-    app = build_app(model, config.data_load.id_columns, body_limit)
-    sys.stdout.write(
-        f"Serving {version} on http://127.0.0.1:{arguments.port}/invocations (Ctrl-C stops it). Try:\n"
-        f"  {example_request(model, arguments.port)}\n"
-    )
+    app = build_app(model, config.data_load.id_columns, body_limit, key.token)
+    sys.stdout.write(start_line(version, arguments.port, model, key))
     sys.stdout.flush()
     uvicorn.run(app, workers=1, **uvicorn_options(arguments.port))
 

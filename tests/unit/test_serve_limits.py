@@ -1,4 +1,4 @@
-"""`make serve` refuses what it cannot take: the body limit, and a short JSON answer to every bad request.
+"""`make serve` refuses what it cannot take: a request without its key, a body over the limit, and every bad request.
 
 The app is built as `make serve` builds it, around a real small model, and runs under uvicorn
 on a free port of 127.0.0.1 in a thread of the test.
@@ -9,7 +9,9 @@ from __future__ import annotations
 import http.client
 import json
 import logging
+import os
 import socket
+import stat
 import subprocess
 import sys
 import threading
@@ -18,7 +20,20 @@ from collections.abc import Iterator
 
 import pytest
 
-from src.service.serve import DEFAULT_MAX_BODY_MB, MEGABYTE, build_app, max_body_bytes, uvicorn_options
+from src.service.serve import (
+    DEFAULT_MAX_BODY_MB,
+    MEGABYTE,
+    NO_KEY,
+    WRONG_KEY,
+    ServingKey,
+    build_app,
+    chosen_key,
+    max_body_bytes,
+    new_key,
+    port_is_free,
+    start_line,
+    uvicorn_options,
+)
 from tests.conftest import PROJECT_ROOT
 from tests.unit.test_scoring import saved_model
 
@@ -28,20 +43,30 @@ JSON = {"Content-Type": "application/json"}
 
 ROW = {"dataframe_split": {"columns": ["length", "width"], "data": [[1.0, 5.0]]}}
 
+TOKEN = "the-tests-own-key-0123456789abcdefghij"
+
+WRONG_TOKEN = "a-key-of-another-server-0123456789abc"
+
 
 @pytest.fixture(scope="module")
-def port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    """The port of the scoring app of a classifier of wide and long rows, with `id` as its id column."""
-    import uvicorn
+def model(tmp_path_factory: pytest.TempPathFactory):
+    """A classifier of wide and long rows."""
     from sklearn.linear_model import LogisticRegression
 
-    model = saved_model(
+    return saved_model(
         tmp_path_factory.mktemp("model") / "model", ["wide", "wide", "long", "long"], LogisticRegression()
     )
+
+
+@pytest.fixture(scope="module")
+def port(model) -> Iterator[int]:
+    """The port of the scoring app of `model`, with `id` as its id column and TOKEN as its key."""
+    import uvicorn
+
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         free = probe.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(build_app(model, ["id"], LIMIT), **uvicorn_options(free)))
+    server = uvicorn.Server(uvicorn.Config(build_app(model, ["id"], LIMIT, TOKEN), **uvicorn_options(free)))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -59,11 +84,13 @@ def ask(
     headers: dict[str, str] | None = None,
     method: str = "POST",
     path: str = "/invocations",
+    token: str | None = TOKEN,
 ) -> tuple[int, str, bytes]:
-    """Send one request; its status, Content-Type and body."""
+    """Send one request, with `token` as its key (none if None); its status, Content-Type and body."""
+    key = {"Authorization": f"Bearer {token}"} if token is not None else {}
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     try:
-        connection.request(method, path, body=body, headers=headers or {})
+        connection.request(method, path, body=body, headers={**key, **(headers or {})})
         response = connection.getresponse()
         return response.status, response.getheader("Content-Type", ""), response.read()
     finally:
@@ -97,6 +124,136 @@ def test_a_row_is_scored_and_its_id_comes_back(port):
     records = {"dataframe_records": [{"id": "007", "length": 6.0, "width": 1.0}]}
     status, _, answer = ask(port, json.dumps(records).encode(), JSON)
     assert (status, json.loads(answer)) == (200, {"predictions": [{"id": "007", "prediction": "long"}]})
+
+
+def refused(port: int, method: str, path: str, headers: dict[str, str]) -> tuple[int, str, dict[str, str]]:
+    """Send a request with `headers` (and a good row); its status, WWW-Authenticate and short JSON error."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        connection.request(method, path, body=json.dumps(ROW).encode(), headers={**JSON, **headers})
+        response = connection.getresponse()
+        return response.status, response.getheader("WWW-Authenticate", ""), assert_short_error(response.read())
+    finally:
+        connection.close()
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("POST", "/invocations"), ("GET", "/version"), ("GET", "/openapi.json"), ("GET", "/docs"), ("GET", "/nowhere")],
+)
+@pytest.mark.parametrize(
+    ("headers", "message"),
+    [
+        pytest.param({}, NO_KEY, id="no key"),
+        pytest.param({"Authorization": f"Bearer {WRONG_TOKEN}"}, WRONG_KEY, id="wrong key"),
+        pytest.param({"Authorization": f"Bearer {TOKEN[:-1]}"}, WRONG_KEY, id="key cut short"),
+        pytest.param({"Authorization": "Bearer"}, WRONG_KEY, id="empty key"),
+        pytest.param({"Authorization": f"Basic {TOKEN}"}, NO_KEY, id="another scheme"),
+        pytest.param({"Authorization": "Bearer \u00e9t\u00e9".encode().decode("latin-1")}, WRONG_KEY, id="not ascii"),
+    ],
+)
+def test_a_request_without_the_key_gets_401_and_nothing_of_the_model(port, method, path, headers, message):
+    assert refused(port, method, path, headers) == (
+        401,
+        "Bearer",
+        {"error_code": "UNAUTHENTICATED", "message": message},
+    )
+
+
+def test_the_key_is_taken_whatever_the_case_of_bearer_and_version_answers_with_it(port):
+    for scheme in ("Bearer", "bearer", "BEARER"):
+        answer = ask(port, json.dumps(ROW).encode(), {**JSON, "Authorization": f"{scheme} {TOKEN}"}, token=None)
+        assert answer[::2] == (200, b'{"predictions": ["wide"]}')
+    assert ask(port, method="GET", path="/version")[0] == 200
+
+
+@pytest.mark.parametrize("path", ["/ping", "/health"])
+def test_the_liveness_checks_answer_without_the_key_and_say_nothing_more(port, path):
+    assert ask(port, method="GET", path=path, token=None)[::2] == (200, b"\n")
+
+
+def test_a_request_without_the_key_is_refused_before_its_body_is_read(port):
+    # The length alone would take 10 GB and the chunked body never ends: the answer comes at once all the same.
+    for head in (b"Content-Length: 10000000000\r\n\r\n", b"Transfer-Encoding: chunked\r\n\r\n10\r\n" + b" " * 16):
+        answer = raw_exchange(port, HEAD_WITHOUT_KEY + head)
+        assert answer.startswith(b"HTTP/1.1 401 ") and b"\r\nwww-authenticate: Bearer\r\n" in answer
+        assert assert_short_error(answer.split(b"\r\n\r\n", 1)[1])["message"] == NO_KEY
+
+
+class EveryLine(logging.Handler):
+    """Keeps every log line, its traceback included."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(logging.Formatter().format(record))
+
+
+def test_the_key_never_reaches_the_log_even_at_debug_level(port, monkeypatch):
+    every_line = EveryLine()
+    loggers = {logging.getLogger(name): logging.getLogger(name).level for name in ("", "uvicorn", "uvicorn.access")}
+    for logger in loggers:
+        logger.setLevel(logging.DEBUG)
+        logger.addHandler(every_line)
+    try:
+        ask(port, json.dumps(ROW).encode(), JSON)
+        ask(port, json.dumps(ROW).encode(), JSON, token=WRONG_TOKEN)
+        ask(port, b"not json", JSON)
+        monkeypatch.setattr("mlflow.pyfunc.scoring_server.predictions_to_json", lambda *_: 1 / 0)
+        assert ask(port, json.dumps(ROW).encode(), JSON)[0] == 500  # a traceback in the log
+    finally:
+        for logger, level in loggers.items():
+            logger.removeHandler(every_line)
+            logger.setLevel(level)
+    assert any("ZeroDivisionError" in line for line in every_line.lines)
+    assert not [line for line in every_line.lines if TOKEN in line or WRONG_TOKEN in line]
+
+
+def test_serve_takes_serve_token_from_the_environment_and_says_so_without_showing_it(model):
+    key = chosen_key({"SERVE_TOKEN": TOKEN})
+    assert key == ServingKey(TOKEN) and TOKEN not in repr(key)
+    said = start_line("models:/m/1", 5001, model, key)
+    assert "every request but /ping and /health needs the key SERVE_TOKEN holds. Try:" in said
+    assert '-H @<(echo "Authorization: Bearer $SERVE_TOKEN")' in said and TOKEN not in said
+    assert chosen_key({}) is None and chosen_key({"SERVE_TOKEN": ""}) is None  # then a key is made
+
+
+@pytest.mark.parametrize("token", ["too-short-0123", "a key with spaces in it", "caf\u00e9-0123456789abcdef"])
+def test_a_serve_token_that_is_short_or_no_header_can_carry_is_refused_without_repeating_it(token):
+    with pytest.raises(ValueError, match=r"^SERVE_TOKEN must be at least 16 characters of visible ASCII") as refusal:
+        chosen_key({"SERVE_TOKEN": token})
+    assert token not in str(refusal.value)
+
+
+def test_a_new_key_is_written_for_this_account_alone_where_git_never_sees_it(tmp_path, model, monkeypatch):
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    monkeypatch.chdir(tmp_path)
+    old_umask = os.umask(0)  # a umask that lets everyone read: the key is private all the same
+    try:
+        first, second = new_key(tmp_path / ".serve" / "token-5001"), new_key(tmp_path / ".serve" / "token-5001")
+    finally:
+        os.umask(old_umask)
+    key_file = tmp_path / ".serve" / "token-5001"
+    assert key_file.read_text() == f"{second.token}\n" and first.token != second.token
+    assert len(second.token) == 43  # secrets.token_urlsafe(32)
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert stat.S_IMODE(key_file.parent.stat().st_mode) == 0o700
+    # Neither git nor what copies the project (`make new`, the tests' copies) lists it.
+    untracked = ["git", "ls-files", "--others", "--exclude-standard"]
+    assert subprocess.run(untracked, capture_output=True, text=True, check=True).stdout == ""
+    said = start_line("models:/m/1", 5001, model, second)
+    assert "needs the key in .serve/token-5001 (this account's alone). Try:" in said
+    assert '-H @<(echo "Authorization: Bearer $(cat .serve/token-5001)")' in said and second.token not in said
+
+
+def test_a_port_taken_is_seen_before_a_key_file_of_it_is_replaced(port):
+    assert not port_is_free(port)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        free = probe.getsockname()[1]
+    assert port_is_free(free)
 
 
 def split(data: object, columns: object = ("length", "width")) -> bytes:
@@ -186,7 +343,9 @@ def test_a_body_at_the_limit_is_taken_and_a_byte_more_is_refused(port):
     assert chunked[0] == 413
 
 
-HEAD = b"POST /invocations HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+HEAD_WITHOUT_KEY = b"POST /invocations HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+
+HEAD = HEAD_WITHOUT_KEY + f"Authorization: Bearer {TOKEN}\r\n".encode()
 
 
 def test_a_body_declared_too_large_is_refused_before_a_byte_of_it_is_sent(port):
