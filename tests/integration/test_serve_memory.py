@@ -1,7 +1,8 @@
-"""`make serve`'s own process under bodies of 200 MB: each is refused with 413 and the memory stays low.
+"""`make serve`'s own process under bodies of 200 MB: each is refused with 413 (401 without the key), memory stays low.
 
 Before the body limit, four such bodies at once took the server to 3.1 GB. The server runs as
-`make serve` runs it (`python -m src.service.serve`, the default limit) around a small real model.
+`make serve` runs it (`python -m src.service.serve`, the default limit, the key from SERVE_TOKEN)
+around a small real model.
 """
 
 from __future__ import annotations
@@ -30,10 +31,15 @@ BODY_MB = 200
 
 ROW = json.dumps({"dataframe_split": {"columns": ["length", "width"], "data": [[1.0, 5.0]]}}).encode()
 
+TOKEN = "the-memory-tests-key-0123456789abcdef"
+
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, psutil.Process, Path]]:
-    """The port, the process and the stderr file of a scoring server started as `make serve` starts it."""
+    """The port, the process and the stderr file of a scoring server started as `make serve` starts it.
+
+    Its key comes from SERVE_TOKEN, so nothing is written into the project.
+    """
     from sklearn.linear_model import LogisticRegression
 
     folder = tmp_path_factory.mktemp("serve")
@@ -47,13 +53,16 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, psut
         process = subprocess.Popen(
             [*command, "--config", str(PROJECT_ROOT / "params.yaml")],
             cwd=folder,
-            env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
+            env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT), "SERVE_TOKEN": TOKEN},
             stdout=subprocess.PIPE,
             stderr=stderr,
             text=True,
         )
     try:
-        assert process.stdout.readline().startswith(f"Serving {folder / 'model'} on http://127.0.0.1:{port}/")
+        said = process.stdout.readline()
+        assert said.startswith(f"Serving {folder / 'model'} on http://127.0.0.1:{port}/")
+        said += process.stdout.readline()  # the curl to try
+        assert '-H @<(echo "Authorization: Bearer $SERVE_TOKEN")' in said and TOKEN not in said
         deadline = time.monotonic() + 60
         while True:
             try:
@@ -68,11 +77,12 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, psut
         process.wait(timeout=30)
 
 
-def post(port: int, body: bytes | Iterator[bytes]) -> tuple[int, bytes]:
-    """POST a body (a stream is sent chunked, without a length) and return the status and the answer."""
+def post(port: int, body: bytes | Iterator[bytes], token: str | None = TOKEN) -> tuple[int, bytes]:
+    """POST a body (a stream is sent chunked, without a length) with the key; return the status and the answer."""
+    headers = {"Content-Type": "application/json"} | ({"Authorization": f"Bearer {token}"} if token else {})
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
     try:
-        connection.request("POST", "/invocations", body=body, headers={"Content-Type": "application/json"})
+        connection.request("POST", "/invocations", body=body, headers=headers)
         response = connection.getresponse()
         return response.status, response.read()
     finally:
@@ -120,3 +130,15 @@ def test_four_200_mb_bodies_at_once_are_refused_and_the_memory_stays_low(server)
     assert growth < 150, f"the server grew by {growth:.0f} MB"
     assert post(port, ROW) == (200, b'{"predictions": ["wide"]}')
     assert "Traceback" not in log.read_text()
+
+
+def test_a_200_mb_body_without_the_key_is_refused_with_401_and_costs_nothing(server):
+    port, process, log = server
+    answers: list[tuple[int, bytes]] = []
+    growth = peak_growth(process, [threading.Thread(target=lambda: answers.append(post(port, stream(BODY_MB), None)))])
+    [(status, answer)] = answers
+    assert (status, json.loads(answer)["error_code"]) == (401, "UNAUTHENTICATED")
+    assert growth < 20, f"the server grew by {growth:.0f} MB"
+    assert post(port, ROW, "a-wrong-key-0123456789abcdef")[0] == 401
+    assert post(port, ROW) == (200, b'{"predictions": ["wide"]}')
+    assert TOKEN not in log.read_text()

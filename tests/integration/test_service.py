@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import socket
+import stat
 import subprocess
 import time
 import urllib.error
@@ -48,8 +49,10 @@ def champion(project: Project):
     return project.client().get_model_version_by_alias(MODEL, "champion")
 
 
-def post(url: str, body: bytes) -> tuple[int, dict]:
-    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+def post(url: str, body: bytes, token: str = "") -> tuple[int, dict]:
+    """POST JSON, with the key when `token` is given; the status and the answer."""
+    key = {"Authorization": f"Bearer {token}"} if token else {}
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json", **key})
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
             return response.status, json.loads(response.read())
@@ -96,39 +99,57 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def wait_for_answer(url: str, body: bytes, seconds: float = 120) -> tuple[int, dict]:
+def wait_for_answer(url: str, body: bytes, seconds: float = 120, token: str = "") -> tuple[int, dict]:
     deadline = time.monotonic() + seconds
     while True:
         try:
-            return post(url, body)
+            return post(url, body, token)
         except (ConnectionError, urllib.error.URLError):
             assert time.monotonic() < deadline, "the server did not answer"
             time.sleep(0.5)
 
 
-def test_serve_takes_raw_rows_and_answers_a_bad_row_with_a_short_4xx_naming_the_column(project):
+def test_serve_takes_raw_rows_and_answers_a_bad_row_with_a_short_4xx_naming_the_column(project, tmp_path):
     port = free_port()
-    server = project.spawn("serve", f"PORT={port}", stderr=subprocess.DEVNULL)
+    log = tmp_path / "serve.log"
+    with log.open("w") as stderr:  # no SERVE_TOKEN: make serve makes a key
+        server = project.spawn("serve", f"PORT={port}", stderr=stderr.fileno(), SERVE_TOKEN="")
     try:
         banner = server.stdout.readline()
         assert banner.startswith(f"Serving models:/{MODEL}/1 on http://127.0.0.1:{port}/invocations")
-        example = server.stdout.readline().split("-d '", 1)[1].rstrip("'\n")
+        assert f"every request but /ping and /health needs the key in .serve/token-{port} (this account's alone)" in (
+            banner
+        )
+        try_line = server.stdout.readline()
+        assert f'-H @<(echo "Authorization: Bearer $(cat .serve/token-{port})")' in try_line
+        example = try_line.split("-d '", 1)[1].rstrip("'\n")
+        key_file = project.root / ".serve" / f"token-{port}"
+        token = key_file.read_text().strip()
+        assert (stat.S_IMODE(key_file.stat().st_mode), stat.S_IMODE(key_file.parent.stat().st_mode)) == (0o600, 0o700)
+        assert ".serve" not in project.git("status", "--porcelain", "--untracked-files=all")
         raw_columns = list(pd.read_parquet(project.root / "data/raw/dataset.parquet").columns.drop("target"))
         assert json.loads(example)["dataframe_split"]["columns"] == raw_columns  # featurize runs inside the model
         url = f"http://127.0.0.1:{port}/invocations"
-        status, answer = wait_for_answer(url, example.encode())
+        status, answer = wait_for_answer(url, example.encode(), token=token)
         assert status == 200
         assert answer["predictions"] in (["setosa"], ["versicolor"], ["virginica"])
+        tried = subprocess.run(["bash", "-c", try_line], cwd=project.root, capture_output=True, text=True, timeout=30)
+        assert json.loads(tried.stdout) == answer  # the line to try works as it is printed
+        for stranger in ("", "not-the-key-0123456789abcdefghijklmnop"):
+            status, answer = post(url, example.encode(), stranger)
+            assert (status, answer["error_code"]) == (401, "UNAUTHENTICATED")
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=30) as alive:
+            assert (alive.status, alive.read()) == (200, b"\n")  # the liveness check needs no key
         rows = {
             "dataframe_records": [
                 dict.fromkeys(raw_columns, 5.0),
                 {**dict.fromkeys(raw_columns, 5.0), "petal_width_cm": None},  # an empty value is scored
             ]
         }
-        status, answer = post(url, json.dumps(rows).encode())
+        status, answer = post(url, json.dumps(rows).encode(), token)
         assert status == 200 and len(answer["predictions"]) == 2
         rows["dataframe_records"][1]["petal_width_cm"] = "wide"
-        status, answer = post(url, json.dumps(rows).encode())
+        status, answer = post(url, json.dumps(rows).encode(), token)
         assert (status, answer["message"]) == (
             400,
             "column 'petal_width_cm': could not convert string to float: 'wide'",
@@ -137,16 +158,26 @@ def test_serve_takes_raw_rows_and_answers_a_bad_row_with_a_short_4xx_naming_the_
         payload["dataframe_split"]["columns"] = payload["dataframe_split"]["columns"][1:]
         payload["dataframe_split"]["data"] = [row[1:] for row in payload["dataframe_split"]["data"]]
         for body in (json.dumps(payload).encode(), b"not json"):
-            status, answer = post(url, body)
+            status, answer = post(url, body, token)
             assert 400 <= status < 500
             assert set(answer) == {"error_code", "message"}
             assert "Traceback" not in answer["message"] and len(answer["message"]) <= 300
-        assert "missing inputs" in post(url, json.dumps(payload).encode())[1]["message"]
+        assert "missing inputs" in post(url, json.dumps(payload).encode(), token)[1]["message"]
     finally:
         os.killpg(server.pid, signal.SIGINT)
         server.wait(timeout=30)
     with pytest.raises(urllib.error.URLError):
-        post(url, example.encode())
+        post(url, example.encode(), token)
+    assert token not in banner + try_line + server.stdout.read() + log.read_text()
+
+
+def test_serve_refuses_a_key_on_makes_command_line_where_ps_shows_it(project):
+    refused = project.make("serve", "SERVE_TOKEN=a-key-everyone-sees-0123456789")
+    assert refused.returncode == 2
+    assert error_lines(refused) == [
+        "error: SERVE_TOKEN on make's command line shows to every account (ps); choose a new one and export it "
+        "instead: export SERVE_TOKEN=..."
+    ]
 
 
 def test_predict_keeps_the_rows_identity_and_never_overwrites_its_input(project):

@@ -221,21 +221,25 @@ def test_predict_scores_raw_rows_with_gaps_and_new_categories_and_keeps_the_ids(
 def test_serve_takes_json_with_text_and_nulls_and_answers_with_the_ids_it_was_sent(passengers):
     project, _ = passengers
     port = free_port()
-    server = project.spawn("serve", f"PORT={port}", stderr=subprocess.DEVNULL)
+    token = "the-teams-own-key-0123456789abcdefgh"  # a team's key, from the environment
+    server = project.spawn("serve", f"PORT={port}", stderr=subprocess.DEVNULL, SERVE_TOKEN=token)
     url = f"http://127.0.0.1:{port}/invocations"
     try:
-        assert server.stdout.readline().startswith("Serving models:/iris-classifier/1 on ")
+        banner = server.stdout.readline()
+        assert banner.startswith("Serving models:/iris-classifier/1 on ") and "the key SERVE_TOKEN holds" in banner
         records = json.loads(raw_rows().to_json(orient="records"))
-        status, answer = wait_for_answer(url, json.dumps({"dataframe_records": records}).encode())
+        status, answer = wait_for_answer(url, json.dumps({"dataframe_records": records}).encode(), token=token)
         assert status == 200, answer
         assert [row["passenger_id"] for row in answer["predictions"]] == [9001, 9002, 9003]
         assert {row["prediction"] for row in answer["predictions"]} <= {"0", "1"}
+        assert post(url, json.dumps({"dataframe_records": records}).encode())[0] == 401
+        assert not (project.root / ".serve" / f"token-{port}").exists()  # the key is SERVE_TOKEN's: no file
         without_ids = [{key: value for key, value in row.items() if key != "passenger_id"} for row in records]
         without_ids[0]["pclass"] = None  # a gap in a column training held whole numbers in
-        status, answer = post(url, json.dumps({"dataframe_records": without_ids}).encode())
+        status, answer = post(url, json.dumps({"dataframe_records": without_ids}).encode(), token)
         assert status == 200 and set(answer["predictions"]) <= {"0", "1"}
         records[0]["booked"] = "next spring"
-        status, answer = post(url, json.dumps({"dataframe_records": records}).encode())
+        status, answer = post(url, json.dumps({"dataframe_records": records}).encode(), token)
         assert (status, answer["message"]) == (
             400,
             "column 'booked': 'next spring' in row 1 is not a date (send ISO 8601: 2024-03-01 or 2024-03-01 14:30)",
