@@ -19,6 +19,7 @@
 #   JOBS            how many points of a sweep run at once, through DVC's experiment queue (default: 1; on a Dask cluster, one per worker)
 #   TEAM_ENV        the team-mode settings file (default: team.env; see team.env.example)
 #   NAME, ROLE      the user `make team-user` creates and its right on the experiment (read, edit, manage)
+#   PASSWORD        that user's password, from the environment only, never on make's command line (default: asked)
 #   WORKERS         how many workers `make cluster-up` starts (default: 2)
 #   SCHEDULER       the Dask scheduler `make worker` joins, e.g. tls://scheduler.example.org:8786
 #   DEST, NAME      where `make new` creates a project of your own, and its name
@@ -90,6 +91,9 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
 export MLFLOW_SERVER_ENABLE_JOB_EXECUTION := false
 export DVC_NO_ANALYTICS := 1
+# A tracking server that stops answering mid-command: give up after three tries in about 7 s, not minutes.
+export MLFLOW_HTTP_REQUEST_MAX_RETRIES ?= 3
+export MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR ?= 1
 export PIPELINE_RECORDS_DIR := $(PROJECT_ROOT)/.pipeline
 export NO_MKDOCS_2_WARNING := 1
 export PROJECT_VENV := $(VENV_DIR)
@@ -128,7 +132,7 @@ ifneq ($(filter http://% https://%,$(MLFLOW_TRACKING_URI)),)
 	@echo "In team mode the UI is the tracking server's: open $(MLFLOW_TRACKING_URI) and log in as $(MLFLOW_TRACKING_USERNAME)"
 else
 	@echo "MLflow UI on http://127.0.0.1:$(PORT) (Ctrl-C stops it)"
-	@exec "$(BIN)/mlflow" ui --backend-store-uri "$(MLFLOW_TRACKING_URI)" --host 127.0.0.1 --port $(PORT) --workers 1
+	@umask 077 && exec "$(BIN)/mlflow" ui --backend-store-uri "$(MLFLOW_TRACKING_URI)" --host 127.0.0.1 --port $(PORT) --workers 1
 endif
 
 report: $(RUNTIME_STAMP) close-late ## Compare params, metrics and plots with a git revision: reports/report.md (BASE=HEAD)
@@ -273,9 +277,12 @@ lock: ## Pin every package of the .in files into the .txt locks, with hashes (UP
 
 # A pipeline that could not reach the tracking server as it ended kept its outcome in
 # $(PIPELINE_RECORDS_DIR)/<run>/outcome.json: the first target that reaches it records the run late.
+# In team mode the targets that use the tracking server first check that it answers (within 3 s).
+TRACKING_TARGETS := pipeline report sweep bench tag promote serve predict drift retrain checkout history docs
+REACH := $(if $(and $(filter http://% https://%,$(MLFLOW_TRACKING_URI)),$(filter $(TRACKING_TARGETS),$(MAKECMDGOALS))),--reach)
 close-late: $(RUNTIME_STAMP)
-	@if ls "$(PIPELINE_RECORDS_DIR)"/*/outcome.json >/dev/null 2>&1; then \
-	  $(PY) -m src.pipeline.late --command "make $(firstword $(MAKECMDGOALS))"; fi
+	@if [ -n "$(REACH)" ] || ls "$(PIPELINE_RECORDS_DIR)"/*/outcome.json >/dev/null 2>&1; then \
+	  $(PY) -m src.pipeline.late --command "make $(firstword $(MAKECMDGOALS))" $(REACH); fi
 
 # The default DVC remote (a local folder, or team.env's S3 bucket) and an optional shared cache, in .dvc/config.local.
 dvc-setup: $(RUNTIME_STAMP)
@@ -304,5 +311,6 @@ worker: $(RUNTIME_STAMP) ## Join this machine to a team's Dask cluster with team
 	@exec $(PY) -m src.team worker --scheduler "$$SCHEDULER"
 
 team-user: $(RUNTIME_STAMP) ## Create a user on the tracking server with a right on the experiment (NAME=... ROLE=read|edit|manage)
+	@[ "$(origin PASSWORD)" != "command line" ] || { echo "error: PASSWORD on make's command line shows to every account (ps); choose another and export it instead, or let make team-user ask for it" >&2; exit 2; }
 	@[ -n "$$NAME" ] && [ -n "$$ROLE" ] || { echo 'error: name the user and its role: make team-user NAME=alice ROLE=read|edit|manage' >&2; exit 2; }
-	@$(PY) -m src.team user --name "$$NAME" --role "$$ROLE" --password "$$PASSWORD"
+	@$(PY) -m src.team user --name "$$NAME" --role "$$ROLE"

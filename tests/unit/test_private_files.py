@@ -53,6 +53,29 @@ def test_make_team_user_never_puts_the_password_on_a_command_line():
     assert password not in result.stdout + result.stderr
 
 
+def test_make_team_user_refuses_a_password_on_its_own_command_line_where_ps_shows_it():
+    result = subprocess.run(
+        [
+            "make",
+            "--no-print-directory",
+            "team-user",
+            "NAME=alice",
+            "ROLE=read",
+            "PASSWORD=shown-in-ps",
+            "RUNTIME_STAMP=",
+        ],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[0] == (
+        "error: PASSWORD on make's command line shows to every account (ps); "
+        "choose another and export it instead, or let make team-user ask for it"
+    )
+
+
 def handshake(server: ssl.SSLContext, client: ssl.SSLContext) -> str:
     """Connect `client` to `server` over a socket pair: "ok", or the error that ended the handshake."""
     left, right = socket.socketpair()
