@@ -30,6 +30,7 @@ import yaml
 from src.paths import pipeline_stages
 from src.team.stack import StackError, postgres_binaries
 from tests.integration.conftest import VENV, Project, assert_outputs_match_lock, error_lines, new_project
+from tests.integration.stranger import let_in, probe
 
 pytestmark = pytest.mark.slow
 
@@ -303,6 +304,80 @@ def test_a_read_only_user_is_refused_before_any_stage_and_leaves_no_run(team):
     assert (team.root / "dvc.lock").read_text() == lock_before
 
 
+def rest(team: Project, method: str, path: str, body: dict | None, user: str, password: str) -> int:
+    """The HTTP status the tracking server answers `user` with, for one REST call."""
+    import base64
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(
+        f"{team.server}{path}",
+        data=None if body is None else json.dumps(body).encode(),
+        method=method,
+        headers={
+            "Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode(),
+            "Content-Type": "application/json",
+        },
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return answer.status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+def test_a_read_user_can_write_nothing_on_the_server(team):
+    """Every kind of write the REST API takes, as `read`: each refused, nothing changed; reads still work."""
+    [run] = team.runs("attributes.run_name = 'team-run'")
+    experiment_id, run_id, model = run.info.experiment_id, run.info.run_id, "iris-classifier"
+    api, grant = "/api/2.0/mlflow", {"username": "reader", "resource_type": "experiment", "permission": "EDIT"}
+    writes = {
+        "create an experiment": ("POST", f"{api}/experiments/create", {"name": "planted"}),
+        "rename the experiment": (
+            "POST",
+            f"{api}/experiments/update",
+            {"experiment_id": experiment_id, "new_name": "x"},
+        ),
+        "delete the experiment": ("POST", f"{api}/experiments/delete", {"experiment_id": experiment_id}),
+        "create a run": ("POST", f"{api}/runs/create", {"experiment_id": experiment_id}),
+        "log a metric": (
+            "POST",
+            f"{api}/runs/log-metric",
+            {"run_id": run_id, "key": "planted", "value": 1, "timestamp": 0},
+        ),
+        "tag a run": ("POST", f"{api}/runs/set-tag", {"run_id": run_id, "key": "planted", "value": "x"}),
+        "delete a run": ("POST", f"{api}/runs/delete", {"run_id": run_id}),
+        "create a registered model": ("POST", f"{api}/registered-models/create", {"name": "planted"}),
+        "describe the model": ("PATCH", f"{api}/registered-models/update", {"name": model, "description": "x"}),
+        "register a version": (
+            "POST",
+            f"{api}/model-versions/create",
+            {"name": model, "source": "s3://x", "run_id": run_id},
+        ),
+        "move an alias": (
+            "POST",
+            f"{api}/registered-models/alias",
+            {"name": model, "alias": "champion", "version": "1"},
+        ),
+        "delete the model": ("DELETE", f"{api}/registered-models/delete", {"name": model}),
+        "upload an artifact": ("PUT", f"/api/2.0/mlflow-artifacts/artifacts/{experiment_id}/planted.txt", None),
+        "create a user": ("POST", f"{api}/users/create", {"username": "planted", "password": "planted-password-1"}),
+        "grant itself EDIT": (
+            "POST",
+            "/api/3.0/mlflow/users/permissions/grant",
+            {**grant, "resource_id": experiment_id},
+        ),
+    }
+    answers = {what: rest(team, *call, "reader", READER_PASSWORD[0]) for what, call in writes.items()}
+    assert {what: status for what, status in answers.items() if status != 403} == {}
+    assert rest(team, "GET", f"/api/2.0/mlflow/runs/get?run_id={run_id}", None, "reader", READER_PASSWORD[0]) == 200
+    after = team.client().get_run(run_id)
+    assert after.info.lifecycle_stage == "active" and "planted" not in after.data.tags
+    assert "planted" not in after.data.metrics
+    assert team.client().get_experiment_by_name("planted") is None
+    assert [each.name for each in team.client().search_registered_models()] == [model]
+
+
 def test_a_read_user_may_not_promote_and_an_edit_user_promotes(team):
     """The role covers the registered model too: read may look, edit may move the champion."""
     assert team.make("team-user", NAME="reader", ROLE="read").returncode == 0  # made in the test before
@@ -344,6 +419,109 @@ def test_a_sweep_on_two_workers_gives_each_point_its_parent_run_on_the_server(te
         assert {child.info.run_name for child in children} == STAGES
         assert "accuracy" in parent.data.metrics
     assert "2 points, 2 at a time" in result.stderr
+
+
+def listening_ports(processes: list) -> list[int]:
+    """The TCP ports the processes listen on."""
+    return sorted(
+        {
+            connection.laddr.port
+            for process in processes
+            for connection in process.net_connections(kind="inet")
+            if connection.status == "LISTEN"
+        }
+    )
+
+
+def secrets_of(project: Project) -> dict[str, str]:
+    """Every secret the stack holds: passwords, S3 keys, the Flask key, as named in stack.json."""
+    saved = json.loads((project.root / ".team" / "stack.json").read_text())
+    return {name: value for name, value in saved.items() if isinstance(value, str) and value}
+
+
+def test_no_listener_of_the_stack_lets_another_account_in_without_a_key(team):
+    """As another account of the machine: every port answers only 'alive' without a key, no file or socket opens."""
+    team_dir = team.root / ".team"
+    ports = listening_ports(stack_processes(team))
+    assert len(ports) >= 10  # PostgreSQL, MLflow, S3, and SeaweedFS's master, volume, filer, admin (HTTP and gRPC)
+    files = [team.root / "team.env", team_dir, *team_dir.glob("*"), *(team_dir / "tls").glob("*")]
+    sockets = [*team_dir.glob("s3/sockets/*.sock"), *Path(tempfile.gettempdir()).glob("seaweedfs-*-grpc-*.sock")]
+    found = probe(ports, files, sockets, postgres=json.loads((team_dir / "stack.json").read_text())["postgres_port"])
+    assert let_in(found) == {}
+    assert found["postgres"] == {"kind": "R", "code": 10}  # PostgreSQL asks for a password (SCRAM), lets no one in
+    assert {path: answer for path, answer in found["files"].items() if answer != "PermissionError"} == {}
+    assert {path: answer for path, answer in found["sockets"].items() if answer == "connected"} == {}
+
+
+def test_no_secret_on_a_command_line_in_a_log_or_in_a_file_others_can_read(team):
+    secrets = secrets_of(team)
+    import psutil
+
+    shown = [
+        " ".join(process.info["cmdline"] or [])
+        for process in psutil.process_iter(["cmdline"])
+        if any(value in " ".join(process.info["cmdline"] or []) for value in secrets.values())
+    ]
+    assert shown == []
+    team_dir = team.root / ".team"
+
+    def others_may(path: Path, bits: int) -> bool:
+        return bool(stat.S_IMODE(path.lstat().st_mode) & bits)
+
+    def reachable(path: Path) -> bool:  # every folder from .team down to the path lets group or others pass
+        return all(
+            others_may(folder, 0o011) for folder in path.parents if folder == team_dir or team_dir in folder.parents
+        )
+
+    open_to_others = {
+        str(path.relative_to(team.root)): oct(stat.S_IMODE(path.lstat().st_mode))
+        for path in [team.root / "team.env", *team_dir.rglob("*")]
+        if not path.is_symlink() and others_may(path, 0o066) and reachable(path)
+    }
+    assert open_to_others == {}
+    allowed = 0o710 if os.geteuid() == 0 else 0o700  # as root, PostgreSQL's account passes through to its folder
+    assert stat.S_IMODE(team_dir.stat().st_mode) == allowed
+    logged = {
+        str(log.relative_to(team.root)): name
+        for log in [*team_dir.glob("logs/*"), *team_dir.glob("s3/logs/*")]
+        if log.is_file()
+        for name, value in secrets.items()
+        if value in log.read_text(errors="replace")
+    }
+    assert logged == {}
+
+
+def test_a_part_alive_but_silent_is_named_and_started_again(team):
+    """A tracking server that no longer answers (stopped, not dead): named by team-status, by any target within
+    seconds, and team-up starts it again."""
+    import psutil
+
+    mlflow_server = psutil.Process(json.loads((team.root / ".team" / "pids" / "mlflow.json").read_text())["pid"])
+    tree = [mlflow_server, *mlflow_server.children(recursive=True)]
+    for process in tree:
+        process.suspend()
+    try:
+        status = team.make("team-status")
+        assert status.returncode != 0
+        states = [line[16:24].strip() for line in status.stdout.splitlines()[1:4]]  # the column after the part's
+        assert states == ["running", "running", "silent"], status.stdout
+        started = time.monotonic()
+        history = team.make("history")
+        assert time.monotonic() - started < 15
+        assert error_lines(history) == [
+            f"error: make history: the tracking server {team.server} does not answer; "
+            "start it again (`make team-up` for the trial stack)"
+        ]
+        up = team.make("team-up")
+        assert up.returncode == 0, up.stderr
+        assert "MLflow runs but does not answer; starting it again" in up.stderr
+    finally:
+        for process in tree:
+            with contextlib.suppress(psutil.Error):
+                process.resume()
+    assert not any(process.is_running() for process in tree)
+    assert team.make("team-status").stdout.count(" running ") == 3
+    assert team.make("history").returncode == 0
 
 
 @pytest.fixture(scope="module")
@@ -451,14 +629,7 @@ def test_the_trial_cluster_lets_in_no_client_without_a_certificate_of_its_ca(clu
     from src.team.certs import issue
 
     address = settings(cluster)["DASK_SCHEDULER"]
-    ports = sorted(
-        {
-            connection.laddr.port
-            for process in cluster_processes(cluster)
-            for connection in process.net_connections(kind="inet")
-            if connection.status == "LISTEN"
-        }
-    )
+    ports = listening_ports(cluster_processes(cluster))
     paths = ["/", "/status", "/health", "/metrics", "/info/main/workers.html", "/json/identity.json", "/api/v1"]
     answers = {port: {path: http_answer(port, path) for path in paths} for port in ports}
     web = {port for port, answered in answers.items() if any(isinstance(status, int) for status in answered.values())}
@@ -495,6 +666,11 @@ def test_the_trial_cluster_lets_in_no_client_without_a_certificate_of_its_ca(clu
     }
     assert {what: answer for what, answer in tries.items() if answer == "2"} == {}, tries
     assert connects(security=right) == "2"
+    # Another account of the machine, holding no key, gets nothing either: no port, no key file, no clone.
+    keys = [cluster.root / "team.env", *(Path(team[name]) for name in ("DASK_TLS_CA_FILE", "DASK_TLS_KEY"))]
+    found = probe(ports, [*keys, cluster.root / ".team" / "points"])
+    assert let_in(found) == {}
+    assert {path: answer for path, answer in found["files"].items() if answer != "PermissionError"} == {}
 
 
 def test_a_cluster_sweep_is_refused_in_one_line_when_the_workers_could_not_run_it(cluster):
@@ -789,10 +965,10 @@ def test_a_part_that_cannot_start_is_named_and_nothing_is_left_running(team):
                 "team-up", TEAM_MLFLOW_PORT=str(free_port()), TEAM_S3_PORT=taken, TEAM_POSTGRES_PORT=str(free_port())
             )
         assert result.returncode != 0
-        [line] = error_lines(result)
-        assert line.startswith("error: the S3 server (SeaweedFS) on http://127.0.0.1:")
-        assert str(other.root / ".team/logs/s3.log") in line
-        assert line.endswith("; stopped what had started")
+        assert error_lines(result) == [
+            f"error: port {taken} for S3 (SeaweedFS) is taken by another program (another trial stack?): "
+            "start this one on a free port with `TEAM_S3_PORT=<port> make team-up`; stopped what had started"
+        ]
         assert processes_under(other.root) == []
         assert not (other.root / "team.env").exists()
     finally:
