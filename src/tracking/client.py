@@ -40,10 +40,12 @@ def import_mlflow() -> ModuleType:
 
 
 def keep_local_store_private() -> None:
-    """Make the embedded store this account's alone: the SQLite file 0600 (created so if new), `mlruns/` 0700.
+    """Make the embedded store this account's alone: the SQLite file 0600 (created so if new), `mlruns/` beside it 0700.
 
     SQLite gives its journal the database's mode, and MLflow would create both
-    readable by every account of the machine.
+    readable by every account of the machine (`mlruns/`, the artifacts, is
+    MLflow's default artifact root: beside the database, as make runs at the
+    project's root).
     """
     uri = tracking_uri()
     if not uri.startswith("sqlite:///"):
@@ -52,7 +54,7 @@ def keep_local_store_private() -> None:
     if database.parent.is_dir():
         os.close(os.open(database, os.O_WRONLY | os.O_CREAT, 0o600))
         database.chmod(0o600)
-        private_folder(PROJECT_ROOT / "mlruns")
+        private_folder(database.parent / "mlruns")
 
 
 def experiment_id_for(client: MlflowClient, name: str) -> str:

@@ -29,7 +29,7 @@ def test_the_embedded_store_is_made_private_whether_new_or_left_open(tmp_path, m
         monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{database}")
         keep_local_store_private()
         assert mode(database) == 0o600
-    assert mode(PROJECT_ROOT / "mlruns") == 0o700
+    assert mode(tmp_path / "mlruns") == 0o700
 
 
 def test_dvc_setup_makes_dvcs_own_cache_private_and_a_new_remote_folder_too(tmp_path):
