@@ -6,15 +6,19 @@ playwright. Without it these tests skip, except under CI=true, where they fail.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
 import signal
 import socket
+import stat
 import subprocess
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from urllib.parse import urljoin, urlparse
 
 import pytest
@@ -119,9 +123,31 @@ def mlflow_ui(project) -> Iterator[tuple[subprocess.Popen, int]]:
         os.killpg(process.pid, signal.SIGKILL)
 
 
+def login(project) -> dict[str, str]:
+    """The admin's login of `make ui`, from the file its first start made."""
+    password = (project.root / ".mlflow-ui/password").read_text(encoding="utf-8").strip()
+    return {"username": "admin", "password": password}
+
+
+def status(url: str, credentials: dict[str, str] | None = None) -> int:
+    """The HTTP status `url` answers a GET with, with the basic-auth login given or none."""
+    request = urllib.request.Request(url)
+    if credentials:
+        pair = f"{credentials['username']}:{credentials['password']}".encode()
+        request.add_header("Authorization", "Basic " + base64.b64encode(pair).decode())
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return answer.status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
 def test_make_ui_prints_the_url_and_answers_on_loopback_only(mlflow_ui):
     process, port = mlflow_ui
-    assert process.stdout.readline().strip() == f"MLflow UI on http://127.0.0.1:{port} (Ctrl-C stops it)"
+    assert process.stdout.readline().strip() == (
+        f"MLflow UI on http://127.0.0.1:{port}: log in as admin with the password in .mlflow-ui/password"
+        " (Ctrl-C stops it)"
+    )
     address = other_address()
     if address is None:
         pytest.skip("this machine has no interface besides loopback")
@@ -129,11 +155,37 @@ def test_make_ui_prints_the_url_and_answers_on_loopback_only(mlflow_ui):
         pass
 
 
+def test_make_ui_answers_nothing_without_its_login_kept_for_this_account_alone(project, mlflow_ui):
+    process, port = mlflow_ui
+    folder = project.root / ".mlflow-ui"
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    for name in ("password", "secret-key", "auth.ini", "auth.db"):
+        assert stat.S_IMODE((folder / name).stat().st_mode) == 0o600, name
+    assert ".mlflow-ui" not in project.git("status", "--porcelain", "--untracked-files=all")
+    admin = login(project)
+    base = f"http://127.0.0.1:{port}"
+    for path in ("/", "/api/2.0/mlflow/experiments/search?max_results=1", "/ajax-api/2.0/mlflow/runs/search"):
+        assert status(base + path) == 401, path
+    assert status(base + "/api/2.0/mlflow/experiments/search?max_results=1", {**admin, "password": "not it"}) == 401
+    assert status(base + "/api/2.0/mlflow/experiments/search?max_results=1", admin) == 200
+    assert status(base + "/health") == 200
+    hidden = {admin["password"], (folder / "secret-key").read_text(encoding="utf-8").strip()}
+    command_lines = []  # of every process make ui started, as ps shows them to any account
+    for path in Path("/proc").glob("[0-9]*/cmdline"):
+        with contextlib.suppress(OSError):
+            if os.getpgid(int(path.parent.name)) == process.pid:
+                command_lines.append(path.read_bytes().decode(errors="replace"))
+    assert any("basic-auth" in line for line in command_lines)
+    for line in command_lines:
+        assert not any(secret in line for secret in hidden), line
+
+
 def test_mlflow_ui_lists_the_parent_run_and_its_five_stage_runs(project, browser, mlflow_ui):
     _, port = mlflow_ui
     [parent] = project.parents()
     assert parent.info.run_name == "seen-in-browser"
-    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    context = browser.new_context(http_credentials=login(project), viewport={"width": 1400, "height": 900})
+    page = context.new_page()
     page.goto(f"http://127.0.0.1:{port}/#/experiments/{parent.info.experiment_id}/runs")
     row = page.locator("div[role=row]", has_text="seen-in-browser")
     row.wait_for(timeout=60_000)
@@ -142,7 +194,7 @@ def test_mlflow_ui_lists_the_parent_run_and_its_five_stage_runs(project, browser
     row.locator("button[data-component-id*='runnamecellrenderer']").click()
     for stage in STAGES:
         page.get_by_text(stage, exact=True).first.wait_for(timeout=30_000)
-    page.close()
+    context.close()
 
 
 def test_ctrl_c_stops_everything_make_ui_started(mlflow_ui):
