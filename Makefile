@@ -127,7 +127,7 @@ help: ## Show this help
 pipeline: $(RUNTIME_STAMP) close-late dvc-setup ## Run the DVC pipeline as one MLflow parent run (RUN_NAME=..., FORCE=1)
 	@exec $(PY) -m src.pipeline --config params.yaml --run-name "$(RUN_NAME)" $(if $(FORCE),--force)
 
-ui: $(if $(filter http://% https://%,$(MLFLOW_TRACKING_URI)),$(RUNTIME_STAMP),$(TEAM_STAMP)) close-late ## Open the MLflow UI on this project's runs, on 127.0.0.1 only, behind a login (PORT=5000)
+ui: $(RUNTIME_STAMP) close-late ## Open the MLflow UI on this project's runs, on 127.0.0.1 only, behind a login (PORT=5000)
 ifneq ($(filter http://% https://%,$(MLFLOW_TRACKING_URI)),)
 	@echo "In team mode the UI is the tracking server's: open $(MLFLOW_TRACKING_URI) and log in as $(MLFLOW_TRACKING_USERNAME)"
 else

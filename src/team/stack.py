@@ -43,6 +43,7 @@ from src.cli import one_line
 from src.io import private_folder, write_private
 from src.paths import PROJECT_ROOT
 from src.team.certs import Certificate, issue
+from src.tracking.ui import ADMIN, auth_settings
 
 logger = logging.getLogger(__name__)
 
@@ -56,8 +57,6 @@ BIN = Path(sys.executable).parent
 ARTIFACTS_BUCKET = "mlflow-artifacts"
 
 DATA_BUCKET = "dvc-store"
-
-ADMIN = "admin"
 
 ROLES = {"read": "READ", "edit": "EDIT", "manage": "MANAGE"}
 
@@ -542,17 +541,7 @@ def start_mlflow(settings: Settings) -> subprocess.Popen:
     """Start `mlflow server` with basic-auth on PostgreSQL, artifacts in the S3 bucket."""
     auth_config = TEAM_DIR / "auth.ini"
     write_private(
-        auth_config,
-        (
-            "[mlflow]\n"
-            "default_permission = READ\n"
-            f"database_uri = {settings.database_uri('mlflow_auth')}\n"
-            f"admin_username = {ADMIN}\n"
-            "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
-            "grant_default_workspace_access = false\n"
-            # Checking a password costs 0.3 s; remember a good one for a minute.
-            "auth_cache_ttl_seconds = 60\n"
-        ).encode(),
+        auth_config, auth_settings(settings.database_uri("mlflow_auth"), "grant_default_workspace_access = false")
     )
     environment = {key: value for key, value in os.environ.items() if not key.startswith("MLFLOW_TRACKING_")}
     environment.update(

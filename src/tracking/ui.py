@@ -84,20 +84,26 @@ def prepare_login(folder: Path = UI_FOLDER) -> Login:
     if not (folder / "password").exists():
         database.unlink(missing_ok=True)
     login = Login(folder, _read_or_make(folder / "password"), _read_or_make(folder / "secret-key"))
-    database_uri = f"sqlite:///{database}".replace("%", "%%")  # configparser reads % as interpolation
-    write_private(
-        login.config_file,
-        (
-            "[mlflow]\n"
-            "default_permission = READ\n"
-            f"database_uri = {database_uri}\n"
-            f"admin_username = {ADMIN}\n"
-            "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
-            # Checking a password costs 0.3 s and the UI sends many requests; remember a good one for a minute.
-            "auth_cache_ttl_seconds = 60\n"
-        ).encode(),
-    )
+    write_private(login.config_file, auth_settings(f"sqlite:///{database}"))
     return login
+
+
+def auth_settings(database_uri: str, *extra: str) -> bytes:
+    """The settings of MLflow's basic-auth app (`MLFLOW_AUTH_CONFIG_PATH`), with `extra` lines as they are.
+
+    Its users live in `database_uri`, every login may read, and the admin is `ADMIN`.
+    """
+    lines = [
+        "[mlflow]",
+        "default_permission = READ",
+        f"database_uri = {database_uri.replace('%', '%%')}",  # configparser reads % as interpolation
+        f"admin_username = {ADMIN}",
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth",
+        # Checking a password costs 0.3 s and a UI sends many requests; remember a good one for a minute.
+        "auth_cache_ttl_seconds = 60",
+        *extra,
+    ]
+    return ("\n".join(lines) + "\n").encode()
 
 
 def server_environment(login: Login, base: dict[str, str]) -> dict[str, str]:
