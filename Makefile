@@ -91,9 +91,6 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
 export MLFLOW_SERVER_ENABLE_JOB_EXECUTION := false
 export DVC_NO_ANALYTICS := 1
-# A tracking server that stops answering mid-command: give up after three tries in about 7 s, not minutes.
-export MLFLOW_HTTP_REQUEST_MAX_RETRIES ?= 3
-export MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR ?= 1
 export PIPELINE_RECORDS_DIR := $(PROJECT_ROOT)/.pipeline
 export NO_MKDOCS_2_WARNING := 1
 export PROJECT_VENV := $(VENV_DIR)
