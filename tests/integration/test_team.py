@@ -802,10 +802,11 @@ def test_a_point_that_runs_again_after_its_experiment_was_pushed_logs_nothing(cl
     shutil.rmtree(clone)
 
 
-def test_ctrl_c_on_a_cluster_sweep_ends_its_points_killed_and_keeps_the_cluster(cluster):
+def sweep_with_a_point_running(cluster: Project, grid: str) -> subprocess.Popen:
+    """Start `make sweep SWEEP=grid` on the cluster; return once a point runs its DVC experiment on a worker."""
     import psutil
 
-    sweep = cluster.spawn("sweep", SWEEP="train.linear.C=0.25,4", stderr=subprocess.PIPE)
+    sweep = cluster.spawn("sweep", SWEEP=grid, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 180
     started = False
     while not started and time.monotonic() < deadline and sweep.poll() is None:
@@ -813,6 +814,11 @@ def test_ctrl_c_on_a_cluster_sweep_ends_its_points_killed_and_keeps_the_cluster(
             started = any("exp" in child.cmdline() for point in point_processes() for child in point.children())
         time.sleep(0.2)
     assert started
+    return sweep
+
+
+def test_ctrl_c_on_a_cluster_sweep_ends_its_points_killed_and_keeps_the_cluster(cluster):
+    sweep = sweep_with_a_point_running(cluster, "train.linear.C=0.25,4")
     os.killpg(sweep.pid, signal.SIGINT)  # Ctrl-C in the terminal
     _, stderr = sweep.communicate(timeout=120)
     assert sweep.returncode == -signal.SIGINT and "sweep] Error 130" in stderr, stderr  # make dies of the signal
@@ -832,16 +838,7 @@ def test_ctrl_c_on_a_cluster_sweep_ends_its_points_killed_and_keeps_the_cluster(
 
 
 def test_a_scheduler_killed_mid_sweep_ends_it_in_one_line_with_the_statuses_mlflow_holds(cluster):
-    import psutil
-
-    sweep = cluster.spawn("sweep", SWEEP="train.linear.C=0.125,8", stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 180
-    started = False
-    while not started and time.monotonic() < deadline and sweep.poll() is None:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            started = any("exp" in child.cmdline() for point in point_processes() for child in point.children())
-        time.sleep(0.2)
-    assert started
+    sweep = sweep_with_a_point_running(cluster, "train.linear.C=0.125,8")
     stop_part(cluster, "dask-scheduler")  # as a crash, or the OOM killer, would
     stdout, stderr = sweep.communicate(timeout=120)
     assert sweep.returncode != 0
